@@ -1,0 +1,41 @@
+# Everything installs into a local virtual environment (.venv). The CPU torch wheel is installed
+# first and pinned, so nothing later pulls CUDA packages; set TORCH_SPEC to bring another build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install serve test lint typecheck check bench-cpu clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/helios serve $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+bench-cpu: $(STAMP)
+	$(BIN)/helios bench --model tiny --chunks 2,8,32 --out benchmarks/results/cpu-tiny
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

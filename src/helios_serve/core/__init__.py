@@ -1,0 +1,1 @@
+"""Vocabulary shared by every layer: plain types, no torch, no HTTP."""

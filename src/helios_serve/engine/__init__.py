@@ -1,0 +1,1 @@
+"""The torch side: loading Helios checkpoints and running streams chunk by chunk."""

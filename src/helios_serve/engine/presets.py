@@ -1,0 +1,45 @@
+"""Sampling settings per variant: the recommended defaults of each published checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from helios_serve.core.types import Variant
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How each chunk is denoised. Defaults equal diffusers' `__call__` defaults."""
+
+    guidance_scale: float = 5.0
+    num_inference_steps: int = 50
+    """Single-stage (Base) steps per chunk."""
+    pyramid_steps: tuple[int, ...] = (10, 10, 10)
+    """Steps per pyramid stage (Mid, Distilled)."""
+    use_cfg_zero_star: bool = False
+    use_zero_init: bool = True
+    zero_steps: int = 1
+    amplify_first_chunk: bool = False
+    negative_prompt: str = ""
+    max_sequence_length: int = 512
+    image_noise_sigma: tuple[float, float] = (0.111, 0.135)
+    video_noise_sigma: tuple[float, float] = (0.111, 0.135)
+
+    @property
+    def uses_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    def with_overrides(self, **changes: object) -> SamplingSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+PRESETS: dict[Variant, SamplingSettings] = {
+    Variant.BASE: SamplingSettings(guidance_scale=5.0, num_inference_steps=50),
+    Variant.MID: SamplingSettings(
+        guidance_scale=5.0, pyramid_steps=(20, 20, 20), use_cfg_zero_star=True
+    ),
+    Variant.DISTILLED: SamplingSettings(
+        guidance_scale=1.0, pyramid_steps=(2, 2, 2), amplify_first_chunk=True
+    ),
+}
+"""What a bare request gets on each variant (Helios' official scripts)."""

@@ -1,0 +1,278 @@
+"""ChunkStreamer: one endless video stream's state, producing the next 33 frames per call.
+
+State is bounded: the last 19 history latents, the anchor latent, prompt embeddings, the
+stream's own RNG and scheduler copy. Nothing grows with the number of chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from helios_serve.core.types import (
+    FRAMES_PER_CHUNK,
+    LATENT_FRAMES_PER_CHUNK,
+    ChunkResult,
+    ChunkTimings,
+    Mode,
+    StepProgress,
+    Variant,
+)
+from helios_serve.engine import conditioning as cond
+from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.presets import SamplingSettings
+from helios_serve.engine.sampling import (
+    ChunkInputs,
+    Denoiser,
+    history_indices,
+    initial_noise,
+    pyramid_steps_in_chunk,
+    sample_base,
+    sample_pyramid,
+)
+from helios_serve.errors import InvalidInputError, StreamCancelledError
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SIZES = (16, 2, 1)
+"""Long, mid and short history windows in latent frames (19 kept in all)."""
+
+ProgressCallback = Callable[[StepProgress], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Everything that fixes a stream at its start."""
+
+    prompt: str
+    height: int = 384
+    width: int = 640
+    seed: int = 0
+    settings: SamplingSettings = SamplingSettings()
+    image: cond.ImageInput | None = None
+    video: cond.VideoInput | None = None
+
+    @property
+    def mode(self) -> Mode:
+        if self.video is not None:
+            return Mode.V2V
+        return Mode.I2V if self.image is not None else Mode.T2V
+
+
+def validate_request(request: StreamRequest) -> None:
+    """Reject what diffusers would crash on, with a message that says what to do."""
+    if request.height % 16 or request.width % 16 or request.height <= 0 or request.width <= 0:
+        raise InvalidInputError(
+            f"height and width must be positive multiples of 16, got {request.height}x"
+            f"{request.width}", param="size")
+    if request.image is not None and request.video is not None:
+        raise InvalidInputError("give an image (I2V) or a video (V2V), not both", param="image")
+    if request.video is not None and len(request.video) < FRAMES_PER_CHUNK:
+        raise InvalidInputError(
+            f"V2V needs a video of at least {FRAMES_PER_CHUNK} frames, got {len(request.video)}",
+            param="video")
+    s = request.settings
+    if s.num_inference_steps < 1 or not s.pyramid_steps or min(s.pyramid_steps) < 1:
+        raise InvalidInputError("step counts must be at least 1", param="steps")
+    if s.max_sequence_length < 1:
+        raise InvalidInputError("max_sequence_length must be at least 1", param="max_sequence_length")
+
+
+class ChunkStreamer:
+    """Generates one stream chunk by chunk; equal to diffusers' pipelines for the same seed."""
+
+    @torch.no_grad()
+    def __init__(self, model: LoadedModel, request: StreamRequest,
+                 prompt_encoder: cond.PromptEncoder | None = None) -> None:
+        validate_request(request)
+        self.model = model
+        self.request = request
+        self.settings = request.settings
+        pipe = model.pipe
+        self._pipe = pipe
+        self._device = model.device
+        self._pyramid = model.variant is not Variant.BASE
+        self._distilled = model.variant is Variant.DISTILLED
+        if self._pyramid and len(self.settings.pyramid_steps) != pipe.scheduler.config.stages:
+            raise InvalidInputError(
+                f"this checkpoint samples in {pipe.scheduler.config.stages} pyramid stages; "
+                f"got steps for {len(self.settings.pyramid_steps)}", param="pyramid_steps")
+        self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        self._denoiser = Denoiser(pipe.transformer, self.settings)
+        self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
+        self._prompts = prompt_encoder or cond.PromptEncoder(pipe, self._device)
+        self._indices = {k: v.to(self._device) for k, v in
+                         history_indices(LATENT_FRAMES_PER_CHUNK, HISTORY_SIZES).items()}
+        self._latent_hw = (request.height // pipe.vae_scale_factor_spatial,
+                           request.width // pipe.vae_scale_factor_spatial)
+        self.chunk_index = 0
+        self.seed = request.seed
+        self._generator = torch.Generator("cpu").manual_seed(request.seed)
+        self._blend = cond.PromptBlend(request.prompt, self._encode(request.prompt))
+        self._negative = (self._encode(self.settings.negative_prompt)
+                          if self.settings.uses_cfg else None)
+        self._anchor: torch.Tensor | None = None
+        self._history = self._zeros(sum(HISTORY_SIZES))
+        self._condition_start(request)
+
+    # ----------------------------------------------------------------- conditioning
+    def _encode(self, prompt: str) -> torch.Tensor:
+        return self._prompts.encode(prompt, self.settings.max_sequence_length)
+
+    def _zeros(self, frames: int) -> torch.Tensor:
+        return torch.zeros(1, self._pipe.transformer.config.in_channels, frames, *self._latent_hw,
+                           device=self._device, dtype=torch.float32)
+
+    def _condition_start(self, request: StreamRequest) -> None:
+        s, g = self.settings, self._generator
+        if request.image is not None:
+            anchor, fake = cond.encode_image(self._pipe, request.image, request.height,
+                                             request.width, self._stats, g, self._device)
+            self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
+            fake = cond.noise_latents(fake, s.video_noise_sigma, g)
+            self._history = torch.cat([self._history[:, :, :-1], fake], dim=2)
+        elif request.video is not None:
+            anchor, latents = cond.encode_video(self._pipe, request.video, request.height,
+                                                request.width, self._stats, g, self._device)
+            self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
+            latents = cond.noise_video_latents(latents, s.video_noise_sigma, g)
+            self._history = torch.cat([self._history, latents], dim=2)[:, :, -sum(HISTORY_SIZES):]
+            self._history = self._history.contiguous()
+
+    @property
+    def prompt(self) -> str:
+        return self._blend.prompt
+
+    @torch.no_grad()
+    def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:
+        """Switch prompts at the next chunk boundary, faded in over `blend_chunks` chunks."""
+        self._blend.switch(prompt, self._encode(prompt), blend_chunks)
+
+    @torch.no_grad()
+    def set_image(self, image: cond.ImageInput, *, restart: bool = False) -> None:
+        """Re-anchor on `image` from the next chunk; `restart` also resets history (hard cut)."""
+        anchor, fake = cond.encode_image(self._pipe, image, self.request.height,
+                                         self.request.width, self._stats, self._generator,
+                                         self._device)
+        self._anchor = cond.noise_latents(anchor, self.settings.image_noise_sigma,
+                                          self._generator)
+        if restart:
+            fake = cond.noise_latents(fake, self.settings.video_noise_sigma, self._generator)
+            self._history = torch.cat([self._zeros(sum(HISTORY_SIZES) - 1), fake], dim=2)
+
+    def clear_image(self) -> None:
+        """Drop the anchor: the next chunk is anchored on its own first latent frame (as T2V)."""
+        self._anchor = None
+
+    def set_seed(self, seed: int) -> None:
+        """Reseed the stream's generator; draws from the next chunk on use it."""
+        self.seed = seed
+        self._generator = torch.Generator("cpu").manual_seed(seed)
+
+    # ----------------------------------------------------------------- generation
+    def steps_in_chunk(self, index: int | None = None) -> int:
+        first = (self.chunk_index if index is None else index) == 0
+        if not self._pyramid:
+            return self.settings.num_inference_steps
+        return pyramid_steps_in_chunk(self.settings,
+                                      first and self.settings.amplify_first_chunk and self._distilled)
+
+    def next_chunk(self, on_progress: ProgressCallback | None = None,
+                   should_cancel: CancelCheck | None = None) -> ChunkResult:
+        """Generate the next 33 frames as uint8 (T, H, W, 3)."""
+        frames, timings = self.next_chunk_float(on_progress, should_cancel)
+        result = ChunkResult(
+            index=self.chunk_index - 1,
+            frames=to_uint8(frames),
+            timings=timings,
+            prompt=self.prompt,
+            seed=self.seed,
+        )
+        return result
+
+    @torch.no_grad()
+    def next_chunk_float(self, on_progress: ProgressCallback | None = None,
+                         should_cancel: CancelCheck | None = None,
+                         ) -> tuple[npt.NDArray[np.float32], ChunkTimings]:
+        """Generate the next chunk as float32 frames in [0, 1] (diffusers' `output_type="np"`)."""
+        if should_cancel is not None and should_cancel():
+            raise StreamCancelledError("cancelled before the chunk started")
+        start = time.perf_counter()
+        latents = self._denoise_chunk(self._step_callback(on_progress, should_cancel))
+        self._commit_chunk(latents)
+        self._sync()
+        denoised = time.perf_counter()
+        frames = self.decode(latents)
+        end = time.perf_counter()
+        return frames, ChunkTimings(denoised - start, end - denoised, end - start)
+
+    def _step_callback(self, on_progress: ProgressCallback | None,
+                       should_cancel: CancelCheck | None) -> Callable[[int, int, int], None]:
+        index = self.chunk_index
+
+        def on_step(stage: int, step: int, total: int) -> None:
+            if on_progress is not None:
+                on_progress(StepProgress(index, step, total, stage))
+            if should_cancel is not None and step < total and should_cancel():
+                raise StreamCancelledError(f"cancelled during chunk {index}")
+
+        return on_step
+
+    def _denoise_chunk(self, on_step: Callable[[int, int, int], None]) -> torch.Tensor:
+        long, mid, one = self._history.split(HISTORY_SIZES, dim=2)
+        prefix = self._anchor if self._anchor is not None else self._zeros(1)
+        inputs = ChunkInputs(
+            history_short=torch.cat([prefix, one], dim=2),
+            history_mid=mid,
+            history_long=long,
+            prompt_embeds=self._blend.next_chunk_embeds(),
+            negative_embeds=self._negative,
+            indices=self._indices,
+        )
+        channels = self._pipe.transformer.config.in_channels
+        noise = initial_noise((1, channels, LATENT_FRAMES_PER_CHUNK, *self._latent_hw),
+                              self._generator, self._device)
+        patch = tuple(self._pipe.transformer.config.patch_size)
+        if not self._pyramid:
+            return sample_base(self._denoiser, self._scheduler, noise, inputs, self._generator,
+                               patch, on_step)
+        amplify = self.settings.amplify_first_chunk and self.chunk_index == 0
+        return sample_pyramid(self._denoiser, self._scheduler, noise, inputs, self._generator,
+                              patch, distilled=self._distilled, amplify=amplify, on_step=on_step)
+
+    def _commit_chunk(self, latents: torch.Tensor) -> None:
+        if self._anchor is None:
+            self._anchor = latents[:, :, 0:1].clone()
+        self._history = torch.cat([self._history[:, :, LATENT_FRAMES_PER_CHUNK:], latents], dim=2)
+        self.chunk_index += 1
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> npt.NDArray[np.float32]:
+        """VAE-decode one chunk's latents to float frames (T, H, W, 3) in [0, 1]."""
+        vae = self._pipe.vae
+        scaled = latents.to(vae.dtype) / self._stats.std_inv + self._stats.mean
+        video = vae.decode(scaled, return_dict=False)[0]
+        frames: npt.NDArray[np.float32] = self._pipe.video_processor.postprocess_video(
+            video, output_type="np")[0]
+        return frames
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+
+def to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """[0, 1] floats to uint8 with rounding (diffusers' export truncates; rounding is closer)."""
+    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def trimmed_frame_count(total_frames: int, temporal_factor: int = 4) -> int:
+    """diffusers trims its final video to 4k+1 frames; this is how many it keeps."""
+    return (total_frames - 1) // temporal_factor * temporal_factor + 1

@@ -1,0 +1,180 @@
+"""A tiny random Helios checkpoint in the exact diffusers layout, built fully offline.
+
+It is the embedded default for demos and tests: it goes through the same loader as the real
+weights, and its output is noise. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from helios_serve.core.types import Variant
+
+logger = logging.getLogger(__name__)
+
+TINY_MODEL_NAMES: dict[str, Variant] = {
+    "tiny": Variant.DISTILLED,
+    "tiny-distilled": Variant.DISTILLED,
+    "tiny-mid": Variant.MID,
+    "tiny-base": Variant.BASE,
+}
+"""Names accepted by `--model` that mean "build (once) and load a tiny checkpoint"."""
+
+TINY_MAX_SEQUENCE_LENGTH = 16
+"""The tiny text encoder's context: real checkpoints use diffusers' default of 512."""
+
+_GAMMA = 0.33333  # exactly 1/3 makes diffusers' float32 Cholesky fail on CPU (spec pitfall 1)
+_CORPUS = [
+    "a cat and a dog baking a cake together in a kitchen",
+    "a red fox runs through fresh snow under a pale winter sky",
+    "waves crash on a rocky shore at sunset, slow motion",
+    "a city street at night with neon signs and light rain",
+    "an astronaut floats above the earth, the camera slowly orbits",
+    "bright tones, overexposed, static, blurred details, low quality",
+]
+
+
+def _build_tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(
+        vocab_size=64, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="right",
+        model_max_length=TINY_MAX_SEQUENCE_LENGTH,
+    )
+
+
+def _build_text_encoder(vocab_size: int) -> Any:
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    return UMT5EncoderModel(config).eval()
+
+
+def _build_transformer() -> Any:
+    from diffusers import HeliosTransformer3DModel
+
+    return HeliosTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_dim=(4, 4, 4),
+        has_multi_term_memory_patch=True,
+        guidance_cross_attn=True,
+        zero_history_timestep=True,
+    ).eval()
+
+
+def _build_vae() -> Any:
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    ).eval()
+
+
+def _build_scheduler(variant: Variant) -> Any:
+    from diffusers import HeliosDMDScheduler, HeliosScheduler
+
+    if variant is Variant.BASE:
+        return HeliosScheduler(stages=1, stage_range=[0, 1], use_dynamic_shifting=True)
+    if variant is Variant.MID:
+        return HeliosScheduler(
+            stages=3, stage_range=[0, 1 / 3, 2 / 3, 1], gamma=_GAMMA, use_dynamic_shifting=True
+        )
+    return HeliosDMDScheduler(
+        stages=3, gamma=_GAMMA, use_dynamic_shifting=True, time_shift_type="linear"
+    )
+
+
+def build_tiny_pipeline(variant: Variant, seed: int = 0) -> Any:
+    """Build the tiny pipeline in memory (random weights from `seed`)."""
+    from diffusers import HeliosPipeline, HeliosPyramidPipeline
+
+    torch.manual_seed(seed)
+    tokenizer = _build_tokenizer()
+    components = {
+        "tokenizer": tokenizer,
+        "text_encoder": _build_text_encoder(len(tokenizer)),
+        "transformer": _build_transformer(),
+        "vae": _build_vae(),
+        "scheduler": _build_scheduler(variant),
+    }
+    if variant is Variant.BASE:
+        return HeliosPipeline(**components)
+    return HeliosPyramidPipeline(
+        **components,
+        is_cfg_zero_star=variant is Variant.MID,
+        is_distilled=variant is Variant.DISTILLED,
+    )
+
+
+def write_tiny_checkpoint(directory: Path, variant: Variant, seed: int = 0) -> Path:
+    """Write a tiny checkpoint to `directory` (created) in the real repos' layout."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pipe = build_tiny_pipeline(variant, seed)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    marker = {"variant": variant.value, "seed": seed, "note": "random weights: output is noise"}
+    (directory / "helios_tiny.json").write_text(json.dumps(marker, indent=2) + "\n")
+    return directory
+
+
+def ensure_tiny_checkpoint(data_dir: Path, name: str) -> Path:
+    """Return the directory of the tiny checkpoint `name`, building it on first use."""
+    variant = TINY_MODEL_NAMES[name]
+    directory = data_dir / "models" / f"tiny-{variant.value}"
+    if not (directory / "model_index.json").is_file():
+        logger.info("building the tiny %s checkpoint in %s", variant.value, directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        write_tiny_checkpoint(tmp, variant)
+        if directory.exists():
+            import shutil
+
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    return directory

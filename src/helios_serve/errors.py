@@ -1,0 +1,32 @@
+"""Domain errors with machine-readable codes; every layer maps these to its own wire format."""
+
+from __future__ import annotations
+
+
+class HeliosError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code = "helios_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidInputError(HeliosError):
+    """A request, file or flag that cannot be used as given (a 4xx, never a crash)."""
+
+    code = "invalid_input"
+
+
+class CheckpointError(HeliosError):
+    """A checkpoint directory or hub id that cannot be loaded: says which file and what is wrong."""
+
+    code = "invalid_checkpoint"
+
+
+class StreamCancelledError(HeliosError):
+    """A stream was cancelled at a chunk or step boundary."""
+
+    code = "cancelled"
