@@ -54,6 +54,11 @@ class LoadedModel:
     def default_max_sequence_length(self) -> int:
         return TINY_MAX_SEQUENCE_LENGTH if self.is_tiny else 512
 
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(width, height): the trained 640x384, or a small size that keeps the tiny one quick."""
+        return (192, 128) if self.is_tiny else (640, 384)
+
 
 def resolve_checkpoint(model: str, data_dir: Path) -> tuple[Path, bool]:
     """Turn `--model` into a local directory: a tiny name, a directory, or a hub id."""
@@ -143,8 +148,8 @@ def _from_pretrained(path: Path, variant: Variant, dtype: torch.dtype, vae_dtype
 
     cls = HeliosPipeline if variant is Variant.BASE else HeliosPyramidPipeline
     try:
-        vae = AutoencoderKLWan.from_pretrained(str(path), subfolder="vae", torch_dtype=vae_dtype)
-        return cls.from_pretrained(str(path), vae=vae, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(str(path), subfolder="vae", dtype=vae_dtype)
+        return cls.from_pretrained(str(path), vae=vae, dtype=dtype)
     except CheckpointError:
         raise
     except Exception as exc:

@@ -104,6 +104,13 @@ class ChunkStreamer:
             raise InvalidInputError(
                 f"this checkpoint samples in {pipe.scheduler.config.stages} pyramid stages; "
                 f"got steps for {len(self.settings.pyramid_steps)}", param="pyramid_steps")
+        if self._pyramid:
+            multiple = pipe.vae_scale_factor_spatial * 2 ** pipe.scheduler.config.stages
+            if request.height % multiple or request.width % multiple:
+                raise InvalidInputError(
+                    f"a {pipe.scheduler.config.stages}-stage pyramid needs height and width in "
+                    f"multiples of {multiple}, got {request.width}x{request.height} "
+                    "(640x384 is the trained size)", param="size")
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self._denoiser = Denoiser(pipe.transformer, self.settings)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +41,31 @@ _CORPUS = [
 ]
 
 
+def _tiny_vocab(size: int = 64) -> list[tuple[str, float]]:
+    """A fixed Unigram vocabulary: specials, the corpus' letters, then its commonest words.
+
+    Built by counting rather than by `UnigramTrainer`, whose scores vary run to run: the
+    checkpoint must be byte-identical for a given seed.
+    """
+    words = Counter(w for line in _CORPUS for w in line.replace(",", " ").split())
+    letters = sorted({c for line in _CORPUS for c in line if c.isalpha()})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(c, -3.0 - i / 100) for i, c in enumerate(letters)]
+    ranked = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+    vocab += [("\u2581" + w, -1.0 - i / 100) for i, (w, _) in enumerate(ranked)]
+    return vocab[:size]
+
+
 def _build_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import UnigramTrainer
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.Unigram())
+    tok = Tokenizer(models.Unigram(_tiny_vocab(), unk_id=2, byte_fallback=False))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = UnigramTrainer(
-        vocab_size=64, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
-    )
-    tok.train_from_iterator(_CORPUS, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+        single="$A </s>", special_tokens=[("</s>", 1)]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -171,10 +183,9 @@ def ensure_tiny_checkpoint(data_dir: Path, name: str) -> Path:
     if not (directory / "model_index.json").is_file():
         logger.info("building the tiny %s checkpoint in %s", variant.value, directory)
         tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
         write_tiny_checkpoint(tmp, variant)
         if directory.exists():
-            import shutil
-
             shutil.rmtree(directory)
         tmp.rename(directory)
     return directory

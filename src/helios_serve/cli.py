@@ -1,0 +1,193 @@
+"""The `helios` command: serve, generate, tiny-model, bench. Argv and env become config here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from helios_serve.config import default_data_dir
+from helios_serve.core.types import Variant
+from helios_serve.errors import HeliosError, InvalidInputError
+
+logger = logging.getLogger("helios_serve")
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
+    return values
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny",
+                        help="checkpoint directory, hub id, or tiny / tiny-base / tiny-mid "
+                             "(a random test model built offline; its output is noise)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where models, jobs and outputs live (default: $HELIOS_DATA_DIR or "
+                             "~/.local/share/helios-serve)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: auto)")
+    parser.add_argument("--attention-backend", default="native",
+                        help="diffusers attention backend (default: native = PyTorch SDPA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer blocks (regional compilation)")
+    parser.add_argument("--vae-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="VAE precision (bf16 decodes faster at a small error)")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("generate", help="generate one video offline")
+    _add_model_flags(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--image", type=Path, default=None, help="reference image (I2V)")
+    p.add_argument("--video", type=Path, default=None, help="video to continue (V2V, >= 33 frames)")
+    p.add_argument("--preset", choices=[v.value for v in Variant], default=None,
+                   help="sampling preset (default: the checkpoint's own variant)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (single stage)")
+    p.add_argument("--pyramid-steps", type=_positive_ints, default=None,
+                   help="steps per pyramid stage, e.g. 2,2,2")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale")
+    p.add_argument("--amplify-first-chunk", action=argparse.BooleanOptionalAction, default=None,
+                   help="Distilled: double the first chunk's steps")
+    p.add_argument("--cfg-zero-star", action=argparse.BooleanOptionalAction, default=None,
+                   help="Mid: CFG-Zero* guidance")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--num-frames", type=int, default=None)
+    length.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--seed", type=int, default=None,
+                   help="torch.Generator('cpu').manual_seed(S), as diffusers (default: random)")
+    p.add_argument("--max-sequence-length", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("helios_output.mp4"),
+                   help=".mp4 (H.264) or .npy (raw uint8 frames)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_generate)
+
+
+def _add_tiny_model(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("tiny-model", help="write a tiny random checkpoint (diffusers layout)")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--variant", choices=[v.value for v in Variant], default="distilled")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_tiny_model)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="start the HTTP server")
+    _add_model_flags(p)
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=_run_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from helios_serve.bench import register as register_bench
+
+    parser = argparse.ArgumentParser(prog="helios", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_generate(sub)
+    _add_tiny_model(sub)
+    register_bench(sub)
+    return parser
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return args.data_dir if args.data_dir is not None else default_data_dir()
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import torch
+
+    from helios_serve.engine.loader import LoadOptions, load_model
+
+    vae_dtype = torch.bfloat16 if args.vae_dtype == "bfloat16" else torch.float32
+    options = LoadOptions(device=args.device, vae_dtype=vae_dtype,
+                          attention_backend=args.attention_backend, compile=args.compile)
+    return load_model(args.model, _data_dir(args), options)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from helios_serve.generate import GenerateOptions, generate_video
+    from helios_serve.media.decode import load_image, load_video
+
+    image = load_image(_existing(args.image, "--image")) if args.image else None
+    video = load_video(_existing(args.video, "--video")) if args.video else None
+    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    opts = GenerateOptions(
+        prompt=args.prompt, out=args.out, negative_prompt=args.negative_prompt,
+        preset=Variant(args.preset) if args.preset else None, steps=args.steps,
+        pyramid_steps=args.pyramid_steps, guidance=args.guidance,
+        amplify_first_chunk=args.amplify_first_chunk, use_cfg_zero_star=args.cfg_zero_star,
+        num_frames=args.num_frames, seconds=args.seconds, width=args.width, height=args.height,
+        fps=args.fps, seed=seed, max_sequence_length=args.max_sequence_length)
+    model = _load(args)
+    summary = generate_video(model, opts, image=image, video=video, show_progress=not args.quiet)
+    print(f"wrote {args.out}: {summary.frames} frames {summary.width}x{summary.height} "
+          f"({summary.seconds_of_video:.2f} s at {args.fps} fps), {summary.chunks} chunks in "
+          f"{summary.wall_s:.2f} s ({summary.per_chunk_s:.2f} s per chunk), seed {seed}")
+    return 0
+
+
+def _existing(path: Path, flag: str) -> Path:
+    if not path.is_file():
+        raise InvalidInputError(f"{flag} {path}: no such file", param=flag)
+    return path
+
+
+def _run_tiny_model(args: argparse.Namespace) -> int:
+    from helios_serve.engine.tiny import write_tiny_checkpoint
+
+    write_tiny_checkpoint(args.directory, Variant(args.variant), args.seed)
+    print(f"wrote a tiny random {args.variant} checkpoint to {args.directory} "
+          "(random weights: its output is noise)")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from helios_serve.serve import run_server
+
+    model = _load(args)
+    return run_server(model, host=args.host, port=args.port,
+                      served_model_name=args.served_model_name or args.model)
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    try:
+        code: int = args.handler(args)
+    except HeliosError as exc:
+        print(f"helios {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"helios {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

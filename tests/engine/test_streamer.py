@@ -1,0 +1,126 @@
+"""Stream behaviour beyond equivalence: prompt switches, anchors, seeds, cancel, progress, memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from helios_serve.core.types import StepProgress, Variant
+from helios_serve.engine.conditioning import PromptBlend
+from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.presets import PRESETS
+from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
+from helios_serve.errors import InvalidInputError, StreamCancelledError
+
+FAST = PRESETS[Variant.DISTILLED].with_overrides(pyramid_steps=(1, 1, 1), max_sequence_length=16)
+
+
+def make(model: LoadedModel, prompt: str = "a cat", seed: int = 0) -> ChunkStreamer:
+    return ChunkStreamer(model, StreamRequest(prompt=prompt, height=64, width=64, seed=seed,
+                                              settings=FAST))
+
+
+def test_prompt_switch_applies_from_next_chunk(tiny_model: Callable[[str], LoadedModel]) -> None:
+    model = tiny_model("tiny")
+    plain, switched = make(model), make(model)
+    same = [plain.next_chunk().frames for _ in range(2)]
+    before = [switched.next_chunk().frames for _ in range(2)]
+    switched.set_prompt("waves crash on a rocky shore")
+    assert switched.prompt == "waves crash on a rocky shore"
+    np.testing.assert_array_equal(same[1], before[1])
+    after = switched.next_chunk()
+    assert after.prompt == "waves crash on a rocky shore"
+    assert not np.array_equal(plain.next_chunk().frames, after.frames)
+
+
+def test_prompt_blend_weights_ramp_linearly() -> None:
+    old, new = torch.zeros(1, 2, 4), torch.ones(1, 2, 4)
+    blend = PromptBlend("old", old)
+    blend.switch("new", new, chunks=3)
+    means = [float(blend.next_chunk_embeds().mean()) for _ in range(4)]
+    assert means == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+
+
+def test_blended_switch_differs_from_hard_switch(tiny_model: Callable[[str], LoadedModel]) -> None:
+    model = tiny_model("tiny")
+    hard, soft = make(model), make(model)
+    for s in (hard, soft):
+        s.next_chunk()
+    hard.set_prompt("a dog")
+    soft.set_prompt("a dog", blend_chunks=3)
+    assert not np.array_equal(hard.next_chunk().frames, soft.next_chunk().frames)
+
+
+def test_same_seed_reproduces_and_set_seed_changes(tiny_model: Callable[[str], LoadedModel]) -> None:
+    model = tiny_model("tiny")
+    a, b = make(model, seed=4), make(model, seed=4)
+    np.testing.assert_array_equal(a.next_chunk().frames, b.next_chunk().frames)
+    b.set_seed(99)
+    assert b.seed == 99
+    assert not np.array_equal(a.next_chunk().frames, b.next_chunk().frames)
+
+
+def test_set_image_reanchors_and_clear_image(tiny_model: Callable[[str], LoadedModel]) -> None:
+    model = tiny_model("tiny")
+    a, b = make(model), make(model)
+    a.next_chunk()
+    b.next_chunk()
+    image = np.full((64, 64, 3), 200, dtype=np.uint8)
+    b.set_image(image)
+    assert not np.array_equal(a.next_chunk().frames, b.next_chunk().frames)
+    b.clear_image()
+    assert b.next_chunk().frames.shape == (33, 64, 64, 3)
+
+
+def test_progress_reports_every_step(tiny_model: Callable[[str], LoadedModel]) -> None:
+    streamer = make(tiny_model("tiny"))
+    seen: list[StepProgress] = []
+    streamer.next_chunk(on_progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, 7))  # [1,1,1] amplified: 6 steps
+    assert {p.steps_in_chunk for p in seen} == {6} == {streamer.steps_in_chunk(0)}
+    seen.clear()
+    streamer.next_chunk(on_progress=seen.append)
+    assert len(seen) == 3 == streamer.steps_in_chunk()
+
+
+def test_cancel_between_chunks_and_mid_chunk(tiny_model: Callable[[str], LoadedModel]) -> None:
+    streamer = make(tiny_model("tiny"))
+    with pytest.raises(StreamCancelledError):
+        streamer.next_chunk(should_cancel=lambda: True)
+    calls = iter([False, False, True])
+    with pytest.raises(StreamCancelledError):
+        streamer.next_chunk(should_cancel=lambda: next(calls, True))
+    assert streamer.chunk_index == 0
+
+
+def test_state_is_bounded_over_many_chunks(tiny_model: Callable[[str], LoadedModel]) -> None:
+    streamer = make(tiny_model("tiny"))
+
+    def held_bytes() -> int:
+        tensors = [v for v in vars(streamer).values() if isinstance(v, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    streamer.next_chunk()
+    after_one = held_bytes()
+    for _ in range(5):
+        streamer.next_chunk()
+    assert held_bytes() == after_one
+    assert streamer._history.shape[2] == 19
+
+
+@pytest.mark.parametrize(("height", "width"), [(100, 64), (96, 160), (0, 64)])
+def test_bad_sizes_are_refused(tiny_model: Callable[[str], LoadedModel], height: int,
+                               width: int) -> None:
+    with pytest.raises(InvalidInputError, match="multiple"):
+        ChunkStreamer(tiny_model("tiny"), StreamRequest(prompt="x", height=height, width=width,
+                                                        settings=FAST))
+
+
+def test_short_video_is_refused_for_v2v(tiny_model: Callable[[str], LoadedModel]) -> None:
+    video = np.zeros((10, 64, 64, 3), dtype=np.uint8)
+    with pytest.raises(InvalidInputError, match="at least 33 frames"):
+        ChunkStreamer(tiny_model("tiny"), StreamRequest(prompt="x", height=64, width=64,
+                                                        settings=FAST, video=video))
