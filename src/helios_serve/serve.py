@@ -65,5 +65,10 @@ def run_server(loaded: object, host: str, port: int, served_model_name: str) -> 
                       f"{loaded.variant.value}{', tiny random weights' if loaded.is_tiny else ''})",
                       flush=True)
 
+        def handle_exit(self, sig: int, frame: object) -> None:
+            # A graceful stop is a clean exit (code 0): don't re-raise the signal afterwards.
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
     AnnouncingServer(config).run()
     return 0
