@@ -8,10 +8,14 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helios_serve.config import default_data_dir
 from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
+
+if TYPE_CHECKING:
+    from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
 
@@ -20,26 +24,45 @@ def _positive_ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
     return values
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny",
-                        help="checkpoint directory, hub id, or tiny / tiny-base / tiny-mid "
-                             "(a random test model built offline; its output is noise)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where models, jobs and outputs live (default: $HELIOS_DATA_DIR or "
-                             "~/.local/share/helios-serve)")
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="checkpoint directory, hub id, or tiny / tiny-base / tiny-mid "
+        "(a random test model built offline; its output is noise)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where models, jobs and outputs live (default: $HELIOS_DATA_DIR or "
+        "~/.local/share/helios-serve)",
+    )
     parser.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: auto)")
-    parser.add_argument("--attention-backend", default="native",
-                        help="diffusers attention backend (default: native = PyTorch SDPA)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the transformer blocks (regional compilation)")
-    parser.add_argument("--vae-dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="VAE precision (bf16 decodes faster at a small error)")
+    parser.add_argument(
+        "--attention-backend",
+        default="native",
+        help="diffusers attention backend (default: native = PyTorch SDPA)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the transformer blocks (regional compilation)",
+    )
+    parser.add_argument(
+        "--vae-dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="VAE precision (bf16 decodes faster at a small error)",
+    )
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,27 +72,51 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--image", type=Path, default=None, help="reference image (I2V)")
     p.add_argument("--video", type=Path, default=None, help="video to continue (V2V, >= 33 frames)")
-    p.add_argument("--preset", choices=[v.value for v in Variant], default=None,
-                   help="sampling preset (default: the checkpoint's own variant)")
+    p.add_argument(
+        "--preset",
+        choices=[v.value for v in Variant],
+        default=None,
+        help="sampling preset (default: the checkpoint's own variant)",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (single stage)")
-    p.add_argument("--pyramid-steps", type=_positive_ints, default=None,
-                   help="steps per pyramid stage, e.g. 2,2,2")
+    p.add_argument(
+        "--pyramid-steps",
+        type=_positive_ints,
+        default=None,
+        help="steps per pyramid stage, e.g. 2,2,2",
+    )
     p.add_argument("--guidance", type=float, default=None, help="guidance scale")
-    p.add_argument("--amplify-first-chunk", action=argparse.BooleanOptionalAction, default=None,
-                   help="Distilled: double the first chunk's steps")
-    p.add_argument("--cfg-zero-star", action=argparse.BooleanOptionalAction, default=None,
-                   help="Mid: CFG-Zero* guidance")
+    p.add_argument(
+        "--amplify-first-chunk",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Distilled: double the first chunk's steps",
+    )
+    p.add_argument(
+        "--cfg-zero-star",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Mid: CFG-Zero* guidance",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--num-frames", type=int, default=None)
     length.add_argument("--seconds", type=float, default=None)
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--fps", type=int, default=24)
-    p.add_argument("--seed", type=int, default=None,
-                   help="torch.Generator('cpu').manual_seed(S), as diffusers (default: random)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="torch.Generator('cpu').manual_seed(S), as diffusers (default: random)",
+    )
     p.add_argument("--max-sequence-length", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("helios_output.mp4"),
-                   help=".mp4 (H.264) or .npy (raw uint8 frames)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("helios_output.mp4"),
+        help=".mp4 (H.264) or .npy (raw uint8 frames)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run_generate)
 
@@ -108,14 +155,18 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return args.data_dir if args.data_dir is not None else default_data_dir()
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> LoadedModel:
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model
 
     vae_dtype = torch.bfloat16 if args.vae_dtype == "bfloat16" else torch.float32
-    options = LoadOptions(device=args.device, vae_dtype=vae_dtype,
-                          attention_backend=args.attention_backend, compile=args.compile)
+    options = LoadOptions(
+        device=args.device,
+        vae_dtype=vae_dtype,
+        attention_backend=args.attention_backend,
+        compile=args.compile,
+    )
     return load_model(args.model, _data_dir(args), options)
 
 
@@ -127,17 +178,30 @@ def _run_generate(args: argparse.Namespace) -> int:
     video = load_video(_existing(args.video, "--video")) if args.video else None
     seed = args.seed if args.seed is not None else random.randrange(2**31)
     opts = GenerateOptions(
-        prompt=args.prompt, out=args.out, negative_prompt=args.negative_prompt,
-        preset=Variant(args.preset) if args.preset else None, steps=args.steps,
-        pyramid_steps=args.pyramid_steps, guidance=args.guidance,
-        amplify_first_chunk=args.amplify_first_chunk, use_cfg_zero_star=args.cfg_zero_star,
-        num_frames=args.num_frames, seconds=args.seconds, width=args.width, height=args.height,
-        fps=args.fps, seed=seed, max_sequence_length=args.max_sequence_length)
+        prompt=args.prompt,
+        out=args.out,
+        negative_prompt=args.negative_prompt,
+        preset=Variant(args.preset) if args.preset else None,
+        steps=args.steps,
+        pyramid_steps=args.pyramid_steps,
+        guidance=args.guidance,
+        amplify_first_chunk=args.amplify_first_chunk,
+        use_cfg_zero_star=args.cfg_zero_star,
+        num_frames=args.num_frames,
+        seconds=args.seconds,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        seed=seed,
+        max_sequence_length=args.max_sequence_length,
+    )
     model = _load(args)
     summary = generate_video(model, opts, image=image, video=video, show_progress=not args.quiet)
-    print(f"wrote {args.out}: {summary.frames} frames {summary.width}x{summary.height} "
-          f"({summary.seconds_of_video:.2f} s at {args.fps} fps), {summary.chunks} chunks in "
-          f"{summary.wall_s:.2f} s ({summary.per_chunk_s:.2f} s per chunk), seed {seed}")
+    print(
+        f"wrote {args.out}: {summary.frames} frames {summary.width}x{summary.height} "
+        f"({summary.seconds_of_video:.2f} s at {args.fps} fps), {summary.chunks} chunks in "
+        f"{summary.wall_s:.2f} s ({summary.per_chunk_s:.2f} s per chunk), seed {seed}"
+    )
     return 0
 
 
@@ -151,8 +215,10 @@ def _run_tiny_model(args: argparse.Namespace) -> int:
     from helios_serve.engine.tiny import write_tiny_checkpoint
 
     write_tiny_checkpoint(args.directory, Variant(args.variant), args.seed)
-    print(f"wrote a tiny random {args.variant} checkpoint to {args.directory} "
-          "(random weights: its output is noise)")
+    print(
+        f"wrote a tiny random {args.variant} checkpoint to {args.directory} "
+        "(random weights: its output is noise)"
+    )
     return 0
 
 
@@ -160,8 +226,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from helios_serve.serve import run_server
 
     model = _load(args)
-    return run_server(model, host=args.host, port=args.port,
-                      served_model_name=args.served_model_name or args.model)
+    return run_server(
+        model,
+        host=args.host,
+        port=args.port,
+        served_model_name=args.served_model_name or args.model,
+    )
 
 
 def _quiet_libraries() -> None:
@@ -175,8 +245,10 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     _quiet_libraries()
     try:
         code: int = args.handler(args)

@@ -12,7 +12,7 @@ from typing import Any
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.engine.conditioning import ImageInput, VideoInput
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.presets import PRESETS, SamplingSettings
+from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest, trimmed_frame_count
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.encode import open_writer
@@ -60,16 +60,25 @@ def resolve_settings(model: LoadedModel, opts: GenerateOptions) -> SamplingSetti
         raise InvalidInputError(
             f"preset '{preset}' needs a {'single-stage' if preset is Variant.BASE else 'pyramid'} "
             f"checkpoint; this one is {model.variant} (drop --preset or pick another model)",
-            param="preset")
+            param="preset",
+        )
     if opts.steps is not None and model.variant is not Variant.BASE:
-        raise InvalidInputError("--steps is for single-stage (Base) checkpoints; this one is "
-                                f"{model.variant}: use --pyramid-steps A,B,C", param="steps")
-    changes: dict[str, Any] = {"max_sequence_length": opts.max_sequence_length
-                               or model.default_max_sequence_length}
-    for key, value in (("num_inference_steps", opts.steps), ("pyramid_steps", opts.pyramid_steps),
-                       ("guidance_scale", opts.guidance), ("negative_prompt", opts.negative_prompt),
-                       ("amplify_first_chunk", opts.amplify_first_chunk),
-                       ("use_cfg_zero_star", opts.use_cfg_zero_star)):
+        raise InvalidInputError(
+            "--steps is for single-stage (Base) checkpoints; this one is "
+            f"{model.variant}: use --pyramid-steps A,B,C",
+            param="steps",
+        )
+    changes: dict[str, Any] = {
+        "max_sequence_length": opts.max_sequence_length or model.default_max_sequence_length
+    }
+    for key, value in (
+        ("num_inference_steps", opts.steps),
+        ("pyramid_steps", opts.pyramid_steps),
+        ("guidance_scale", opts.guidance),
+        ("negative_prompt", opts.negative_prompt),
+        ("amplify_first_chunk", opts.amplify_first_chunk),
+        ("use_cfg_zero_star", opts.use_cfg_zero_star),
+    ):
         if value is not None:
             changes[key] = value
     return PRESETS[preset].with_overrides(**changes)
@@ -88,8 +97,13 @@ def frames_requested(opts: GenerateOptions) -> int:
     return frames
 
 
-def generate_video(model: LoadedModel, opts: GenerateOptions, image: ImageInput | None = None,
-                   video: VideoInput | None = None, show_progress: bool = True) -> GenerateSummary:
+def generate_video(
+    model: LoadedModel,
+    opts: GenerateOptions,
+    image: ImageInput | None = None,
+    video: VideoInput | None = None,
+    show_progress: bool = True,
+) -> GenerateSummary:
     """Generate and write the video; the frame count equals what diffusers returns."""
     if opts.fps < 1:
         raise InvalidInputError("--fps must be at least 1", param="fps")
@@ -97,8 +111,15 @@ def generate_video(model: LoadedModel, opts: GenerateOptions, image: ImageInput 
     width, height = opts.width or default_w, opts.height or default_h
     chunks = max(1, math.ceil(frames_requested(opts) / FRAMES_PER_CHUNK))
     keep = trimmed_frame_count(chunks * FRAMES_PER_CHUNK)
-    request = StreamRequest(prompt=opts.prompt, height=height, width=width, seed=opts.seed,
-                            settings=resolve_settings(model, opts), image=image, video=video)
+    request = StreamRequest(
+        prompt=opts.prompt,
+        height=height,
+        width=width,
+        seed=opts.seed,
+        settings=resolve_settings(model, opts),
+        image=image,
+        video=video,
+    )
     start = time.perf_counter()
     streamer = ChunkStreamer(model, request)
     bar = _progress_bar(sum(streamer.steps_in_chunk(i) for i in range(chunks)), show_progress)
@@ -112,9 +133,15 @@ def generate_video(model: LoadedModel, opts: GenerateOptions, image: ImageInput 
             written += len(frames)
     bar.close()
     wall = time.perf_counter() - start
-    return GenerateSummary(frames=written, chunks=chunks, width=width, height=height,
-                           seconds_of_video=written / opts.fps, wall_s=wall,
-                           per_chunk_s=wall / chunks)
+    return GenerateSummary(
+        frames=written,
+        chunks=chunks,
+        width=width,
+        height=height,
+        seconds_of_video=written / opts.fps,
+        wall_s=wall,
+        per_chunk_s=wall / chunks,
+    )
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

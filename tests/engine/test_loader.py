@@ -23,17 +23,20 @@ def checkpoint_copy(data_dir: Path, tmp_path: Path) -> Path:
     return target
 
 
-@pytest.mark.parametrize(("name", "variant"), [("tiny", Variant.DISTILLED),
-                                               ("tiny-mid", Variant.MID),
-                                               ("tiny-base", Variant.BASE)])
-def test_tiny_names_load_through_the_real_loader(data_dir: Path, name: str,
-                                                 variant: Variant) -> None:
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [("tiny", Variant.DISTILLED), ("tiny-mid", Variant.MID), ("tiny-base", Variant.BASE)],
+)
+def test_tiny_names_load_through_the_real_loader(
+    data_dir: Path, name: str, variant: Variant
+) -> None:
     model = load_model(name, data_dir)
     assert model.variant is variant
     assert model.is_tiny
     assert (model.path / "model_index.json").is_file()
-    assert type(model.pipe).__name__ == ("HeliosPipeline" if variant is Variant.BASE
-                                         else "HeliosPyramidPipeline")
+    assert type(model.pipe).__name__ == (
+        "HeliosPipeline" if variant is Variant.BASE else "HeliosPyramidPipeline"
+    )
 
 
 def test_variant_comes_from_configs_not_the_name(checkpoint_copy: Path) -> None:
@@ -74,8 +77,11 @@ def test_not_a_directory_and_unknown_hub_id(tmp_path: Path) -> None:
 
 
 def test_dmd_scheduler_without_is_distilled_is_refused() -> None:
-    index = {"_class_name": "HeliosPyramidPipeline", "is_distilled": False,
-             "scheduler": ["diffusers", "HeliosDMDScheduler"]}
+    index = {
+        "_class_name": "HeliosPyramidPipeline",
+        "is_distilled": False,
+        "scheduler": ["diffusers", "HeliosDMDScheduler"],
+    }
     with pytest.raises(CheckpointError, match="without is_distilled"):
         detect_variant(index, {"_class_name": "HeliosDMDScheduler", "stages": 3})
 
@@ -92,7 +98,8 @@ def test_tiny_checkpoint_is_deterministic(tmp_path: Path) -> None:
     b = write_tiny_checkpoint(tmp_path / "b", Variant.DISTILLED, seed=3)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert {"model_index.json", "transformer/config.json", "tokenizer/tokenizer.json"} <= {
-        str(f) for f in files}
+        str(f) for f in files
+    }
     for f in files:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     assert json.loads((a / "model_index.json").read_text())["is_distilled"] is True

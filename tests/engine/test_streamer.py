@@ -1,4 +1,4 @@
-"""Stream behaviour beyond equivalence: prompt switches, anchors, seeds, cancel, progress, memory."""
+"""Stream behaviour beyond equivalence: prompts, anchors, seeds, cancel, progress, memory."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from helios_serve.core.types import StepProgress, Variant
 from helios_serve.engine.conditioning import PromptBlend
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.presets import PRESETS
+from helios_serve.core.settings import PRESETS
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 
@@ -19,8 +19,9 @@ FAST = PRESETS[Variant.DISTILLED].with_overrides(pyramid_steps=(1, 1, 1), max_se
 
 
 def make(model: LoadedModel, prompt: str = "a cat", seed: int = 0) -> ChunkStreamer:
-    return ChunkStreamer(model, StreamRequest(prompt=prompt, height=64, width=64, seed=seed,
-                                              settings=FAST))
+    return ChunkStreamer(
+        model, StreamRequest(prompt=prompt, height=64, width=64, seed=seed, settings=FAST)
+    )
 
 
 def test_prompt_switch_applies_from_next_chunk(tiny_model: Callable[[str], LoadedModel]) -> None:
@@ -54,7 +55,9 @@ def test_blended_switch_differs_from_hard_switch(tiny_model: Callable[[str], Loa
     assert not np.array_equal(hard.next_chunk().frames, soft.next_chunk().frames)
 
 
-def test_same_seed_reproduces_and_set_seed_changes(tiny_model: Callable[[str], LoadedModel]) -> None:
+def test_same_seed_reproduces_and_set_seed_changes(
+    tiny_model: Callable[[str], LoadedModel],
+) -> None:
     model = tiny_model("tiny")
     a, b = make(model, seed=4), make(model, seed=4)
     np.testing.assert_array_equal(a.next_chunk().frames, b.next_chunk().frames)
@@ -112,15 +115,19 @@ def test_state_is_bounded_over_many_chunks(tiny_model: Callable[[str], LoadedMod
 
 
 @pytest.mark.parametrize(("height", "width"), [(100, 64), (96, 160), (0, 64)])
-def test_bad_sizes_are_refused(tiny_model: Callable[[str], LoadedModel], height: int,
-                               width: int) -> None:
+def test_bad_sizes_are_refused(
+    tiny_model: Callable[[str], LoadedModel], height: int, width: int
+) -> None:
     with pytest.raises(InvalidInputError, match="multiple"):
-        ChunkStreamer(tiny_model("tiny"), StreamRequest(prompt="x", height=height, width=width,
-                                                        settings=FAST))
+        ChunkStreamer(
+            tiny_model("tiny"), StreamRequest(prompt="x", height=height, width=width, settings=FAST)
+        )
 
 
 def test_short_video_is_refused_for_v2v(tiny_model: Callable[[str], LoadedModel]) -> None:
     video = np.zeros((10, 64, 64, 3), dtype=np.uint8)
     with pytest.raises(InvalidInputError, match="at least 33 frames"):
-        ChunkStreamer(tiny_model("tiny"), StreamRequest(prompt="x", height=64, width=64,
-                                                        settings=FAST, video=video))
+        ChunkStreamer(
+            tiny_model("tiny"),
+            StreamRequest(prompt="x", height=64, width=64, settings=FAST, video=video),
+        )

@@ -11,7 +11,11 @@ from typing import Any, Literal
 import torch
 
 from helios_serve.core.types import Variant
-from helios_serve.engine.tiny import TINY_MAX_SEQUENCE_LENGTH, TINY_MODEL_NAMES, ensure_tiny_checkpoint
+from helios_serve.engine.tiny import (
+    TINY_MAX_SEQUENCE_LENGTH,
+    TINY_MODEL_NAMES,
+    ensure_tiny_checkpoint,
+)
 from helios_serve.engine.variant import detect_variant
 from helios_serve.errors import CheckpointError
 
@@ -67,7 +71,9 @@ def resolve_checkpoint(model: str, data_dir: Path) -> tuple[Path, bool]:
     path = Path(model).expanduser()
     if path.exists() or model.startswith((".", "/", "~")):
         if not path.is_dir():
-            raise CheckpointError(f"{model}: not a directory (give a checkpoint directory or hub id)")
+            raise CheckpointError(
+                f"{model}: not a directory (give a checkpoint directory or hub id)"
+            )
         return path, (path / "helios_tiny.json").is_file()
     return _download(model), False
 
@@ -137,13 +143,22 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
     if is_tiny:
         logger.warning("serving the tiny random checkpoint %s: its output is noise", path)
-    logger.info("loaded %s (%s) on %s, transformer %s, VAE %s", model, variant, device,
-                model_dtype, vae_dtype)
-    return LoadedModel(pipe=pipe, name=model, path=path, variant=variant, device=device,
-                       is_tiny=is_tiny)
+    logger.info(
+        "loaded %s (%s) on %s, transformer %s, VAE %s",
+        model,
+        variant,
+        device,
+        model_dtype,
+        vae_dtype,
+    )
+    return LoadedModel(
+        pipe=pipe, name=model, path=path, variant=variant, device=device, is_tiny=is_tiny
+    )
 
 
-def _from_pretrained(path: Path, variant: Variant, dtype: torch.dtype, vae_dtype: torch.dtype) -> Any:
+def _from_pretrained(
+    path: Path, variant: Variant, dtype: torch.dtype, vae_dtype: torch.dtype
+) -> Any:
     from diffusers import AutoencoderKLWan, HeliosPipeline, HeliosPyramidPipeline
 
     cls = HeliosPipeline if variant is Variant.BASE else HeliosPyramidPipeline

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from helios_serve.engine.conditioning import randn
-from helios_serve.engine.presets import SamplingSettings
+from helios_serve.core.settings import SamplingSettings
 
 StepCallback = Callable[[int, int, int], None]
 """Called after each step with (stage, step, steps_in_chunk); may raise to cancel."""
@@ -63,8 +63,9 @@ class Denoiser:
         self.transformer = transformer
         self.settings = settings
 
-    def predict(self, latents: torch.Tensor, timestep: torch.Tensor, inputs: ChunkInputs,
-                zero_init: bool) -> torch.Tensor:
+    def predict(
+        self, latents: torch.Tensor, timestep: torch.Tensor, inputs: ChunkInputs, zero_init: bool
+    ) -> torch.Tensor:
         dtype = self.transformer.dtype
         common = {
             "hidden_states": latents.to(dtype),
@@ -87,11 +88,14 @@ class Denoiser:
         return cfg_zero_star(cond, uncond, g, zero_init)
 
 
-def cfg_zero_star(cond: torch.Tensor, uncond: torch.Tensor, guidance: float,
-                  zero_init: bool) -> torch.Tensor:
+def cfg_zero_star(
+    cond: torch.Tensor, uncond: torch.Tensor, guidance: float, zero_init: bool
+) -> torch.Tensor:
     """CFG-Zero*: rescale the unconditional branch by its projection on the conditional one."""
     batch = cond.shape[0]
-    pos = cond.reshape(batch, -1).float()  # reshape, not view: diffusers' .view crashes on 1x1 grids
+    pos = cond.reshape(
+        batch, -1
+    ).float()  # reshape, not view: diffusers' .view crashes on 1x1 grids
     neg = uncond.reshape(batch, -1).float()
     alpha = (pos * neg).sum(dim=1, keepdim=True) / ((neg**2).sum(dim=1, keepdim=True) + 1e-8)
     alpha = alpha.view(batch, *([1] * (cond.dim() - 1))).to(cond.dtype)
@@ -100,9 +104,15 @@ def cfg_zero_star(cond: torch.Tensor, uncond: torch.Tensor, guidance: float,
     return uncond * alpha + guidance * (cond - uncond * alpha)
 
 
-def sample_base(denoiser: Denoiser, scheduler: Any, latents: torch.Tensor, inputs: ChunkInputs,
-                generator: torch.Generator, patch_size: tuple[int, ...],
-                on_step: StepCallback) -> torch.Tensor:
+def sample_base(
+    denoiser: Denoiser,
+    scheduler: Any,
+    latents: torch.Tensor,
+    inputs: ChunkInputs,
+    generator: torch.Generator,
+    patch_size: tuple[int, ...],
+    on_step: StepCallback,
+) -> torch.Tensor:
     """Single-stage UniPC flow sampling with CFG (HeliosPipeline)."""
     steps = denoiser.settings.num_inference_steps
     _, _, frames, h, w = latents.shape
@@ -123,9 +133,18 @@ def pyramid_steps_in_chunk(settings: SamplingSettings, amplify: bool) -> int:
     return total * 2 if amplify else total
 
 
-def sample_pyramid(denoiser: Denoiser, scheduler: Any, latents: torch.Tensor, inputs: ChunkInputs,
-                   generator: torch.Generator, patch_size: tuple[int, ...], *,
-                   distilled: bool, amplify: bool, on_step: StepCallback) -> torch.Tensor:
+def sample_pyramid(
+    denoiser: Denoiser,
+    scheduler: Any,
+    latents: torch.Tensor,
+    inputs: ChunkInputs,
+    generator: torch.Generator,
+    patch_size: tuple[int, ...],
+    *,
+    distilled: bool,
+    amplify: bool,
+    on_step: StepCallback,
+) -> torch.Tensor:
     """Pyramid sampling (HeliosPyramidPipeline): coarse-to-fine stages, UniPC or DMD."""
     settings = denoiser.settings
     stages = len(settings.pyramid_steps)
@@ -136,12 +155,18 @@ def sample_pyramid(denoiser: Denoiser, scheduler: Any, latents: torch.Tensor, in
     for stage in range(stages):
         _, _, frames, h, w = latents.shape
         mu = calculate_shift(frames * h * w // math.prod(patch_size), scheduler.config)
-        scheduler.set_timesteps(settings.pyramid_steps[stage], stage, device=latents.device,
-                                mu=mu, is_amplify_first_chunk=amplify)
+        scheduler.set_timesteps(
+            settings.pyramid_steps[stage],
+            stage,
+            device=latents.device,
+            mu=mu,
+            is_amplify_first_chunk=amplify,
+        )
         timesteps = scheduler.timesteps
         if stage > 0:
-            latents = _renoise_upsampled(latents, scheduler, stage, generator, patch_size,
-                                         denoiser.transformer.dtype)
+            latents = _renoise_upsampled(
+                latents, scheduler, stage, generator, patch_size, denoiser.transformer.dtype
+            )
             if start_points is not None:
                 start_points.append(latents)
         for i, t in enumerate(timesteps):
@@ -150,11 +175,16 @@ def sample_pyramid(denoiser: Denoiser, scheduler: Any, latents: torch.Tensor, in
             pred = denoiser.predict(latents, timestep, inputs, zero_init=zero_init)
             extra = {}
             if start_points is not None:
-                extra = {"cur_sampling_step": i, "dmd_noisy_tensor": start_points[stage],
-                         "dmd_sigmas": scheduler.sigmas, "dmd_timesteps": scheduler.timesteps,
-                         "all_timesteps": timesteps}
-            latents = scheduler.step(pred, t, latents, generator=generator, return_dict=False,
-                                     **extra)[0]
+                extra = {
+                    "cur_sampling_step": i,
+                    "dmd_noisy_tensor": start_points[stage],
+                    "dmd_sigmas": scheduler.sigmas,
+                    "dmd_timesteps": scheduler.timesteps,
+                    "all_timesteps": timesteps,
+                }
+            latents = scheduler.step(
+                pred, t, latents, generator=generator, return_dict=False, **extra
+            )[0]
             done += 1
             on_step(stage, done, total_steps)
     return latents
@@ -175,23 +205,33 @@ def _downsample_noise(latents: torch.Tensor, stages: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     for _ in range(stages - 1):
         h, w = h // 2, w // 2
-        x = F.interpolate(x, size=(h, w), mode="bilinear") * 2
+        x = functional.interpolate(x, size=(h, w), mode="bilinear") * 2
     return _frames_back(x, dims)
 
 
-def _renoise_upsampled(latents: torch.Tensor, scheduler: Any, stage: int,
-                       generator: torch.Generator, patch_size: tuple[int, ...],
-                       model_dtype: torch.dtype) -> torch.Tensor:
+def _renoise_upsampled(
+    latents: torch.Tensor,
+    scheduler: Any,
+    stage: int,
+    generator: torch.Generator,
+    patch_size: tuple[int, ...],
+    model_dtype: torch.dtype,
+) -> torch.Tensor:
     """Nearest-upsample x2 and re-noise with correlated block noise (fixes block artifacts)."""
     x, dims = _frames_as_batch(latents)
-    x = F.interpolate(x, size=(x.shape[-2] * 2, x.shape[-1] * 2), mode="nearest")
+    x = functional.interpolate(x, size=(x.shape[-2] * 2, x.shape[-1] * 2), mode="nearest")
     latents = _frames_back(x, dims)
     ori_sigma = 1 - scheduler.ori_start_sigmas[stage]
     gamma = scheduler.config.gamma
     alpha = 1 / (math.sqrt(1 + (1 / gamma)) * (1 - ori_sigma) + ori_sigma)
     beta = alpha * (1 - ori_sigma) / math.sqrt(gamma)
-    noise = sample_block_noise(tuple(latents.shape), gamma, patch_size, generator,  # type: ignore[arg-type]
-                               latents.device)
+    noise = sample_block_noise(
+        tuple(latents.shape),
+        gamma,
+        patch_size,
+        generator,  # type: ignore[arg-type]
+        latents.device,
+    )
     return alpha * latents + beta * noise.to(device=latents.device, dtype=model_dtype)
 
 
@@ -206,9 +246,13 @@ def block_noise_factor(gamma: float, block_size: int, device: torch.device) -> t
         return torch.linalg.cholesky(cov.double()).float()
 
 
-def sample_block_noise(shape: tuple[int, int, int, int, int], gamma: float,
-                       patch_size: tuple[int, ...], generator: torch.Generator,
-                       device: torch.device) -> torch.Tensor:
+def sample_block_noise(
+    shape: tuple[int, int, int, int, int],
+    gamma: float,
+    patch_size: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
     """Noise correlated within each (ph, pw) block, drawn exactly as diffusers draws it."""
     b, c, f, h, w = shape
     _, ph, pw = patch_size
@@ -219,7 +263,8 @@ def sample_block_noise(shape: tuple[int, int, int, int, int], gamma: float,
     return noise.permute(0, 1, 2, 3, 5, 4, 6).reshape(b, c, f, h, w)
 
 
-def initial_noise(shape: tuple[int, ...], generator: torch.Generator,
-                  device: torch.device) -> torch.Tensor:
+def initial_noise(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """The chunk's starting noise, fp32, as `prepare_latents` draws it."""
     return randn(shape, generator, device)

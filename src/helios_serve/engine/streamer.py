@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ from helios_serve.core.types import (
 )
 from helios_serve.engine import conditioning as cond
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.presets import SamplingSettings
+from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.sampling import (
     ChunkInputs,
     Denoiser,
@@ -55,7 +55,7 @@ class StreamRequest:
     height: int = 384
     width: int = 640
     seed: int = 0
-    settings: SamplingSettings = SamplingSettings()
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
     image: cond.ImageInput | None = None
     video: cond.VideoInput | None = None
 
@@ -71,26 +71,35 @@ def validate_request(request: StreamRequest) -> None:
     if request.height % 16 or request.width % 16 or request.height <= 0 or request.width <= 0:
         raise InvalidInputError(
             f"height and width must be positive multiples of 16, got {request.height}x"
-            f"{request.width}", param="size")
+            f"{request.width}",
+            param="size",
+        )
     if request.image is not None and request.video is not None:
         raise InvalidInputError("give an image (I2V) or a video (V2V), not both", param="image")
     if request.video is not None and len(request.video) < FRAMES_PER_CHUNK:
         raise InvalidInputError(
             f"V2V needs a video of at least {FRAMES_PER_CHUNK} frames, got {len(request.video)}",
-            param="video")
+            param="video",
+        )
     s = request.settings
     if s.num_inference_steps < 1 or not s.pyramid_steps or min(s.pyramid_steps) < 1:
         raise InvalidInputError("step counts must be at least 1", param="steps")
     if s.max_sequence_length < 1:
-        raise InvalidInputError("max_sequence_length must be at least 1", param="max_sequence_length")
+        raise InvalidInputError(
+            "max_sequence_length must be at least 1", param="max_sequence_length"
+        )
 
 
 class ChunkStreamer:
     """Generates one stream chunk by chunk; equal to diffusers' pipelines for the same seed."""
 
     @torch.no_grad()
-    def __init__(self, model: LoadedModel, request: StreamRequest,
-                 prompt_encoder: cond.PromptEncoder | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        request: StreamRequest,
+        prompt_encoder: cond.PromptEncoder | None = None,
+    ) -> None:
         validate_request(request)
         self.model = model
         self.request = request
@@ -103,28 +112,37 @@ class ChunkStreamer:
         if self._pyramid and len(self.settings.pyramid_steps) != pipe.scheduler.config.stages:
             raise InvalidInputError(
                 f"this checkpoint samples in {pipe.scheduler.config.stages} pyramid stages; "
-                f"got steps for {len(self.settings.pyramid_steps)}", param="pyramid_steps")
+                f"got steps for {len(self.settings.pyramid_steps)}",
+                param="pyramid_steps",
+            )
         if self._pyramid:
-            multiple = pipe.vae_scale_factor_spatial * 2 ** pipe.scheduler.config.stages
+            multiple = pipe.vae_scale_factor_spatial * 2**pipe.scheduler.config.stages
             if request.height % multiple or request.width % multiple:
                 raise InvalidInputError(
                     f"a {pipe.scheduler.config.stages}-stage pyramid needs height and width in "
                     f"multiples of {multiple}, got {request.width}x{request.height} "
-                    "(640x384 is the trained size)", param="size")
+                    "(640x384 is the trained size)",
+                    param="size",
+                )
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self._denoiser = Denoiser(pipe.transformer, self.settings)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
         self._prompts = prompt_encoder or cond.PromptEncoder(pipe, self._device)
-        self._indices = {k: v.to(self._device) for k, v in
-                         history_indices(LATENT_FRAMES_PER_CHUNK, HISTORY_SIZES).items()}
-        self._latent_hw = (request.height // pipe.vae_scale_factor_spatial,
-                           request.width // pipe.vae_scale_factor_spatial)
+        self._indices = {
+            k: v.to(self._device)
+            for k, v in history_indices(LATENT_FRAMES_PER_CHUNK, HISTORY_SIZES).items()
+        }
+        self._latent_hw = (
+            request.height // pipe.vae_scale_factor_spatial,
+            request.width // pipe.vae_scale_factor_spatial,
+        )
         self.chunk_index = 0
         self.seed = request.seed
         self._generator = torch.Generator("cpu").manual_seed(request.seed)
         self._blend = cond.PromptBlend(request.prompt, self._encode(request.prompt))
-        self._negative = (self._encode(self.settings.negative_prompt)
-                          if self.settings.uses_cfg else None)
+        self._negative = (
+            self._encode(self.settings.negative_prompt) if self.settings.uses_cfg else None
+        )
         self._anchor: torch.Tensor | None = None
         self._history = self._zeros(sum(HISTORY_SIZES))
         self._condition_start(request)
@@ -134,23 +152,43 @@ class ChunkStreamer:
         return self._prompts.encode(prompt, self.settings.max_sequence_length)
 
     def _zeros(self, frames: int) -> torch.Tensor:
-        return torch.zeros(1, self._pipe.transformer.config.in_channels, frames, *self._latent_hw,
-                           device=self._device, dtype=torch.float32)
+        return torch.zeros(
+            1,
+            self._pipe.transformer.config.in_channels,
+            frames,
+            *self._latent_hw,
+            device=self._device,
+            dtype=torch.float32,
+        )
 
     def _condition_start(self, request: StreamRequest) -> None:
         s, g = self.settings, self._generator
         if request.image is not None:
-            anchor, fake = cond.encode_image(self._pipe, request.image, request.height,
-                                             request.width, self._stats, g, self._device)
+            anchor, fake = cond.encode_image(
+                self._pipe,
+                request.image,
+                request.height,
+                request.width,
+                self._stats,
+                g,
+                self._device,
+            )
             self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
             fake = cond.noise_latents(fake, s.video_noise_sigma, g)
             self._history = torch.cat([self._history[:, :, :-1], fake], dim=2)
         elif request.video is not None:
-            anchor, latents = cond.encode_video(self._pipe, request.video, request.height,
-                                                request.width, self._stats, g, self._device)
+            anchor, latents = cond.encode_video(
+                self._pipe,
+                request.video,
+                request.height,
+                request.width,
+                self._stats,
+                g,
+                self._device,
+            )
             self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
             latents = cond.noise_video_latents(latents, s.video_noise_sigma, g)
-            self._history = torch.cat([self._history, latents], dim=2)[:, :, -sum(HISTORY_SIZES):]
+            self._history = torch.cat([self._history, latents], dim=2)[:, :, -sum(HISTORY_SIZES) :]
             self._history = self._history.contiguous()
 
     @property
@@ -165,11 +203,16 @@ class ChunkStreamer:
     @torch.no_grad()
     def set_image(self, image: cond.ImageInput, *, restart: bool = False) -> None:
         """Re-anchor on `image` from the next chunk; `restart` also resets history (hard cut)."""
-        anchor, fake = cond.encode_image(self._pipe, image, self.request.height,
-                                         self.request.width, self._stats, self._generator,
-                                         self._device)
-        self._anchor = cond.noise_latents(anchor, self.settings.image_noise_sigma,
-                                          self._generator)
+        anchor, fake = cond.encode_image(
+            self._pipe,
+            image,
+            self.request.height,
+            self.request.width,
+            self._stats,
+            self._generator,
+            self._device,
+        )
+        self._anchor = cond.noise_latents(anchor, self.settings.image_noise_sigma, self._generator)
         if restart:
             fake = cond.noise_latents(fake, self.settings.video_noise_sigma, self._generator)
             self._history = torch.cat([self._zeros(sum(HISTORY_SIZES) - 1), fake], dim=2)
@@ -188,26 +231,29 @@ class ChunkStreamer:
         first = (self.chunk_index if index is None else index) == 0
         if not self._pyramid:
             return self.settings.num_inference_steps
-        return pyramid_steps_in_chunk(self.settings,
-                                      first and self.settings.amplify_first_chunk and self._distilled)
+        return pyramid_steps_in_chunk(
+            self.settings, first and self.settings.amplify_first_chunk and self._distilled
+        )
 
-    def next_chunk(self, on_progress: ProgressCallback | None = None,
-                   should_cancel: CancelCheck | None = None) -> ChunkResult:
+    def next_chunk(
+        self, on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None
+    ) -> ChunkResult:
         """Generate the next 33 frames as uint8 (T, H, W, 3)."""
         frames, timings = self.next_chunk_float(on_progress, should_cancel)
-        result = ChunkResult(
+        return ChunkResult(
             index=self.chunk_index - 1,
             frames=to_uint8(frames),
             timings=timings,
             prompt=self.prompt,
             seed=self.seed,
         )
-        return result
 
     @torch.no_grad()
-    def next_chunk_float(self, on_progress: ProgressCallback | None = None,
-                         should_cancel: CancelCheck | None = None,
-                         ) -> tuple[npt.NDArray[np.float32], ChunkTimings]:
+    def next_chunk_float(
+        self,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> tuple[npt.NDArray[np.float32], ChunkTimings]:
         """Generate the next chunk as float32 frames in [0, 1] (diffusers' `output_type="np"`)."""
         if should_cancel is not None and should_cancel():
             raise StreamCancelledError("cancelled before the chunk started")
@@ -220,8 +266,9 @@ class ChunkStreamer:
         end = time.perf_counter()
         return frames, ChunkTimings(denoised - start, end - denoised, end - start)
 
-    def _step_callback(self, on_progress: ProgressCallback | None,
-                       should_cancel: CancelCheck | None) -> Callable[[int, int, int], None]:
+    def _step_callback(
+        self, on_progress: ProgressCallback | None, should_cancel: CancelCheck | None
+    ) -> Callable[[int, int, int], None]:
         index = self.chunk_index
 
         def on_step(stage: int, step: int, total: int) -> None:
@@ -244,15 +291,26 @@ class ChunkStreamer:
             indices=self._indices,
         )
         channels = self._pipe.transformer.config.in_channels
-        noise = initial_noise((1, channels, LATENT_FRAMES_PER_CHUNK, *self._latent_hw),
-                              self._generator, self._device)
+        noise = initial_noise(
+            (1, channels, LATENT_FRAMES_PER_CHUNK, *self._latent_hw), self._generator, self._device
+        )
         patch = tuple(self._pipe.transformer.config.patch_size)
         if not self._pyramid:
-            return sample_base(self._denoiser, self._scheduler, noise, inputs, self._generator,
-                               patch, on_step)
+            return sample_base(
+                self._denoiser, self._scheduler, noise, inputs, self._generator, patch, on_step
+            )
         amplify = self.settings.amplify_first_chunk and self.chunk_index == 0
-        return sample_pyramid(self._denoiser, self._scheduler, noise, inputs, self._generator,
-                              patch, distilled=self._distilled, amplify=amplify, on_step=on_step)
+        return sample_pyramid(
+            self._denoiser,
+            self._scheduler,
+            noise,
+            inputs,
+            self._generator,
+            patch,
+            distilled=self._distilled,
+            amplify=amplify,
+            on_step=on_step,
+        )
 
     def _commit_chunk(self, latents: torch.Tensor) -> None:
         if self._anchor is None:
@@ -267,7 +325,8 @@ class ChunkStreamer:
         scaled = latents.to(vae.dtype) / self._stats.std_inv + self._stats.mean
         video = vae.decode(scaled, return_dict=False)[0]
         frames: npt.NDArray[np.float32] = self._pipe.video_processor.postprocess_video(
-            video, output_type="np")[0]
+            video, output_type="np"
+        )[0]
         return frames
 
     def _sync(self) -> None:
@@ -277,7 +336,8 @@ class ChunkStreamer:
 
 def to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     """[0, 1] floats to uint8 with rounding (diffusers' export truncates; rounding is closer)."""
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    return out
 
 
 def trimmed_frame_count(total_frames: int, temporal_factor: int = 4) -> int:
