@@ -9,24 +9,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import (
     FRAMES_PER_CHUNK,
     LATENT_FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
-    Mode,
     StepProgress,
     Variant,
 )
 from helios_serve.engine import conditioning as cond
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.sampling import (
     ChunkInputs,
     Denoiser,
@@ -45,25 +43,6 @@ HISTORY_SIZES = (16, 2, 1)
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class StreamRequest:
-    """Everything that fixes a stream at its start."""
-
-    prompt: str
-    height: int = 384
-    width: int = 640
-    seed: int = 0
-    settings: SamplingSettings = field(default_factory=SamplingSettings)
-    image: cond.ImageInput | None = None
-    video: cond.VideoInput | None = None
-
-    @property
-    def mode(self) -> Mode:
-        if self.video is not None:
-            return Mode.V2V
-        return Mode.I2V if self.image is not None else Mode.T2V
 
 
 def validate_request(request: StreamRequest) -> None:
@@ -343,3 +322,6 @@ def to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
 def trimmed_frame_count(total_frames: int, temporal_factor: int = 4) -> int:
     """diffusers trims its final video to 4k+1 frames; this is how many it keeps."""
     return (total_frames - 1) // temporal_factor * temporal_factor + 1
+
+
+__all__ = ["ChunkStreamer", "StreamRequest", "to_uint8", "trimmed_frame_count", "validate_request"]

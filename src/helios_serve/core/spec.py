@@ -1,0 +1,74 @@
+"""What a caller asks of the engine: a stream's fixed settings, plain and serialisable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from helios_serve.core.settings import SamplingSettings
+from helios_serve.core.types import FRAMES_PER_CHUNK, Mode, Variant
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """Everything that fixes a stream at its start.
+
+    `image` is a uint8 (H, W, 3) array or a PIL image (I2V); `video` a uint8 (T, H, W, 3) array
+    or a list of PIL images (V2V, at least 33 frames).
+    """
+
+    prompt: str
+    height: int = 384
+    width: int = 640
+    seed: int = 0
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+    image: Any = None
+    video: Any = None
+
+    @property
+    def mode(self) -> Mode:
+        if self.video is not None:
+            return Mode.V2V
+        return Mode.I2V if self.image is not None else Mode.T2V
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What layers above the engine may know about the served model."""
+
+    name: str
+    variant: Variant
+    is_tiny: bool
+    device: str
+    default_width: int
+    default_height: int
+    default_max_sequence_length: int
+    pyramid_stages: int
+    aliases: tuple[str, ...] = ()
+
+    def answers_to(self, name: str) -> bool:
+        return name == self.name or name in self.aliases
+
+
+def chunks_for(num_frames: int) -> int:
+    """Whole 33-frame chunks needed for `num_frames` (at least one)."""
+    return max(1, math.ceil(num_frames / FRAMES_PER_CHUNK))
+
+
+def delivered_frames(num_frames: int, temporal_factor: int = 4) -> int:
+    """Frames a video of `num_frames` really has: whole chunks trimmed to 4k+1 like diffusers."""
+    total = chunks_for(num_frames) * FRAMES_PER_CHUNK
+    return (total - 1) // temporal_factor * temporal_factor + 1
+
+
+def settings_to_json(settings: SamplingSettings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
+
+
+def settings_from_json(data: dict[str, Any]) -> SamplingSettings:
+    known = SamplingSettings.__dataclass_fields__
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+    }
+    return SamplingSettings(**values)
