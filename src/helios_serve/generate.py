@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.engine.conditioning import ImageInput, VideoInput
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest, trimmed_frame_count
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.encode import open_writer

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from helios_serve.engine.conditioning import randn
 from helios_serve.core.settings import SamplingSettings
+from helios_serve.engine.conditioning import randn
 
 StepCallback = Callable[[int, int, int], None]
 """Called after each step with (stage, step, steps_in_chunk); may raise to cancel."""

@@ -1,0 +1,58 @@
+"""The seams: what the job runner and real-time sessions need from an engine, nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any, Protocol
+
+from helios_serve.core.spec import ModelInfo, StreamRequest
+from helios_serve.core.types import ChunkResult, StepProgress
+
+ProgressCallback = Callable[[StepProgress], None]
+CancelCheck = Callable[[], bool]
+
+
+class Priority(IntEnum):
+    """Lower runs first: a live session's next chunk goes before a queued job's."""
+
+    SESSION = 0
+    JOB = 1
+
+
+class Stream(Protocol):
+    """One open video stream; each call runs on the engine's single worker."""
+
+    @property
+    def chunk_index(self) -> int: ...
+
+    def steps_in_chunk(self, index: int) -> int: ...
+
+    async def next_chunk(
+        self,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> ChunkResult: ...
+
+    async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None: ...
+
+    async def set_image(self, image: Any, restart: bool = False) -> None: ...
+
+    async def clear_image(self) -> None: ...
+
+    async def set_seed(self, seed: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """Owns the model and the one worker that runs it."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    async def open_stream(self, request: StreamRequest, priority: Priority) -> Stream: ...
+
+    def is_healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,105 @@
+"""LocalEngine: the `Engine` protocol over a loaded checkpoint and one worker thread."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.spec import ModelInfo, StreamRequest
+from helios_serve.core.types import ChunkResult, Variant
+from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.streamer import ChunkStreamer
+from helios_serve.engine.worker import EngineWorker
+
+logger = logging.getLogger(__name__)
+
+
+def describe(model: LoadedModel, served_name: str, aliases: tuple[str, ...] = ()) -> ModelInfo:
+    """The `ModelInfo` that upper layers see for a loaded checkpoint."""
+    width, height = model.default_size
+    stages = 1 if model.variant is Variant.BASE else int(model.pipe.scheduler.config.stages)
+    return ModelInfo(
+        name=served_name,
+        variant=model.variant,
+        is_tiny=model.is_tiny,
+        device=str(model.device),
+        default_width=width,
+        default_height=height,
+        default_max_sequence_length=model.default_max_sequence_length,
+        pyramid_stages=stages,
+        aliases=aliases,
+    )
+
+
+def release_device_memory(_: BaseException | None = None) -> None:
+    """After a failed item (e.g. out of memory) give cached blocks back so the next job fits."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class LocalStream:
+    """A `Stream` whose every operation runs on the engine worker at a fixed priority."""
+
+    def __init__(self, worker: EngineWorker, streamer: ChunkStreamer, priority: Priority) -> None:
+        self._worker = worker
+        self._streamer = streamer
+        self._priority = priority
+
+    @property
+    def chunk_index(self) -> int:
+        return self._streamer.chunk_index
+
+    def steps_in_chunk(self, index: int) -> int:
+        return self._streamer.steps_in_chunk(index)
+
+    async def next_chunk(
+        self, on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None
+    ) -> ChunkResult:
+        return await self._worker.run(
+            lambda: self._streamer.next_chunk(on_progress, should_cancel), self._priority
+        )
+
+    async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:
+        await self._worker.run(
+            lambda: self._streamer.set_prompt(prompt, blend_chunks), self._priority
+        )
+
+    async def set_image(self, image: Any, restart: bool = False) -> None:
+        await self._worker.run(
+            lambda: self._streamer.set_image(image, restart=restart), self._priority
+        )
+
+    async def clear_image(self) -> None:
+        await self._worker.run(self._streamer.clear_image, self._priority)
+
+    async def set_seed(self, seed: int) -> None:
+        await self._worker.run(lambda: self._streamer.set_seed(seed), self._priority)
+
+    async def close(self) -> None:
+        """Nothing to free explicitly: dropping the streamer drops its tensors."""
+
+
+class LocalEngine:
+    """Serves one loaded checkpoint through one worker thread."""
+
+    def __init__(self, model: LoadedModel, info: ModelInfo) -> None:
+        self._model = model
+        self._info = info
+        self._worker = EngineWorker(on_error=release_device_memory)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    async def open_stream(self, request: StreamRequest, priority: Priority) -> LocalStream:
+        streamer = await self._worker.run(lambda: ChunkStreamer(self._model, request), priority)
+        return LocalStream(self._worker, streamer, priority)
+
+    def is_healthy(self) -> bool:
+        return self._worker.is_alive()
+
+    async def close(self) -> None:
+        self._worker.stop()
