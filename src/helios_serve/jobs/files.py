@@ -1,0 +1,122 @@
+"""`JobFiles`: where each job's video, images and uploaded reference live on disk.
+
+Every path is built from an id that passed `is_valid_job_id` and a file name this module
+checks, never from client text, so no request can reach outside `root/<job_id>/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from helios_serve.jobs.models import JobNotFoundError, is_valid_job_id
+
+VIDEO_NAME = "video.mp4"
+"""The MP4's name in its job directory, also what clients see as `file_name`."""
+THUMBNAIL_NAME = "thumbnail.jpg"
+SPRITESHEET_NAME = "spritesheet.jpg"
+REFERENCE_STEM = "reference"
+
+# Leftovers of interrupted atomic writes: media.encode writes `<name>.part` (and, for short
+# .npy streams, `<name>.part.short`); `save_reference` writes `*.tmp`.
+TEMP_SUFFIXES = (".part", ".part.short", ".tmp")
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
+
+
+def _check_name(name: str) -> str:
+    if not _FILE_NAME.fullmatch(name) or name.endswith(TEMP_SUFFIXES):
+        raise ValueError(f"not a plain job file name: {name!r}")
+    return name
+
+
+class JobFiles:
+    """One directory per job under `root`, created on first write, removed with the job."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_dir(self, job_id: str) -> Path:
+        """`root/<job_id>` (not created); unknown-shaped ids raise `JobNotFoundError`."""
+        if not is_valid_job_id(job_id):
+            raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        return self.root / job_id
+
+    def ensure_dir(self, job_id: str) -> Path:
+        """The job's directory, created if missing (writers need it to exist)."""
+        path = self.job_dir(job_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def file_path(self, job_id: str, name: str) -> Path:
+        """A named file in the job's directory; `name` must be a plain file name."""
+        return self.job_dir(job_id) / _check_name(name)
+
+    def video_path(self, job_id: str) -> Path:
+        return self.file_path(job_id, VIDEO_NAME)
+
+    def thumbnail_path(self, job_id: str) -> Path:
+        return self.file_path(job_id, THUMBNAIL_NAME)
+
+    def spritesheet_path(self, job_id: str) -> Path:
+        return self.file_path(job_id, SPRITESHEET_NAME)
+
+    def reference_path(self, job_id: str, name: str) -> Path:
+        return self.file_path(job_id, name)
+
+    def save_reference(self, job_id: str, data: bytes, suffix: str) -> str:
+        """Store an upload as `reference<suffix>`; returns the file name for the spec."""
+        if not _SUFFIX.fullmatch(suffix):
+            raise ValueError(f"not a plain file suffix: {suffix!r}")
+        name = REFERENCE_STEM + suffix
+        self.write_bytes(job_id, name, data)
+        return name
+
+    def write_bytes(self, job_id: str, name: str, data: bytes) -> Path:
+        """Write a job file atomically and durably (temp file, fsync, rename)."""
+        target = self.ensure_dir(job_id) / _check_name(name)
+        # A unique temp name in the same directory: the rename is atomic and two writers
+        # cannot clobber each other's half-written file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                # fsync before anyone records the file (e.g. the job row commits): a crash
+                # must not leave a recorded file that is empty.
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    def remove(self, job_id: str) -> None:
+        """Delete the job's directory and everything in it; a missing one is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.job_dir(job_id))
+
+    def job_ids_on_disk(self) -> list[str]:
+        """Ids that have a directory, e.g. to remove those whose job row is gone."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if is_valid_job_id(p.name) and p.is_dir())
+
+    def sweep_temp(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many files went.
+
+        Call at startup, before any worker writes: a live writer's temp file would go too.
+        """
+        removed = 0
+        for job_id in self.job_ids_on_disk():
+            for path in (self.root / job_id).iterdir():
+                if path.name.endswith(TEMP_SUFFIXES) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed

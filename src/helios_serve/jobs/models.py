@@ -1,0 +1,224 @@
+"""Job records, their statuses and the legal transitions between them (pure, no I/O)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, Literal
+
+from helios_serve.core.settings import SamplingSettings
+from helios_serve.core.spec import delivered_frames, settings_from_json, settings_to_json
+from helios_serve.errors import HeliosError
+
+ReferenceKind = Literal["image", "video"]
+
+_JOB_ID = re.compile(r"video_[0-9a-f]{32}")
+
+
+class JobStatus(StrEnum):
+    """A job's lifecycle; the values are OpenAI's wire strings."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued -> failed: a job refused before it runs (shutdown, vanished upload).
+    JobStatus.QUEUED: frozenset({JobStatus.IN_PROGRESS, JobStatus.FAILED}),
+    # in_progress -> queued: the worker was lost and the job gets another attempt.
+    JobStatus.IN_PROGRESS: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.QUEUED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+"""Legal moves; terminal states have none (deletion removes the record instead)."""
+
+
+class InvalidTransitionError(HeliosError):
+    """A status change the lifecycle forbids, e.g. completing a queued or failed job."""
+
+    code = "invalid_state"
+
+
+class JobNotFoundError(HeliosError):
+    """No job has this id (never created, deleted, or not a well-formed id)."""
+
+    code = "video_not_found"
+
+
+def check_transition(old: JobStatus, new: JobStatus) -> None:
+    """Raise `InvalidTransitionError` unless `old -> new` is in `TRANSITIONS`."""
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransitionError(f"a job cannot go from {old.value} to {new.value}")
+
+
+def new_job_id() -> str:
+    """A fresh unguessable id: `video_` and 32 hex digits (uuid4 carries 122 random bits)."""
+    return f"video_{uuid.uuid4().hex}"
+
+
+def is_valid_job_id(text: object) -> bool:
+    """True only for ids shaped like `new_job_id()`'s, so no id can name a path."""
+    # fullmatch, not `$`: `$` would also accept a trailing newline.
+    return isinstance(text, str) and _JOB_ID.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """A job's fully resolved parameters: what the worker runs, with nothing left to default."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_frames: int
+    """Frames requested; the video has `delivered_frames(num_frames)`."""
+    fps: int
+    seed: int
+    settings: SamplingSettings
+    reference_file: str | None = None
+    """File name of the stored upload inside the job's directory."""
+    reference_kind: ReferenceKind | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height", "num_frames", "fps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (self.reference_file is None) != (self.reference_kind is None):
+            raise ValueError("reference_file and reference_kind must be set together")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict (tuples become lists); `from_json` restores an equal spec."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "width": self.width,
+            "height": self.height,
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "seed": self.seed,
+            "settings": settings_to_json(self.settings),
+            "reference_file": self.reference_file,
+            "reference_kind": self.reference_kind,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationSpec:
+        kind = data.get("reference_kind")
+        if kind not in (None, "image", "video"):
+            raise ValueError(f"unknown reference_kind {kind!r}")
+        return cls(
+            prompt=str(data["prompt"]),
+            negative_prompt=str(data["negative_prompt"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            num_frames=int(data["num_frames"]),
+            fps=int(data["fps"]),
+            seed=int(data["seed"]),
+            settings=settings_from_json(data["settings"]),
+            reference_file=data.get("reference_file"),
+            reference_kind=kind,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One `/v1/videos` job as stored; the API maps it to OpenAI's video object."""
+
+    id: str
+    model: str
+    status: JobStatus
+    progress: int
+    created_at: int
+    started_at: int | None
+    completed_at: int | None
+    expires_at: int | None
+    spec: GenerationSpec
+    remixed_from_video_id: str | None
+    error_code: str | None
+    error_message: str | None
+    file_name: str | None
+    inference_time_s: float | None
+    frames_done: int
+    """Frames written so far."""
+    num_frames_delivered: int
+    """Frames the video really has (whole chunks trimmed to 4k+1)."""
+    attempts: int
+    """Times a worker has claimed this job."""
+    heartbeat_at: float | None
+    """Unix time of the worker's last sign of life while in progress."""
+
+    def __post_init__(self) -> None:
+        if not is_valid_job_id(self.id):
+            raise ValueError(f"malformed job id {self.id!r}")
+        if not 0 <= self.progress <= 100:
+            raise ValueError(f"progress must be within 0..100, got {self.progress}")
+
+    @classmethod
+    def new(
+        cls,
+        model: str,
+        spec: GenerationSpec,
+        *,
+        remixed_from_video_id: str | None = None,
+        created_at: int | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """A fresh queued job, ready for `JobStore.create`."""
+        return cls(
+            id=job_id or new_job_id(),
+            model=model,
+            status=JobStatus.QUEUED,
+            progress=0,
+            created_at=int(time.time()) if created_at is None else created_at,
+            started_at=None,
+            completed_at=None,
+            expires_at=None,
+            spec=spec,
+            remixed_from_video_id=remixed_from_video_id,
+            error_code=None,
+            error_message=None,
+            file_name=None,
+            inference_time_s=None,
+            frames_done=0,
+            num_frames_delivered=delivered_frames(spec.num_frames),
+            attempts=0,
+            heartbeat_at=None,
+        )
+
+
+WORKER_LOST = "worker_lost"
+"""`error_code` of a job whose worker died on it `max_attempts` times."""
+
+
+def back_to_queue(job: Job) -> Job:
+    """`job` re-entering the queue: the interrupted run's traces cleared, attempts kept."""
+    check_transition(job.status, JobStatus.QUEUED)
+    return replace(
+        job, status=JobStatus.QUEUED, progress=0, frames_done=0, started_at=None, heartbeat_at=None
+    )
+
+
+def settle_lost(job: Job, max_attempts: int, now: int) -> Job:
+    """An in_progress job whose worker was lost: queued again, or failed once out of attempts."""
+    if job.attempts < max_attempts:
+        return back_to_queue(job)
+    check_transition(job.status, JobStatus.FAILED)
+    return replace(
+        job,
+        status=JobStatus.FAILED,
+        completed_at=now,
+        error_code=WORKER_LOST,
+        error_message=(
+            f"The worker stopped while running this video (attempt {job.attempts} of "
+            f"{max_attempts}); it is not retried again."
+        ),
+    )

@@ -1,0 +1,375 @@
+"""`JobStore`: jobs persisted in SQLite (WAL) so they survive restarts, clean or `kill -9`.
+
+Durability: every method commits before it returns, with `synchronous=FULL` by default, so a job
+acknowledged to a client survives a process kill *and* a power loss. Writes are a few per
+second at most (creates, progress, heartbeats), so the fsync per commit costs nothing that
+matters; `synchronous="NORMAL"` still survives `kill -9` (WAL) but may lose the last commits on
+power loss.
+
+Threading: one connection guarded by a lock; every method is synchronous and short, meant to be
+called from asyncio through `asyncio.to_thread`. Several processes may open the same file: each
+write takes SQLite's write lock up front (`BEGIN IMMEDIATE`), and waits up to `busy_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from helios_serve.errors import InvalidInputError
+from helios_serve.jobs.models import (
+    WORKER_LOST,
+    InvalidTransitionError,
+    Job,
+    JobNotFoundError,
+    JobStatus,
+    back_to_queue,
+    check_transition,
+    is_valid_job_id,
+    settle_lost,
+)
+from helios_serve.jobs.schema import (
+    ASSIGNMENTS,
+    COLUMNS,
+    PLACEHOLDERS,
+    JobStoreError,
+    job_to_row,
+    migrate,
+    row_to_job,
+)
+
+__all__ = [
+    "WORKER_LOST",
+    "InvalidTransitionError",
+    "JobNotFoundError",
+    "JobStore",
+    "JobStoreError",
+    "Order",
+    "RecoveryReport",
+]
+
+Order = Literal["asc", "desc"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What `recover_*` did to jobs whose worker was lost."""
+
+    requeued_ids: tuple[str, ...] = ()
+    failed_ids: tuple[str, ...] = ()
+
+    @property
+    def requeued(self) -> int:
+        return len(self.requeued_ids)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids)
+
+
+class JobStore:
+    """Durable job records and their lifecycle; all status changes obey `check_transition`."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are opened explicitly, never implicitly by sqlite3.
+        self._conn = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self.journal_mode = str(self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            if self.journal_mode != "wal":  # e.g. a network filesystem without shared memory
+                logger.warning("jobs database %s runs in %s mode, not WAL", path, self.journal_mode)
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            migrate(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
+        self._closed = False
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding SQLite's write lock from its first statement."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: its statements all see the same snapshot."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+
+    @staticmethod
+    def _fetch(conn: sqlite3.Connection, job_id: str) -> Job:
+        # Malformed ids never reach SQL: they cannot exist, whatever they contain.
+        if not is_valid_job_id(job_id):
+            raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        return row_to_job(row)
+
+    @staticmethod
+    def _position(conn: sqlite3.Connection, job_id: str) -> tuple[int, int]:
+        """The job's sort key in `list`: (created_at, seq)."""
+        row = None
+        if is_valid_job_id(job_id):
+            row = conn.execute(
+                "SELECT created_at, seq FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no video with id {job_id!r}", param="after")
+        return int(row[0]), int(row[1])
+
+    @staticmethod
+    def _save(conn: sqlite3.Connection, job: Job) -> None:
+        conn.execute(f"UPDATE jobs SET {ASSIGNMENTS} WHERE id = ?", (*job_to_row(job), job.id))
+
+    def _transition(self, job_id: str, new: JobStatus, **changes: Any) -> Job:
+        with self._write() as conn:
+            job = self._fetch(conn, job_id)
+            check_transition(job.status, new)
+            updated = replace(job, status=new, **changes)
+            self._save(conn, updated)
+        return updated
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- records ----------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        """Store a new queued job; it is durable when this returns."""
+        if job.status is not JobStatus.QUEUED or job.attempts or job.progress:
+            raise InvalidTransitionError("a new job must be queued, unclaimed and at 0 %")
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    f"INSERT INTO jobs ({COLUMNS}) VALUES ({PLACEHOLDERS})", job_to_row(job)
+                )
+        except sqlite3.IntegrityError as exc:
+            raise JobStoreError(f"a job with id {job.id} already exists") from exc
+        except UnicodeEncodeError as exc:  # lone surrogates in a text field
+            raise InvalidInputError(f"job {job.id} has text that is not valid UTF-8") from exc
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            return self._fetch(self._conn, job_id)
+
+    def list(
+        self, after: str | None = None, limit: int = 20, order: Order = "desc"
+    ) -> tuple[builtins.list[Job], bool]:
+        """One page by creation time (ties by insertion order) after the job `after`."""
+        if limit < 1:
+            raise InvalidInputError(f"limit must be at least 1, got {limit}", param="limit")
+        if order not in ("asc", "desc"):
+            raise InvalidInputError(f"order must be asc or desc, got {order!r}", param="order")
+        op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
+        where = ""
+        params: tuple[int, ...] = ()
+        with self._read() as conn:
+            if after is not None:
+                params = self._position(conn, after)
+                where = f"WHERE (created_at, seq) {op} (?, ?)"
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs {where} "
+                f"ORDER BY created_at {direction}, seq {direction} LIMIT ?",
+                (*params, limit + 1),
+            ).fetchall()
+        jobs = [row_to_job(row) for row in rows]
+        return jobs[:limit], len(jobs) > limit
+
+    def delete(self, job_id: str) -> Job:
+        """Remove the record whatever its status; returns it as it was."""
+        with self._write() as conn:
+            job = self._fetch(conn, job_id)
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return job
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT status, count(*) FROM jobs GROUP BY status")
+            found = {JobStatus(status): int(n) for status, n in rows}
+        return {status: found.get(status, 0) for status in JobStatus}
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'")
+            return int(row.fetchone()[0])
+
+    # -- the worker's side ----------------------------------------------------------------
+
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to in_progress (attempts + 1) and return it."""
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            job = row_to_job(row)
+            check_transition(job.status, JobStatus.IN_PROGRESS)
+            now = self._clock()
+            claimed = replace(
+                job,
+                status=JobStatus.IN_PROGRESS,
+                attempts=job.attempts + 1,
+                started_at=int(now),
+                heartbeat_at=now,
+                progress=0,
+                frames_done=0,
+            )
+            self._save(conn, claimed)
+        return claimed
+
+    def update_progress(self, job_id: str, progress: int, frames_done: int) -> Job:
+        """Raise progress and frames written (never lowers either); refreshes the heartbeat."""
+        with self._write() as conn:
+            job = self._require_running(conn, job_id)
+            updated = replace(
+                job,
+                progress=max(job.progress, min(100, max(0, int(progress)))),
+                frames_done=max(job.frames_done, int(frames_done)),
+                heartbeat_at=self._clock(),
+            )
+            self._save(conn, updated)
+        return updated
+
+    def heartbeat(self, job_id: str) -> None:
+        """Record that the worker running `job_id` is alive."""
+        with self._write() as conn:
+            job = self._require_running(conn, job_id)
+            self._save(conn, replace(job, heartbeat_at=self._clock()))
+
+    def _require_running(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        job = self._fetch(conn, job_id)
+        if job.status is not JobStatus.IN_PROGRESS:
+            raise InvalidTransitionError(f"job {job_id} is {job.status.value}, not in_progress")
+        return job
+
+    def complete(
+        self,
+        job_id: str,
+        file_name: str,
+        inference_time_s: float,
+        num_frames_delivered: int,
+        *,
+        expires_at: int | None = None,
+    ) -> Job:
+        return self._transition(
+            job_id,
+            JobStatus.COMPLETED,
+            progress=100,
+            completed_at=self._now(),
+            expires_at=expires_at,
+            file_name=file_name,
+            inference_time_s=float(inference_time_s),
+            frames_done=num_frames_delivered,
+            num_frames_delivered=num_frames_delivered,
+        )
+
+    def fail(self, job_id: str, code: str, message: str) -> Job:
+        # Error text often quotes inputs or exceptions; make it storable whatever it holds.
+        safe = message.encode("utf-8", "replace").decode("utf-8")
+        return self._transition(
+            job_id, JobStatus.FAILED, completed_at=self._now(), error_code=code, error_message=safe
+        )
+
+    def requeue(self, job_id: str) -> Job:
+        """Put an in_progress job back in the queue; it keeps its place and attempt count."""
+        with self._write() as conn:
+            job = back_to_queue(self._fetch(conn, job_id))
+            self._save(conn, job)
+        return job
+
+    # -- crash recovery ---------------------------------------------------------------------
+
+    def recover_after_restart(self, max_attempts: int = 2) -> RecoveryReport:
+        """At startup, before any worker runs: settle every job left in_progress."""
+        return self._recover(max_attempts, stale_before=None)
+
+    def recover_stale(self, lease_s: float, max_attempts: int = 2) -> RecoveryReport:
+        """Settle in_progress jobs whose heartbeat is older than `lease_s` (a lost worker)."""
+        return self._recover(max_attempts, stale_before=self._clock() - lease_s)
+
+    def _recover(self, max_attempts: int, stale_before: float | None) -> RecoveryReport:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        query = f"SELECT {COLUMNS} FROM jobs WHERE status = 'in_progress'"
+        params: tuple[float, ...] = ()
+        if stale_before is not None:
+            query += " AND (heartbeat_at IS NULL OR heartbeat_at < ?)"
+            params = (stale_before,)
+        requeued: builtins.list[str] = []
+        failed: builtins.list[str] = []
+        with self._write() as conn:
+            for job in [row_to_job(row) for row in conn.execute(query + " ORDER BY seq", params)]:
+                self._save(conn, settle_lost(job, max_attempts, self._now()))
+                (requeued if job.attempts < max_attempts else failed).append(job.id)
+        return RecoveryReport(tuple(requeued), tuple(failed))
+
+    # -- maintenance ------------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        """`"ok"`, or SQLite's description of what is damaged."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(str(row[0]) for row in rows)
+
+    def close(self) -> None:
+        """Close the connection (idempotent); the store is unusable afterwards."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
