@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,12 @@ class LatentStats:
         mean = torch.tensor(vae.config.latents_mean).view(1, z_dim, 1, 1, 1).to(device, vae.dtype)
         std = torch.tensor(vae.config.latents_std).view(1, z_dim, 1, 1, 1).to(device, vae.dtype)
         return cls(mean=mean, std_inv=1.0 / std)
+
+
+class PromptEncoding(Protocol):
+    """Anything that turns a prompt into transformer-ready embeddings `(1, seq, text_dim)`."""
+
+    def encode(self, prompt: str, max_sequence_length: int) -> torch.Tensor: ...
 
 
 class PromptEncoder:

@@ -77,7 +77,7 @@ class ChunkStreamer:
         self,
         model: LoadedModel,
         request: StreamRequest,
-        prompt_encoder: cond.PromptEncoder | None = None,
+        prompt_encoder: cond.PromptEncoding | None = None,
     ) -> None:
         validate_request(request)
         self.model = model
@@ -106,7 +106,9 @@ class ChunkStreamer:
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self._denoiser = Denoiser(pipe.transformer, self.settings)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
-        self._prompts = prompt_encoder or cond.PromptEncoder(pipe, self._device)
+        self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
+            pipe, self._device
+        )
         self._indices = {
             k: v.to(self._device)
             for k, v in history_indices(LATENT_FRAMES_PER_CHUNK, HISTORY_SIZES).items()
