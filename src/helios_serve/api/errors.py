@@ -1,0 +1,245 @@
+"""OpenAI's error envelope and the exception handlers that guarantee every error uses it.
+
+Every error leaves the server as `{"error": {"message", "type", "param", "code"}}` in compact
+JSON, whatever raised it: an `ApiError`, a domain `HeliosError`, FastAPI's own validation,
+Starlette's routing (404, 405) or a bug (500, logged). Codes used by the `/v1/videos` request
+side (`param` names the field; `extra_params.<key>` for Helios keys):
+
+| status | type                      | code                       | when |
+|--------|---------------------------|----------------------------|------|
+| 400    | invalid_request_error     | missing_required_parameter | `prompt` absent |
+| 400    | invalid_request_error     | invalid_type               | "abc" for an int |
+| 400    | invalid_request_error     | invalid_value              | out of range, blank, bad size |
+| 400    | invalid_request_error     | model_not_found            | not the served model |
+| 400    | invalid_request_error     | unknown_parameter          | unknown `extra_params` key |
+| 400    | invalid_request_error     | unsupported_parameter      | impossible for the variant |
+| 400    | invalid_request_error     | duplicate_parameter        | a form field given twice |
+| 400    | invalid_request_error     | invalid_json               | malformed JSON |
+| 400    | invalid_request_error     | invalid_body               | broken multipart, framing |
+| 400    | invalid_request_error     | invalid_input_reference    | not image/video, a URL |
+| 400    | invalid_request_error     | video_too_short            | V2V under 33 frames |
+| 404    | invalid_request_error     | not_found                  | unknown route or id |
+| 405    | invalid_request_error     | method_not_allowed         | wrong method |
+| 409    | invalid_request_error     | conflict, cancelled        | conflicting state |
+| 413    | invalid_request_error     | request_too_large          | body over the cap |
+| 413    | invalid_request_error     | file_too_large             | reference over the cap |
+| 415    | invalid_request_error     | unsupported_media_type     | neither form nor JSON |
+| 422    | invalid_request_error     | unprocessable_media        | corrupt/truncated/bomb |
+| 429    | rate_limit_error          | rate_limit_exceeded        | (router) |
+| 503    | service_unavailable_error | (the raiser's)             | engine not ready |
+| 500    | server_error              | internal_error             | a bug; never bad input |
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from helios_serve.api.responses import CompactJSONResponse
+from helios_serve.errors import (
+    CheckpointError,
+    HeliosError,
+    InvalidInputError,
+    StreamCancelledError,
+)
+
+logger = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+RATE_LIMIT = "rate_limit_error"
+SERVICE_UNAVAILABLE = "service_unavailable_error"
+SERVER_ERROR = "server_error"
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+    429: "rate_limit_exceeded",
+    503: "server_is_overloaded",
+}
+
+DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
+    InvalidInputError: 400,
+    StreamCancelledError: 409,
+    CheckpointError: 503,
+}
+"""HTTP status per domain error class (looked up along the MRO; unmapped ones are 500)."""
+
+_INTERNAL_MESSAGE = "The server had an error while processing your request."
+_UNAVAILABLE_MESSAGE = "The model is not available right now; try again later."
+
+
+def error_type_for(status: int) -> str:
+    """OpenAI's `error.type` for an HTTP status."""
+    if status == 429:
+        return RATE_LIMIT
+    if status == 503:
+        return SERVICE_UNAVAILABLE
+    return SERVER_ERROR if status >= 500 else INVALID_REQUEST
+
+
+class ApiError(HeliosError):
+    """An error with everything its HTTP answer needs; raise it from any request handler."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.status = status
+        self.code = code
+        self.type = type or error_type_for(status)
+        self.headers = dict(headers or {})
+
+    def response(self) -> CompactJSONResponse:
+        body = error_body(self.message, self.type, self.param, self.code)
+        return CompactJSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, *, param: str | None, code: str = "invalid_value") -> ApiError:
+    """A 400 `invalid_request_error`."""
+    return ApiError(400, message, code=code, param=param)
+
+
+def error_body(
+    message: str,
+    type: str,
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, dict[str, str | None]]:
+    """OpenAI's envelope: `{"error": {"message", "type", "param", "code"}}`."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def api_error_from_domain(
+    exc: HeliosError, statuses: Mapping[type[HeliosError], int] = DEFAULT_DOMAIN_STATUS
+) -> ApiError:
+    """Translate a domain error; `code` and `param` pass through, 5xx messages are generic.
+
+    Domain messages can name files or internals, so only 4xx ones reach the client; raise an
+    `ApiError` to send a specific 5xx message.
+    """
+    if isinstance(exc, ApiError):
+        return exc
+    status = next((statuses[c] for c in type(exc).__mro__ if c in statuses), 500)
+    if status == 503:
+        message = _UNAVAILABLE_MESSAGE
+    else:
+        message = exc.message if status < 500 else _INTERNAL_MESSAGE
+    return ApiError(status, message, code=exc.code, param=exc.param)
+
+
+def _loc_text(loc: Iterable[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def api_error_from_validation(
+    errors: Iterable[Mapping[str, Any]], *, prefix: str = "", skip_sources: bool = False
+) -> ApiError:
+    """A 400 for the first pydantic/FastAPI validation error; the bad value is never echoed.
+
+    `prefix` is put before the field name in `param` ("extra_params."); with `skip_sources`
+    a leading "body"/"query"/"path"/... in the location is dropped (FastAPI's errors).
+    """
+    first = next(iter(errors), None)
+    if first is None:
+        return bad_request("Invalid request.", param=None, code="invalid_body")
+    loc = list(first.get("loc", ()))
+    if skip_sources and loc and loc[0] in ("body", "query", "path", "header", "cookie", "form"):
+        loc = loc[1:]
+    names = [p for p in loc if isinstance(p, str)]
+    param = prefix + ".".join(names) if names else (prefix.rstrip(".") or None)
+    where = prefix + _loc_text(loc) if loc else (prefix.rstrip(".") or "request body")
+    kind = str(first.get("type", ""))
+    msg = str(first.get("msg", "invalid value"))
+    if kind == "missing":
+        return bad_request(
+            f"Missing required parameter: '{where}'.",
+            param=param,
+            code="missing_required_parameter",
+        )
+    if kind == "extra_forbidden":
+        return bad_request(f"Unknown parameter: '{where}'.", param=param, code="unknown_parameter")
+    if kind.startswith("json_"):
+        return bad_request(f"Invalid JSON in {where}: {msg}.", param=param, code="invalid_json")
+    code = (
+        "invalid_type" if kind.endswith(("_type", "_parsing", "_parsing_size")) else "invalid_value"
+    )
+    return bad_request(f"Invalid '{where}': {msg}.", param=param, code=code)
+
+
+def _http_exception_error(request: Request, exc: HTTPException) -> ApiError:
+    status = exc.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    message = exc.detail if isinstance(exc.detail, str) and exc.detail else phrase
+    path = request.url.path[:200]
+    if status == 404 and message == phrase:
+        message = f"Not found: {request.method} {path}"
+    elif status == 405 and message == phrase:
+        message = f"Method {request.method} is not allowed on {path}"
+    code = _STATUS_CODES.get(status, f"http_{status}")
+    return ApiError(status, message, code=code, headers=exc.headers)
+
+
+def install_error_handlers(
+    app: FastAPI, domain_statuses: Mapping[type[HeliosError], int] | None = None
+) -> None:
+    """Route every exception to the envelope; `domain_statuses` adds or overrides mappings."""
+    statuses = {**DEFAULT_DOMAIN_STATUS, **(domain_statuses or {})}
+
+    async def on_helios(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HeliosError)
+        err = api_error_from_domain(exc, statuses)
+        if err.status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return err.response()
+
+    async def on_validation(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return api_error_from_validation(exc.errors(), skip_sources=True).response()
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _http_exception_error(request, exc).response()
+
+    async def on_disconnect(request: Request, _exc: Exception) -> Response:
+        # Nobody is left to read this; answer anyway so the ASGI cycle ends cleanly.
+        logger.info("client went away during %s %s", request.method, request.url.path)
+        return bad_request(
+            "Client disconnected.", param=None, code="client_disconnected"
+        ).response()
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+        return ApiError(500, _INTERNAL_MESSAGE, code="internal_error").response()
+
+    app.add_exception_handler(HeliosError, on_helios)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,1 @@
+"""`/v1/videos`: the request side (parsing, validation, uploads) of OpenAI's video job API."""

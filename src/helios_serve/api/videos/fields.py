@@ -1,0 +1,146 @@
+"""The top-level create fields: their types, fixed ranges and the checks that need no media."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from helios_serve.api.errors import bad_request
+from helios_serve.api.videos.extra import KNOWN_KEYS, HeliosExtraParams
+from helios_serve.api.videos.limits import RequestLimits
+from helios_serve.api.videos.reference import ReferenceMedia
+from helios_serve.core.spec import ModelInfo
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FPS = 24
+_SECONDS = re.compile(r"^\+?\d{1,9}$")
+
+
+def _seconds_text(value: Any) -> Any:
+    """OpenAI sends `seconds` as a string ("4"); JSON clients may send the integer 4."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None or isinstance(value, str):
+        return value
+    raise PydanticCustomError(
+        "seconds_type", 'seconds must be a string or an integer of whole seconds, e.g. "4"'
+    )
+
+
+class CreateFields(BaseModel):
+    """Types and fixed ranges of the top-level fields; limits and model rules come after."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    prompt: str
+    model: str | None = None
+    size: str | None = Field(default=None, max_length=64)
+    seconds: Annotated[str | None, BeforeValidator(_seconds_text)] = None
+    width: int | None = Field(default=None, ge=1)
+    height: int | None = Field(default=None, ge=1)
+    num_frames: int | None = Field(default=None, ge=1)
+    fps: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=200)
+    negative_prompt: str | None = None
+
+
+KNOWN_FIELDS = frozenset(CreateFields.model_fields) | {"extra_params", "input_reference"}
+
+
+@dataclass(frozen=True)
+class VideoCreateRequest:
+    """A create request that passed every check; None means "not given" (defaults apply)."""
+
+    prompt: str
+    model: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    seconds: int | None = None
+    seed: int | None = None
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    negative_prompt: str | None = None
+    extra: HeliosExtraParams = field(default_factory=HeliosExtraParams)
+    reference: ReferenceMedia | None = None
+
+
+def check_text(value: str, param: str, limits: RequestLimits, *, required: bool) -> None:
+    if required and not value.strip():
+        raise bad_request(f"{param} must not be empty or whitespace", param=param)
+    if len(value) > limits.max_prompt_chars:
+        raise bad_request(
+            f"{param} is {len(value)} characters, over the limit of {limits.max_prompt_chars}",
+            param=param,
+        )
+    if "\x00" in value:
+        raise bad_request(f"{param} must not contain NUL characters", param=param)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise bad_request(
+            f"{param} is not valid Unicode text (lone surrogate)", param=param
+        ) from exc
+
+
+def check_model(name: str | None, model: ModelInfo) -> str | None:
+    if name is None or not name.strip():
+        return None
+    if model.answers_to(name):
+        return name
+    names = ", ".join(repr(n) for n in (model.name, *model.aliases))
+    shown = name[:100].encode("utf-8", "backslashreplace").decode()
+    raise bad_request(
+        f"model {shown!r} is not served here; this server serves {names}",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def check_seconds(value: str | None, fps: int, limits: RequestLimits) -> int | None:
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if not _SECONDS.match(text) or int(text) < 1:
+        raise bad_request('seconds must be a positive whole number, e.g. "4"', param="seconds")
+    seconds = int(text)
+    if seconds * fps > limits.max_num_frames:
+        raise bad_request(
+            f"seconds={seconds} at {fps} fps is {seconds * fps} frames, over the limit of "
+            f"{limits.max_num_frames}",
+            param="seconds",
+        )
+    return seconds
+
+
+def check_ranges(fields: CreateFields, limits: RequestLimits) -> None:
+    if fields.num_frames is not None and fields.num_frames > limits.max_num_frames:
+        raise bad_request(
+            f"num_frames must be at most {limits.max_num_frames}, got {fields.num_frames}",
+            param="num_frames",
+        )
+    if fields.fps is not None and fields.fps > limits.max_fps:
+        raise bad_request(f"fps must be at most {limits.max_fps}, got {fields.fps}", param="fps")
+
+
+def reject_misplaced(raw: Mapping[str, Any]) -> None:
+    unknown = sorted(k for k in raw if k not in KNOWN_FIELDS)
+    for key in unknown:
+        if key in KNOWN_KEYS:
+            raise bad_request(
+                f"{key} is a Helios parameter: send it inside extra_params",
+                param=key,
+                code="unknown_parameter",
+            )
+    if unknown:
+        logger.info("ignoring unknown fields in POST /v1/videos: %s", ", ".join(unknown)[:300])

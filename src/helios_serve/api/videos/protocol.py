@@ -1,0 +1,62 @@
+"""The video object on the wire: OpenAI's fields plus vLLM-Omni's, with real values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helios_serve.jobs.models import Job, JobStatus
+
+POLL_AFTER_MS = 1000
+"""Sent as `openai-poll-after-ms` on polls: the SDK's `poll()` honours it."""
+
+
+def _seconds(frames: int, fps: int) -> str:
+    return f"{frames / fps:.2f}".rstrip("0").rstrip(".")
+
+
+def video_object(job: Job) -> dict[str, Any]:
+    """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...)."""
+    spec = job.spec
+    frames = job.num_frames_delivered
+    error = None
+    if job.status is JobStatus.FAILED:
+        error = {"code": job.error_code or "internal_error", "message": job.error_message or ""}
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": job.model,
+        "status": job.status.value,
+        "progress": job.progress,
+        "created_at": job.created_at,
+        "completed_at": job.completed_at,
+        "expires_at": job.expires_at,
+        "prompt": spec.prompt,
+        "remixed_from_video_id": job.remixed_from_video_id,
+        "seconds": _seconds(frames, spec.fps),
+        "size": f"{spec.width}x{spec.height}",
+        "error": error,
+        "file_name": job.file_name,
+        "media_type": "video/mp4",
+        "inference_time_s": job.inference_time_s,
+        "num_frames": frames,
+        "frames_done": job.frames_done,
+        "fps": spec.fps,
+        "width": spec.width,
+        "height": spec.height,
+        "seed": spec.seed,
+    }
+
+
+def deleted_object(job_id: str) -> dict[str, Any]:
+    return {"id": job_id, "object": "video.deleted", "deleted": True}
+
+
+def list_object(jobs: list[Job], has_more: bool) -> dict[str, Any]:
+    data = [video_object(j) for j in jobs]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

@@ -1,0 +1,162 @@
+"""`input_reference`: an uploaded file or a `data:` URL, checked by its bytes, never its name.
+
+| what was sent                                        | status | code                    |
+|------------------------------------------------------|--------|-------------------------|
+| empty file, text, HLS/ffconcat playlist, HTML, BMP... | 400    | invalid_input_reference |
+| an http(s)/file/... URL, a `file_id`, bad data URL   | 400    | invalid_input_reference |
+| a video under 33 frames (V2V needs one whole chunk)  | 400    | video_too_short         |
+| over `MediaLimits.max_bytes`                         | 413    | file_too_large          |
+| a PNG/JPEG/WEBP/GIF or MP4/MOV/WebM/AVI that cannot   | 422    | unprocessable_media     |
+| be decoded, is truncated, or is over the pixel,       |        |                         |
+| frame or duration limits (decompression bombs)        |        |                         |
+
+URLs other than `data:` are refused, not fetched: the server never makes outbound requests on a
+client's behalf (SSRF).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from helios_serve.api.errors import ApiError, bad_request
+from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.errors import InvalidInputError
+from helios_serve.media.decode import MediaKind, load_image, probe_video, sniff_kind
+from helios_serve.media.limits import MediaLimits
+
+PARAM = "input_reference"
+_FORMATS = "a PNG, JPEG, WEBP or GIF image, or an MP4/MOV, WebM/MKV or AVI video"
+
+
+@dataclass(frozen=True)
+class ReferenceMedia:
+    """A checked reference: the raw bytes (kept for the job) and what they decode to."""
+
+    data: bytes
+    kind: MediaKind
+    width: int
+    height: int
+    frames: int
+    """1 for an image; the decoded frame count for a video."""
+
+
+def _invalid(message: str) -> ApiError:
+    return bad_request(message, param=PARAM, code="invalid_input_reference")
+
+
+def _too_large(size: int, limits: MediaLimits) -> ApiError:
+    return ApiError(
+        413,
+        f"input_reference is {size} bytes, over the limit of {limits.max_bytes} bytes",
+        code="file_too_large",
+        param=PARAM,
+    )
+
+
+def _unprocessable(exc: InvalidInputError) -> ApiError:
+    return ApiError(422, f"input_reference: {exc.message}", code="unprocessable_media", param=PARAM)
+
+
+def _unsupported_kind(data: bytes, limits: MediaLimits) -> ApiError:
+    try:  # the decoder's own sniffing names what the bytes look like ("an HLS playlist")
+        load_image(data, limits, param=PARAM)
+        detail = "is not one of them"
+    except InvalidInputError as exc:
+        detail = exc.message.removeprefix("not an image ").strip("()")
+    return _invalid(f"input_reference must be {_FORMATS}; this file {detail}")
+
+
+def check_reference(data: bytes, limits: MediaLimits) -> ReferenceMedia:
+    """Sniff and fully decode `data` under `limits`; blocking (run it off the event loop)."""
+    if not data:
+        raise _invalid("input_reference is an empty file")
+    if len(data) > limits.max_bytes:
+        raise _too_large(len(data), limits)
+    kind = sniff_kind(data)
+    if kind is None:
+        raise _unsupported_kind(data, limits)
+    if kind == "image":
+        try:
+            image = load_image(data, limits, param=PARAM)
+        except InvalidInputError as exc:
+            raise _unprocessable(exc) from exc
+        return ReferenceMedia(data, "image", image.width, image.height, 1)
+    try:
+        info = probe_video(data, limits)
+    except InvalidInputError as exc:
+        raise _unprocessable(exc) from exc
+    if info.frames < FRAMES_PER_CHUNK:
+        raise bad_request(
+            f"a video reference (V2V) needs at least {FRAMES_PER_CHUNK} frames (one whole "
+            f"chunk); this one has {info.frames}. Send an image instead for I2V",
+            param=PARAM,
+            code="video_too_short",
+        )
+    return ReferenceMedia(data, "video", info.width, info.height, info.frames)
+
+
+def decode_data_url(url: str, limits: MediaLimits) -> bytes:
+    """The bytes of a `data:[<type>][;base64],<payload>` URL (the declared type is ignored)."""
+    head, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise _invalid("input_reference data URL has no ',' before its payload")
+    if ";base64" not in head.lower():
+        data = unquote_to_bytes(payload)
+    else:
+        if len(payload) // 4 * 3 > limits.max_bytes + 3:
+            raise _too_large(len(payload) // 4 * 3, limits)
+        cleaned = "".join(payload.split())
+        cleaned += "=" * (-len(cleaned) % 4)
+        try:
+            if "-" in cleaned or "_" in cleaned:
+                data = base64.urlsafe_b64decode(cleaned)
+            else:
+                data = base64.b64decode(cleaned, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid("input_reference data URL is not valid base64") from exc
+    if len(data) > limits.max_bytes:
+        raise _too_large(len(data), limits)
+    return data
+
+
+def _url_of(value: Any) -> str:
+    """The URL inside the accepted JSON shapes of `input_reference`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if "file_id" in value:
+            raise _invalid("input_reference file ids are not supported; send a data: URL")
+        keys = set(value) & {"image_url", "video_url"}
+        if len(keys) != 1 or len(value) != 1:
+            raise _invalid(
+                'input_reference must be {"image_url": "data:..."} or {"video_url": "data:..."}'
+            )
+        inner = value[keys.pop()]
+        if isinstance(inner, dict) and set(inner) == {"url"}:
+            inner = inner["url"]
+        if isinstance(inner, str):
+            return inner
+    raise bad_request(
+        'input_reference must be a file upload, a data: URL or {"image_url": "data:..."}',
+        param=PARAM,
+        code="invalid_type",
+    )
+
+
+def reference_from_json(value: Any, limits: MediaLimits) -> ReferenceMedia | None:
+    """Check a JSON (or text form field) `input_reference`; only `data:` URLs are accepted."""
+    if value is None or value == "":
+        return None
+    url = _url_of(value).strip()
+    if url[:5].lower() != "data:":
+        scheme = urlsplit(url[:200]).scheme.lower() if ":" in url[:200] else ""
+        shown = f"{scheme}: URLs" if scheme.isalnum() else "URLs"
+        raise _invalid(
+            f"input_reference {shown} are not fetched (only data: URLs are accepted); upload "
+            "the file as a multipart input_reference or embed it as a base64 data: URL"
+        )
+    return check_reference(decode_data_url(url, limits), limits)

@@ -1,0 +1,64 @@
+"""Frame sizes Helios can generate: multiples of `8 * 2**stages` pixels, rejected (not floored).
+
+The VAE downsamples 8x and the transformer patches 2x2, so a single-stage model (Base) needs
+multiples of 16; a pyramid halves the latent twice more (3 stages: multiples of 64). 640x384 is
+the only trained size and fits both.
+"""
+
+from __future__ import annotations
+
+import re
+
+from helios_serve.api.errors import bad_request
+from helios_serve.core.spec import ModelInfo
+
+_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
+
+
+def size_multiple(model: ModelInfo) -> int:
+    """Width and height must be multiples of this for the served model."""
+    return int(8 * 2 ** max(1, model.pyramid_stages))
+
+
+def nearest_valid(value: int, multiple: int, max_side: int) -> list[int]:
+    """The valid sides closest to `value`, below and above (within 1..max_side)."""
+    below = value // multiple * multiple
+    candidates = [below, below + multiple] if below != value else [value]
+    valid = [c for c in candidates if multiple <= c <= max_side // multiple * multiple]
+    return valid or [max(multiple, min(below, max_side // multiple * multiple))]
+
+
+def _check_side(value: int, name: str, param: str, model: ModelInfo, max_side: int) -> None:
+    multiple = size_multiple(model)
+    if value % multiple == 0 and multiple <= value <= max_side:
+        return
+    near = " or ".join(str(v) for v in nearest_valid(value, multiple, max_side))
+    if value > max_side:
+        why = f"is over the limit of {max_side}"
+    elif value < multiple:
+        why = f"is below the minimum of {multiple}"
+    else:
+        kind = f"{model.pyramid_stages}-stage pyramid" if model.pyramid_stages > 1 else "model"
+        why = f"is not a multiple of {multiple} (the served {kind} needs multiples of {multiple})"
+    raise bad_request(
+        f"{name} {value} {why}; nearest valid {name}: {near} (640x384 is the trained size)",
+        param=param,
+    )
+
+
+def check_size(
+    size: str | None, width: int | None, height: int | None, model: ModelInfo, max_side: int
+) -> tuple[int | None, int | None]:
+    """`size` ("WxH", overriding width/height) or width/height → checked (width, height)."""
+    param_w, param_h = "width", "height"
+    if size is not None and size.strip():
+        match = _SIZE.match(size)
+        if match is None:
+            raise bad_request("size must be WIDTHxHEIGHT, e.g. '640x384'", param="size")
+        width, height = int(match.group(1)), int(match.group(2))
+        param_w = param_h = "size"
+    if width is not None:
+        _check_side(width, "width", param_w, model, max_side)
+    if height is not None:
+        _check_side(height, "height", param_h, model, max_side)
+    return width, height
