@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
+API_KEYS_ENV = "HELIOS_API_KEYS"
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -132,9 +134,24 @@ def _add_tiny_model(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="start the HTTP server")
     _add_model_flags(p)
-    p.add_argument("--served-model-name", default=None)
+    p.add_argument(
+        "--served-model-name",
+        default=None,
+        help="the model id clients send and see (default: --model); --model stays "
+        "accepted as an alias",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--max-queue", type=int, default=64, help="queued jobs before POST /v1/videos answers 429"
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' (repeatable; also ${API_KEYS_ENV}, "
+        "comma-separated); off by default",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -223,15 +240,21 @@ def _run_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from helios_serve.serve import run_server
+    from helios_serve.serve import ServerOptions, run_server
 
-    model = _load(args)
-    return run_server(
-        model,
+    keys = list(args.api_key or [])
+    keys += [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    if args.max_queue < 1:
+        raise InvalidInputError("--max-queue must be at least 1", param="max_queue")
+    options = ServerOptions(
         host=args.host,
         port=args.port,
-        served_model_name=args.served_model_name or args.model,
+        data_dir=_data_dir(args),
+        served_model_name=args.served_model_name,
+        api_keys=tuple(keys),
+        max_queue=args.max_queue,
     )
+    return run_server(_load(args), options)
 
 
 def _quiet_libraries() -> None:

@@ -1,86 +1,77 @@
-"""Composition root: a loaded engine model → the HTTP app → uvicorn.
-
-Until the job API lands this serves `/health` and `/v1/models` only.
-"""
+"""Composition root: config → engine → job store and runner → app → uvicorn."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
-from helios_serve import __version__
-from helios_serve.core.types import Variant
+from helios_serve.api.app import ApiConfig, ApiParts, create_app
+from helios_serve.core.protocols import Engine
 from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.service import LocalEngine, describe
+from helios_serve.jobs.files import JobFiles
+from helios_serve.jobs.metrics import JobMetrics
+from helios_serve.jobs.runner import JobRunner
+from helios_serve.jobs.store import JobStore
 
 logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 2
+"""A job interrupted by a crash runs again once; a second crash fails it (`worker_lost`)."""
 
 
 @dataclass(frozen=True)
-class ServedModel:
-    """What the HTTP layer may know about the model: names, never the engine itself."""
-
-    name: str
-    variant: Variant
-    is_tiny: bool
-    device: str
-    created: int
-
-
-def create_app(model: ServedModel) -> FastAPI:
-    """Build the app around an already-loaded model (tests inject their own)."""
-    app = FastAPI(title="helios-serve", version=__version__)
-
-    @app.get("/health")
-    def health() -> dict[str, object]:
-        return {
-            "status": "ok",
-            "model": model.name,
-            "variant": model.variant.value,
-            "device": model.device,
-            "tiny": model.is_tiny,
-        }
-
-    @app.get("/v1/models")
-    def models() -> dict[str, object]:
-        return {
-            "object": "list",
-            "data": [
-                {
-                    "id": model.name,
-                    "object": "model",
-                    "created": model.created,
-                    "owned_by": "helios-serve",
-                    "variant": model.variant.value,
-                }
-            ],
-        }
-
-    return app
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    served_model_name: str | None = None
+    api_keys: tuple[str, ...] = ()
+    max_queue: int = 64
 
 
-def run_server(loaded: LoadedModel, host: str, port: int, served_model_name: str) -> int:
-    """Serve until SIGINT/SIGTERM (uvicorn stops cleanly on both)."""
+def build_parts(engine: Engine, data_dir: Path) -> ApiParts:
+    """Open the job store (recovering from any crash) and build the runner around `engine`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(data_dir / "jobs.db")
+    report = store.recover_after_restart(MAX_ATTEMPTS)
+    if report.requeued or report.failed:
+        logger.warning(
+            "recovered after a restart: %d jobs queued again, %d failed (worker_lost)",
+            report.requeued,
+            report.failed,
+        )
+    files = JobFiles(data_dir / "videos")
+    swept = files.sweep_temp()
+    if swept:
+        logger.info("removed %d partial files left by an interrupted run", swept)
+    registry = CollectorRegistry()
+    runner = JobRunner(store, files, engine, JobMetrics(registry))
+    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+
+
+def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
+    """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
     import uvicorn
 
-    served = ServedModel(
-        name=served_model_name,
-        variant=loaded.variant,
-        is_tiny=loaded.is_tiny,
-        device=str(loaded.device),
-        created=int(time.time()),
-    )
-    config = uvicorn.Config(create_app(served), host=host, port=port, log_level="info")
+    name = options.served_model_name or loaded.name
+    aliases = tuple(a for a in {loaded.name} if a != name)
+    engine = LocalEngine(loaded, describe(loaded, name, aliases))
+    parts = build_parts(engine, options.data_dir)
+    app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info")
+    url = f"http://{options.host}:{options.port}"
 
     class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
         async def startup(self, sockets: object = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
+                tiny = ", tiny random weights: output is noise" if loaded.is_tiny else ""
                 print(
-                    f"helios-serve ready: http://{host}:{port} (model {served_model_name}, "
-                    f"{loaded.variant.value}{', tiny random weights' if loaded.is_tiny else ''})",
+                    f"helios-serve ready: {url} (model {name}, {loaded.variant.value}{tiny})",
                     flush=True,
                 )
 
@@ -89,5 +80,10 @@ def run_server(loaded: LoadedModel, host: str, port: int, served_model_name: str
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
-    AnnouncingServer(config).run()
+    try:
+        AnnouncingServer(config).run()
+    finally:
+        asyncio.run(engine.close())
+        parts.store.close()
+    print("helios-serve stopped", flush=True)
     return 0

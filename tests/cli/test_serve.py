@@ -49,9 +49,9 @@ def test_serve_answers_health_and_models_then_stops_on_sigterm(data_dir: Path) -
         assert any(f"http://127.0.0.1:{port}" in line for line in lines), "".join(lines)
         assert any("output is noise" in line for line in lines), "tiny model must say so"
         base = f"http://127.0.0.1:{port}"
-        health = httpx.get(f"{base}/health", timeout=10).json()
-        assert health["status"] == "ok"
-        assert health["variant"] == "distilled"
+        assert httpx.get(f"{base}/health", timeout=10).json()["status"] == "ok"
+        ready = httpx.get(f"{base}/ready", timeout=10).json()
+        assert ready["variant"] == "distilled"
         models = httpx.get(f"{base}/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == "tiny"
     finally:

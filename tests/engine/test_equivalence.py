@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.core.types import Variant
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest, trimmed_frame_count
 
 TOLERANCE = 1e-4

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import StepProgress, Variant
 from helios_serve.engine.conditioning import PromptBlend
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.core.settings import PRESETS
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from helios_serve.core.protocols import Engine, Priority, Stream
 from helios_serve.core.spec import StreamRequest, chunks_for, delivered_frames
-from helios_serve.core.types import StepProgress
+from helios_serve.core.types import ChunkTimings, StepProgress
 from helios_serve.errors import HeliosError, StreamCancelledError
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
@@ -65,11 +65,14 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._running: _Running | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
 
     async def stop(self) -> None:
+        """Stop at the next step; a job cut short goes back to the queue for the next start."""
+        self._stopping = True
         if self._running is not None:
             self._running.cancelled.set()
         if self._task is not None:
@@ -103,8 +106,11 @@ class JobRunner:
         started = time.perf_counter()
         try:
             await self._generate(job, running)
-        except StreamCancelledError:
-            logger.info("job %s cancelled", job.id)
+        except (StreamCancelledError, asyncio.CancelledError):
+            await asyncio.shield(self._after_cancel(job.id))
+            if not self._stopping:
+                return
+            raise
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
             message = (
@@ -126,6 +132,7 @@ class JobRunner:
         keep = delivered_frames(spec.num_frames)
         tracker = _ProgressTracker(self._store, job.id, stream, chunks)
         sprites = SpriteCollector(keep)
+        await asyncio.to_thread(self._files.ensure_dir, job.id)
         path = self._files.video_path(job.id)
         writer = await asyncio.to_thread(Mp4Writer, path, spec.width, spec.height, spec.fps)
         written = 0
@@ -139,7 +146,7 @@ class JobRunner:
                     await asyncio.to_thread(self._files.write_bytes, job.id, "thumbnail.jpg", thumb)
                 sprites.add(frames)
                 written += len(frames)
-                tracker.chunk_done(written)
+                tracker.chunk_done(written, chunk.timings)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
             await asyncio.to_thread(writer.close)
@@ -172,6 +179,16 @@ class JobRunner:
             video=video,
         )
 
+    async def _after_cancel(self, job_id: str) -> None:
+        """Deleted → its files go; server stopping → it runs again after the restart."""
+        if self._stopping:
+            with contextlib.suppress(HeliosError):
+                await asyncio.to_thread(self._store.requeue, job_id)
+                logger.info("job %s interrupted by shutdown: queued again", job_id)
+                return
+        logger.info("job %s cancelled", job_id)
+        await asyncio.to_thread(self._files.remove, job_id)
+
     async def _finish_completed(self, job: Job, elapsed: float) -> None:
         try:
             await asyncio.to_thread(
@@ -198,29 +215,35 @@ class JobRunner:
 class _ProgressTracker:
     """Turns per-step callbacks (on the engine thread) into monotonic 0-99 % progress.
 
-    100 % is only ever written by `complete`, once the MP4 is in place.
+    Each chunk is an equal share; within a chunk the denoising steps cover the part of the
+    chunk's time the previous chunk spent denoising (the rest is VAE decode and encoding), so
+    the number moves evenly whether the transformer or the decoder dominates. 100 % is only
+    ever written by `complete`, once the MP4 is in place.
     """
 
     def __init__(self, store: JobStore, job_id: str, stream: Stream, chunks: int) -> None:
         self._store = store
         self._job_id = job_id
-        per_chunk = [stream.steps_in_chunk(i) for i in range(chunks)]
-        self._steps_before = [sum(per_chunk[:i]) for i in range(chunks + 1)]
-        self._total = max(1, self._steps_before[-1])
+        self._steps = [max(1, stream.steps_in_chunk(i)) for i in range(chunks)]
+        self._chunks = chunks
         self._chunks_done = 0
+        self._denoise_share = 0.5  # until a chunk has been timed
         self._frames = 0
         self._last = -1
 
     def on_step(self, progress: StepProgress) -> None:
-        self._publish(self._steps_before[self._chunks_done] + progress.step)
+        within = self._denoise_share * progress.step / self._steps[self._chunks_done]
+        self._publish(self._chunks_done + within)
 
-    def chunk_done(self, frames_written: int) -> None:
+    def chunk_done(self, frames_written: int, timings: ChunkTimings) -> None:
         self._chunks_done += 1
         self._frames = frames_written
-        self._publish(self._steps_before[self._chunks_done], force=True)
+        if timings.total_s > 0:
+            self._denoise_share = min(1.0, timings.transformer_s / timings.total_s)
+        self._publish(self._chunks_done, force=True)
 
-    def _publish(self, steps: int, force: bool = False) -> None:
-        percent = min(99, steps * 100 // self._total)
+    def _publish(self, chunks: float, force: bool = False) -> None:
+        percent = min(99, int(chunks * 100 / self._chunks))
         if percent <= self._last and not force:
             return
         self._last = max(self._last, percent)

@@ -1,0 +1,44 @@
+"""Optional bearer-token auth: when keys are configured, every route but /health needs one."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from helios_serve.api.errors import ApiError
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
+    # Compare against every key, constant time each, so timing says nothing about which matched.
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(presented.encode(), key.encode())
+    return found
+
+
+def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
+    """Require `Authorization: Bearer <key>` on every route except OPEN_PATHS and CORS preflight."""
+    if not keys:
+        return
+
+    @app.middleware("http")
+    async def require_key(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not _key_matches(token.strip(), keys):
+            return ApiError(
+                401,
+                "a valid API key is required (Authorization: Bearer <key>)",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            ).response()
+        return await call_next(request)

@@ -1,0 +1,82 @@
+"""/health, /ready, /v1/models and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from helios_serve import __version__
+from helios_serve.api.responses import CompactJSONResponse
+from helios_serve.core.spec import ModelInfo
+from helios_serve.jobs.store import JobStore
+
+
+class StoreCollector(Collector):
+    """Queue depth and jobs by status, read from the store at scrape time."""
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._store.count_by_status()
+        depth = GaugeMetricFamily("helios_queue_depth", "Jobs waiting for the engine.")
+        depth.add_metric([], self._store.queue_depth())
+        yield depth
+        by_status = GaugeMetricFamily(
+            "helios_jobs", "Jobs in the store by status.", labels=["status"]
+        )
+        for status, count in counts.items():
+            by_status.add_metric([status.value], count)
+        yield by_status
+
+
+def build_system_router(
+    model: ModelInfo, created: int, registry: CollectorRegistry, engine_healthy: Callable[[], bool]
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> Response:
+        """Liveness: the process answers (the engine may still be down: see /ready)."""
+        return CompactJSONResponse({"status": "ok", "version": __version__})
+
+    @router.get("/ready")
+    async def ready() -> Response:
+        ok = engine_healthy()
+        body = {
+            "status": "ready" if ok else "unavailable",
+            "model": model.name,
+            "variant": model.variant.value,
+            "device": model.device,
+            "tiny": model.is_tiny,
+        }
+        return CompactJSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/v1/models")
+    async def models() -> Response:
+        ids = [model.name, *model.aliases]
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "helios-serve",
+                "variant": model.variant.value,
+                "tiny": model.is_tiny,
+            }
+            for name in ids
+        ]
+        return CompactJSONResponse({"object": "list", "data": data})
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,86 @@
+"""`/v1/videos` routes: thin; parsing lives in `upload`, behaviour in `VideosService`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response
+
+from helios_serve.api.errors import ApiError
+from helios_serve.api.responses import CompactJSONResponse
+from helios_serve.api.videos.limits import RequestLimits
+from helios_serve.api.videos.protocol import POLL_AFTER_MS
+from helios_serve.api.videos.service import VideosService
+from helios_serve.api.videos.upload import load_json_body, read_capped_body, read_create_request
+from helios_serve.core.spec import ModelInfo
+from helios_serve.jobs.models import JobStatus
+
+POLL_HEADERS = {"openai-poll-after-ms": str(POLL_AFTER_MS)}
+
+
+def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits) -> APIRouter:
+    """The video job routes around one service instance."""
+    router = APIRouter(prefix="/v1/videos", tags=["videos"])
+
+    @router.post("")
+    async def create_video(request: Request) -> Response:
+        video = await service.create(await read_create_request(request, model, limits))
+        return CompactJSONResponse(video, headers=POLL_HEADERS)
+
+    @router.post("/sync")
+    async def create_video_sync(request: Request) -> Response:
+        video = await service.create(await read_create_request(request, model, limits))
+        job = await service.wait(video["id"])
+        if job.status is JobStatus.FAILED:
+            raise ApiError(
+                500 if job.error_code == "internal_error" else 422,
+                job.error_message or "generation failed",
+                code=job.error_code or "generation_failed",
+            )
+        content = await service.content(job.id, "video")
+        return FileResponse(
+            content.path,
+            media_type=content.media_type,
+            filename=content.download_name,
+            headers={"x-video-id": job.id},
+        )
+
+    @router.get("")
+    async def list_videos(
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> Response:
+        return CompactJSONResponse(await service.list(after, limit, order))
+
+    @router.get("/{video_id}")
+    async def retrieve_video(video_id: str) -> Response:
+        return CompactJSONResponse(await service.get(video_id), headers=POLL_HEADERS)
+
+    @router.delete("/{video_id}")
+    async def delete_video(video_id: str) -> Response:
+        return CompactJSONResponse(await service.delete(video_id))
+
+    @router.get("/{video_id}/content")
+    async def download_content(video_id: str, variant: str = "video") -> Response:
+        content = await service.content(video_id, variant)
+        return FileResponse(
+            content.path, media_type=content.media_type, filename=content.download_name
+        )
+
+    @router.post("/{video_id}/remix")
+    async def remix_video(video_id: str, request: Request) -> Response:
+        body: Any = load_json_body(await read_capped_body(request, 1 << 20))
+        if not isinstance(body, dict):
+            raise ApiError(
+                400,
+                "the body must be a JSON object with a prompt",
+                code="invalid_body",
+                param="prompt",
+            )
+        return CompactJSONResponse(
+            await service.remix(video_id, body.get("prompt")), headers=POLL_HEADERS
+        )
+
+    return router
