@@ -33,7 +33,7 @@ class ServerOptions:
     max_queue: int = 64
 
 
-def build_parts(engine: Engine, data_dir: Path) -> ApiParts:
+def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> ApiParts:
     """Open the job store (recovering from any crash) and build the runner around `engine`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(data_dir / "jobs.db")
@@ -49,7 +49,7 @@ def build_parts(engine: Engine, data_dir: Path) -> ApiParts:
     if swept:
         logger.info("removed %d partial files left by an interrupted run", swept)
     registry = CollectorRegistry()
-    runner = JobRunner(store, files, engine, JobMetrics(registry))
+    runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
     return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
 
 

@@ -34,8 +34,8 @@ class ContentFile:
     download_name: str
 
 
-def _spec(params: ResolvedParams, reference_file: str | None) -> GenerationSpec:
-    ref = params.reference
+def _spec(params: ResolvedParams) -> GenerationSpec:
+    """The job's spec without its reference (saved first, then attached with its file name)."""
     return GenerationSpec(
         prompt=params.prompt,
         negative_prompt=params.settings.negative_prompt,
@@ -45,8 +45,6 @@ def _spec(params: ResolvedParams, reference_file: str | None) -> GenerationSpec:
         fps=params.fps,
         seed=params.seed,
         settings=params.settings,
-        reference_file=reference_file,
-        reference_kind=None if ref is None else ref.kind,
     )
 
 
@@ -67,7 +65,7 @@ class VideosService:
         ref = params.reference
         job = await self._enqueue(
             request.model or self._model.name,
-            _spec(params, None),
+            _spec(params),
             None if ref is None else (ref.data, ref.kind),
             remixed_from=None,
         )

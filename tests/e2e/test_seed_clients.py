@@ -1,0 +1,150 @@
+"""The seed's clients, unchanged, against a real server on the tiny checkpoints.
+
+The shell scripts ask for 640x384 (three chunks of the tiny model on CPU: about a minute each).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from helios_serve.media.decode import probe_video
+
+from .conftest import SEED_CLIENTS, LiveServer, live_server, needs_seed_clients
+
+pytestmark = [needs_seed_clients, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def base_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    yield from live_server("tiny-base", "BestWishYsh/Helios-Base", tmp_path_factory.mktemp("b"))
+
+
+@pytest.fixture(scope="module")
+def mid_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    yield from live_server("tiny-mid", "BestWishYsh/Helios-Mid", tmp_path_factory.mktemp("m"))
+
+
+def run_client(cmd: list[str], server: LiveServer) -> str:
+    proc = subprocess.run(
+        cmd,
+        env={**os.environ, "API_URL": server.url},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def newest_video(server: LiveServer) -> dict[str, object]:
+    with server.client() as http:
+        listing = http.get("/v1/videos", params={"limit": 1}).json()
+    video: dict[str, object] = listing["data"][0]
+    return video
+
+
+def assert_downloadable(server: LiveServer, video: dict[str, object], tmp_path: Path) -> None:
+    out = tmp_path / f"{video['id']}.mp4"
+    with server.client() as http:
+        response = http.get(f"/v1/videos/{video['id']}/content")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "video/mp4"
+    out.write_bytes(response.content)
+    info = probe_video(out)
+    assert info.frames == video["num_frames"]
+    assert (info.width, info.height) == (video["width"], video["height"])
+
+
+@pytest.mark.parametrize(
+    ("script", "server_name"),
+    [
+        ("run_helios_distilled.sh", "distilled_server"),
+        ("run_helios_t2v.sh", "base_server"),
+        ("run_helios_mid_stage2.sh", "mid_server"),
+    ],
+)
+def test_seed_shell_scripts(
+    script: str, server_name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server: LiveServer = request.getfixturevalue(server_name)
+    out = run_client(["bash", str(SEED_CLIENTS / script)], server)
+    assert "Video generation completed!" in out
+    video = newest_video(server)
+    assert video["status"] == "completed"
+    assert (video["width"], video["height"], video["num_frames"]) == (640, 384, 97)
+    assert_downloadable(server, video, tmp_path)
+
+
+SMALL = ["--width", "128", "--height", "128", "--num-frames", "33"]
+
+
+@pytest.mark.parametrize(
+    ("preset", "server_name", "model"),
+    [
+        ("base", "base_server", "BestWishYsh/Helios-Base"),
+        ("mid-stage2", "mid_server", "BestWishYsh/Helios-Mid"),
+        ("distilled", "distilled_server", "BestWishYsh/Helios-Distilled"),
+    ],
+)
+def test_seed_python_client(
+    preset: str, server_name: str, model: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    server: LiveServer = request.getfixturevalue(server_name)
+    out = run_client(
+        [
+            sys.executable,
+            str(SEED_CLIENTS / "helios_client.py"),
+            "--api-url",
+            server.url,
+            "--model",
+            model,
+            "--preset",
+            preset,
+            *SMALL,
+        ],
+        server,
+    )
+    assert "Generation Complete" in out
+    video = newest_video(server)
+    assert (video["status"], video["num_frames"]) == ("completed", 33)
+    assert_downloadable(server, video, tmp_path)
+
+
+def test_seed_python_client_with_input_image(distilled_server: LiveServer, tmp_path: Path) -> None:
+    image = tmp_path / "ref.jpg"
+    Image.fromarray(np.full((96, 160, 3), (200, 120, 40), dtype=np.uint8)).save(image)
+    out = run_client(
+        [
+            sys.executable,
+            str(SEED_CLIENTS / "helios_client.py"),
+            "--api-url",
+            distilled_server.url,
+            "--model",
+            "BestWishYsh/Helios-Distilled",
+            "--preset",
+            "distilled",
+            "--input-image",
+            str(image),
+            *SMALL,
+        ],
+        distilled_server,
+    )
+    assert "Generation Complete" in out
+    video = newest_video(distilled_server)
+    assert video["status"] == "completed"
+    assert_downloadable(distilled_server, video, tmp_path)
+
+
+def test_models_lists_the_served_name(distilled_server: LiveServer) -> None:
+    models = httpx.get(f"{distilled_server.url}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["BestWishYsh/Helios-Distilled", "tiny"]
