@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install serve test lint typecheck check bench-cpu clean
+.PHONY: install browser-deps serve test lint typecheck check bench-cpu clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Chromium + the pinned npm packages of the browser tests (apt needs root; skipped otherwise).
+BROWSER_STAMP := tests/browser/node_modules/.installed
+$(BROWSER_STAMP): tests/browser/package-lock.json
+	./scripts/install-browser-deps.sh
+	touch $(BROWSER_STAMP)
+
+browser-deps: $(BROWSER_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/helios serve $(ARGS)
@@ -31,7 +39,7 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 bench-cpu: $(STAMP)

@@ -152,6 +152,22 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help=f"require 'Authorization: Bearer KEY' (repeatable; also ${API_KEYS_ENV}, "
         "comma-separated); off by default",
     )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=1,
+        help="real-time sessions at once (more get 503 or wait PENDING)",
+    )
+    p.add_argument(
+        "--emission-fps", type=float, default=24.0, help="frame rate real-time sessions play at"
+    )
+    p.add_argument(
+        "--sr-weights",
+        type=Path,
+        default=None,
+        help="an SR network (spandrel-loadable) for set_sr_scale 2x/4x; "
+        "default: bicubic resampling on the model's device",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -244,8 +260,11 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     keys = list(args.api_key or [])
     keys += [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
-    if args.max_queue < 1:
-        raise InvalidInputError("--max-queue must be at least 1", param="max_queue")
+    if args.max_queue < 1 or args.max_sessions < 1 or args.emission_fps <= 0:
+        raise InvalidInputError(
+            "--max-queue and --max-sessions must be at least 1, --emission-fps positive",
+            param="serve",
+        )
     options = ServerOptions(
         host=args.host,
         port=args.port,

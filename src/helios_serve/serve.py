@@ -9,14 +9,18 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from helios_serve import __version__
 from helios_serve.api.app import ApiConfig, ApiParts, create_app
 from helios_serve.core.protocols import Engine
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
+from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobStore
+from helios_serve.realtime.app_wiring import install_realtime
+from helios_serve.realtime.config import RealtimeConfig
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -31,6 +35,9 @@ class ServerOptions:
     served_model_name: str | None = None
     api_keys: tuple[str, ...] = ()
     max_queue: int = 64
+    max_sessions: int = 1
+    emission_fps: float = 24.0
+    sr_weights: Path | None = None
 
 
 def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> ApiParts:
@@ -53,6 +60,13 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
     return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
 
 
+def build_upscaler(loaded: LoadedModel, sr_weights: Path | None) -> Upscaler:
+    """Session super-resolution on the model's device: a real network when given, else bicubic."""
+    if sr_weights is not None:
+        return SpandrelUpscaler(sr_weights, loaded.device)
+    return TorchResampler(loaded.device)
+
+
 def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
     """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
     import uvicorn
@@ -62,6 +76,12 @@ def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
     engine = LocalEngine(loaded, describe(loaded, name, aliases))
     parts = build_parts(engine, options.data_dir)
     app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
+    realtime = RealtimeConfig(
+        max_sessions=options.max_sessions,
+        emission_fps=options.emission_fps,
+        server_version=f"helios-serve {__version__}",
+    )
+    install_realtime(app, engine, realtime, build_upscaler(loaded, options.sr_weights))
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info")
     url = f"http://{options.host}:{options.port}"
 

@@ -19,8 +19,6 @@ from fastapi import FastAPI, Query, Request
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from helios_serve.api.errors import install_error_handlers
-from helios_serve.api.responses import CompactJSONResponse
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.resolve import resolve_spec_fields
@@ -34,6 +32,8 @@ from helios_serve.errors import (
     StreamCancelledError,
 )
 from helios_serve.media.encode import Mp4Writer
+from helios_serve.web.errors import install_error_handlers
+from helios_serve.web.responses import CompactJSONResponse
 
 SEED_CLIENTS = Path(
     os.environ.get("HELIOS_SEED_CLIENTS")

@@ -8,15 +8,15 @@ import math
 import httpx
 import pytest
 
-from helios_serve.api.errors import (
+from helios_serve.errors import HeliosError, InvalidInputError
+from helios_serve.web.errors import (
     ApiError,
     api_error_from_domain,
     api_error_from_validation,
     error_body,
     error_type_for,
 )
-from helios_serve.api.responses import CompactJSONResponse, compact_json
-from helios_serve.errors import HeliosError, InvalidInputError
+from helios_serve.web.responses import CompactJSONResponse, compact_json
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from helios_serve.api.errors import ApiError
 from helios_serve.api.videos.extra import (
     HeliosExtraParams,
     check_for_model,
@@ -16,6 +15,7 @@ from helios_serve.api.videos.extra import (
     validate_extra_params,
 )
 from helios_serve.core.spec import ModelInfo
+from helios_serve.web.errors import ApiError
 
 from .conftest import BASE, DISTILLED, MID
 

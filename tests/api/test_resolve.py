@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from helios_serve.api.errors import ApiError
 from helios_serve.api.videos.extra import HeliosExtraParams
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
@@ -12,6 +11,7 @@ from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, resolve_spec_fie
 from helios_serve.api.videos.sizes import check_size, nearest_valid, size_multiple
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Mode, Variant
+from helios_serve.web.errors import ApiError
 
 from .conftest import BASE, DISTILLED, MID, model_info
 

@@ -36,8 +36,10 @@ def test_spandrel_upscaler_with_a_random_network(tmp_path: Path) -> None:
     try:
         import spandrel  # noqa: F401
     except Exception as exc:
-        pytest.skip(f"spandrel is not importable here ({type(exc).__name__}): it needs a "
-                    "torchvision matching torch, and there is no CPU torchvision wheel")
+        pytest.skip(
+            f"spandrel is not importable here ({type(exc).__name__}): it needs a "
+            "torchvision matching torch, and there is no CPU torchvision wheel"
+        )
     import torch
     from spandrel.architectures.Compact.__arch.SRVGG import (  # type: ignore[import-not-found]
         SRVGGNetCompact,

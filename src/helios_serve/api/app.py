@@ -13,8 +13,6 @@ from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
 from helios_serve.api.auth import install_auth
-from helios_serve.api.errors import install_error_handlers
-from helios_serve.api.responses import CompactJSONResponse
 from helios_serve.api.system import StoreCollector, build_system_router
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.router import build_router
@@ -24,6 +22,8 @@ from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.models import JobNotFoundError
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobStore
+from helios_serve.web.errors import install_error_handlers
+from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 

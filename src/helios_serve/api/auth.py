@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from helios_serve.api.errors import ApiError
+from helios_serve.web.errors import ApiError
 
 OPEN_PATHS = frozenset({"/health"})
+_PRESIGNED_UPLOAD = re.compile(r"^/sessions/[^/]+/uploads/[^/]+$")
+"""Upload PUTs carry no header (browsers PUT to the presigned URL verbatim): the unguessable
+upload id in the URL is the credential, as with any presigned URL."""
 
 
 def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -30,7 +34,12 @@ def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
     async def require_key(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        if request.url.path in OPEN_PATHS or request.method == "OPTIONS":
+        path = request.url.path
+        if (
+            path in OPEN_PATHS
+            or request.method == "OPTIONS"
+            or (request.method == "PUT" and _PRESIGNED_UPLOAD.match(path))
+        ):
             return await call_next(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")

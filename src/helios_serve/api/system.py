@@ -12,9 +12,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from helios_serve import __version__
-from helios_serve.api.responses import CompactJSONResponse
 from helios_serve.core.spec import ModelInfo
 from helios_serve.jobs.store import JobStore
+from helios_serve.web.responses import CompactJSONResponse
 
 
 class StoreCollector(Collector):

@@ -21,10 +21,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from helios_serve.api.errors import ApiError, api_error_from_validation, bad_request
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import LATENT_FRAMES_PER_CHUNK, Variant
+from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
 
 HISTORY_SIZES = [16, 2, 1]
 """Latent history split (long, mid, short) every Helios checkpoint was trained with."""

@@ -11,11 +11,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from helios_serve.api.errors import bad_request
 from helios_serve.api.videos.extra import KNOWN_KEYS, HeliosExtraParams
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.reference import ReferenceMedia
 from helios_serve.core.spec import ModelInfo
+from helios_serve.web.errors import bad_request
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from helios_serve.api.errors import ApiError, api_error_from_validation, bad_request
 from helios_serve.api.videos.extra import (
     HeliosExtraParams,
     check_for_model,
@@ -54,6 +53,7 @@ from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
 from helios_serve.api.videos.sizes import check_size
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import Variant
+from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
 
 __all__ = [
     "HeliosExtraParams",

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from helios_serve.api.errors import ApiError, bad_request
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.decode import MediaKind, load_image, probe_video, sniff_kind
 from helios_serve.media.limits import MediaLimits
+from helios_serve.web.errors import ApiError, bad_request
 
 PARAM = "input_reference"
 _FORMATS = "a PNG, JPEG, WEBP or GIF image, or an MP4/MOV, WebM/MKV or AVI video"

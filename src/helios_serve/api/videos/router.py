@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from helios_serve.api.errors import ApiError
-from helios_serve.api.responses import CompactJSONResponse
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.protocol import POLL_AFTER_MS
 from helios_serve.api.videos.service import VideosService
 from helios_serve.api.videos.upload import load_json_body, read_capped_body, read_create_request
 from helios_serve.core.spec import ModelInfo
 from helios_serve.jobs.models import JobStatus
+from helios_serve.web.errors import ApiError
+from helios_serve.web.responses import CompactJSONResponse
 
 POLL_HEADERS = {"openai-poll-after-ms": str(POLL_AFTER_MS)}
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from helios_serve.api.errors import ApiError
 from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
@@ -17,6 +16,7 @@ from helios_serve.jobs.models import GenerationSpec, Job, JobStatus, new_job_id
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobStore
 from helios_serve.media.decode import MediaKind
+from helios_serve.web.errors import ApiError
 
 ContentVariant = Literal["video", "thumbnail", "spritesheet"]
 CONTENT_TYPES: dict[str, tuple[str, str]] = {

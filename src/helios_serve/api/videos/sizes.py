@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from helios_serve.api.errors import bad_request
 from helios_serve.core.spec import ModelInfo
+from helios_serve.web.errors import bad_request
 
 _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
 

@@ -18,10 +18,10 @@ from starlette.datastructures import FormData, Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from helios_serve.api.errors import ApiError, bad_request
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.params import VideoCreateRequest, parse_form, parse_json
 from helios_serve.core.spec import ModelInfo
+from helios_serve.web.errors import ApiError, bad_request
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 

@@ -43,13 +43,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from helios_serve.api.responses import CompactJSONResponse
 from helios_serve.errors import (
     CheckpointError,
     HeliosError,
     InvalidInputError,
     StreamCancelledError,
 )
+from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,240 @@
+"""Validate application-scope commands into typed objects, table-driven.
+
+Each command has one parser that reads its params under every spelling clients use (the
+Reactor docs' names first) and rejects wrong types and ranges with `CommandError`. Nothing here
+touches session state: a command that parses can still be refused by the state machine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from helios_serve.realtime.protocol import CommandError, Envelope
+
+MAX_PROMPT_CHARS = 4000
+MAX_CHUNK_INDEX = 1_000_000
+SR_SCALES = {"off": 1, "1x": 1, "none": 1, "2x": 2, "4x": 4}
+"""Accepted `sr_scale` spellings → upscale factor (integers 1, 2, 4 are also accepted)."""
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """An uploaded file named by the client; `upload_id` is resolved to bytes by the session."""
+
+    upload_id: str
+    name: str = ""
+    mime_type: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class SetPrompt:
+    prompt: str
+
+
+@dataclass(frozen=True)
+class SchedulePrompt:
+    prompt: str
+    chunk: int
+
+
+@dataclass(frozen=True)
+class SetImage:
+    image: FileRef
+
+
+@dataclass(frozen=True)
+class SetConditioning:
+    prompt: str
+    image: FileRef
+
+
+@dataclass(frozen=True)
+class SetImageStrength:
+    strength: float
+
+
+@dataclass(frozen=True)
+class SetSrScale:
+    scale: int
+
+
+@dataclass(frozen=True)
+class SetSeed:
+    seed: int
+
+
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True)
+class Reset:
+    pass
+
+
+@dataclass(frozen=True)
+class ClearImage:
+    pass
+
+
+Command = (
+    SetPrompt
+    | SchedulePrompt
+    | SetImage
+    | SetConditioning
+    | SetImageStrength
+    | SetSrScale
+    | SetSeed
+    | Start
+    | Pause
+    | Resume
+    | Reset
+    | ClearImage
+)
+
+
+@dataclass(frozen=True)
+class _Params:
+    """A command's params and uploads, with lookups that know the alternative spellings."""
+
+    command: str
+    data: dict[str, Any]
+    uploads: dict[str, Any]
+
+    def find(self, *names: str) -> Any:
+        for name in names:
+            if name in self.data and self.data[name] is not None:
+                return self.data[name]
+        raise CommandError(self.command, f"missing_field: '{names[0]}' is required")
+
+    def prompt(self) -> str:
+        value = self.find("prompt", "text", "prompt_text")
+        if not isinstance(value, str) or not value.strip():
+            raise CommandError(self.command, "invalid_field: 'prompt' must be a non-empty string")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise CommandError(
+                self.command, f"invalid_field: 'prompt' is over {MAX_PROMPT_CHARS} characters"
+            )
+        return value.strip()
+
+    def integer(self, *names: str) -> int:
+        value = self.find(*names)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CommandError(self.command, f"invalid_field: '{names[0]}' must be an integer")
+        return value
+
+    def number(self, *names: str) -> float:
+        value = self.find(*names)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise CommandError(self.command, f"invalid_field: '{names[0]}' must be a number")
+        return float(value)
+
+    def file_ref(self, *names: str) -> FileRef:
+        # The SDK sends FileRefs in `uploads`; a ref inlined in `data` (or a bare id) is accepted.
+        raw = next((self.uploads[n] for n in names if self.uploads.get(n) is not None), None)
+        if raw is None:
+            raw = self.find(*names)
+        if isinstance(raw, str) and raw:
+            return FileRef(upload_id=raw)
+        if not isinstance(raw, dict):
+            raise CommandError(self.command, f"invalid_field: '{names[0]}' must be a file ref")
+        upload_id = raw.get("upload_id", raw.get("uploadId", raw.get("id")))
+        if not isinstance(upload_id, str) or not upload_id:
+            raise CommandError(self.command, f"invalid_field: '{names[0]}' has no upload_id")
+        size = raw.get("size", 0)
+        mime = raw.get("mime_type", raw.get("mimeType", ""))
+        name = raw.get("name", "")
+        return FileRef(
+            upload_id=upload_id,
+            name=name if isinstance(name, str) else "",
+            mime_type=mime if isinstance(mime, str) else "",
+            size=size if isinstance(size, int) and not isinstance(size, bool) else 0,
+        )
+
+
+def _schedule_prompt(p: _Params) -> Command:
+    chunk = p.integer("chunk", "chunk_index", "at_chunk", "chunkIndex")
+    if not 0 <= chunk <= MAX_CHUNK_INDEX:
+        raise CommandError(p.command, f"invalid_field: 'chunk' must be in 0..{MAX_CHUNK_INDEX}")
+    return SchedulePrompt(p.prompt(), chunk)
+
+
+def _image_strength(p: _Params) -> Command:
+    value = p.number("image_strength", "strength", "imageStrength")
+    if not 0.0 <= value <= 1.0:
+        raise CommandError(p.command, "invalid_field: 'image_strength' must be in 0..1")
+    return SetImageStrength(value)
+
+
+def _sr_scale(p: _Params) -> Command:
+    value = p.find("sr_scale", "scale", "srScale")
+    if isinstance(value, str) and value.strip().lower() in SR_SCALES:
+        return SetSrScale(SR_SCALES[value.strip().lower()])
+    if isinstance(value, int) and not isinstance(value, bool) and value in (1, 2, 4):
+        return SetSrScale(value)
+    raise CommandError(p.command, "invalid_field: 'sr_scale' must be 'off', '2x' or '4x'")
+
+
+def _seed(p: _Params) -> Command:
+    seed = p.integer("seed")
+    if not -1 <= seed < 2**63:
+        raise CommandError(p.command, "invalid_field: 'seed' must be -1 or a non-negative int")
+    return SetSeed(seed)
+
+
+_PARSERS: dict[str, Callable[[_Params], Command]] = {
+    "set_prompt": lambda p: SetPrompt(p.prompt()),
+    "schedule_prompt": _schedule_prompt,
+    "set_image": lambda p: SetImage(p.file_ref("image", "file", "image_ref")),
+    "set_conditioning": lambda p: SetConditioning(p.prompt(), p.file_ref("image", "file")),
+    "set_image_strength": _image_strength,
+    "set_sr_scale": _sr_scale,
+    "set_seed": _seed,
+    "start": lambda _: Start(),
+    "pause": lambda _: Pause(),
+    "resume": lambda _: Resume(),
+    "reset": lambda _: Reset(),
+    "clear_image": lambda _: ClearImage(),
+}
+
+
+def canonical_name(name: str) -> str:
+    """`setPrompt`, `Set-Prompt` and `set_prompt` are the same command."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name.strip())
+    return snake.replace("-", "_").lower()
+
+
+def parse_command(envelope: Envelope) -> Command:
+    """Turn an application-scope envelope into a typed command, or raise `CommandError`."""
+    name = canonical_name(envelope.type)
+    parser = _PARSERS.get(name)
+    if parser is None:
+        raise CommandError(envelope.type[:64], "unknown_command")
+    return parser(_Params(name, envelope.data, envelope.uploads))
+
+
+def command_name(command: Command) -> str:
+    """The wire name of a parsed command (for `command_error`)."""
+    return canonical_name(type(command).__name__)

@@ -1,0 +1,35 @@
+"""RealtimeConfig: every knob of the real-time sessions, as one frozen value (no env reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from helios_serve.core.settings import SamplingSettings
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RealtimeConfig:
+    max_sessions: int = 1
+    """Sessions generating at once; more get 503 (local) or wait PENDING (coordinator)."""
+    ping_timeout_s: float = 15.0
+    """A session with no data-channel message (the SDK pings every 5 s) for this long closes."""
+    watchdog_interval_s: float = 1.0
+    emission_fps: float = 24.0
+    buffer_chunks: int = 2
+    """Chunks buffered ahead of playback; generation waits only when this many are queued."""
+    width: int | None = None
+    """Frame size of session streams; None → the model's default size."""
+    height: int | None = None
+    settings: SamplingSettings | None = None
+    """Sampling settings; None → the preset of the served variant."""
+    prompt_blend_chunks: int = 1
+    max_upload_bytes: int = 20 * MiB
+    max_uploads_per_session: int = 32
+    commands_per_second: float = 30.0
+    negotiation_timeout_s: float = 30.0
+    server_version: str = "helios-serve"
+    ice_servers: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    """Entries of `{uris:[...], credentials?:{username,password}}`; empty is fine on a LAN."""

@@ -1,0 +1,153 @@
+"""SessionManager: admission, lookup, the PENDING queue, the liveness watchdog, shutdown.
+
+Local mode refuses a session over `max_sessions` (`SessionLimitError`); coordinator mode queues
+it as PENDING and activates it when a slot frees. A session whose peer goes away, or that sends
+nothing for `ping_timeout_s`, is closed by the watchdog and its slot handed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import replace
+from typing import Any
+
+from helios_serve.core.protocols import Engine
+from helios_serve.core.settings import PRESETS
+from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.realtime.driver import StreamOptions, Upscaler
+from helios_serve.realtime.handle import Mode, SessionHandle, Status
+from helios_serve.realtime.peer import TrackMapping
+from helios_serve.realtime.uploads import UploadStore
+
+logger = logging.getLogger(__name__)
+KEEP_CLOSED = 256
+"""Closed sessions remembered so GET can answer CLOSED instead of 404."""
+
+
+class SessionLimitError(Exception):
+    """Every session slot is taken (local mode answers 503 with Retry-After)."""
+
+
+class UnknownSessionError(LookupError):
+    pass
+
+
+class SessionManager:
+    def __init__(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
+        self.engine = engine
+        self.config = config
+        self._upscale = upscale
+        self._sessions: dict[str, SessionHandle] = {}
+        self._closed: OrderedDict[str, SessionHandle] = OrderedDict()
+        self._pending: deque[str] = deque()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def default_options(self) -> StreamOptions:
+        info = self.engine.info
+        settings = self.config.settings or PRESETS[info.variant].with_overrides(
+            max_sequence_length=info.default_max_sequence_length
+        )
+        return StreamOptions(
+            width=self.config.width or info.default_width,
+            height=self.config.height or info.default_height,
+            settings=settings,
+            prompt_blend_chunks=self.config.prompt_blend_chunks,
+        )
+
+    @property
+    def active_count(self) -> int:
+        return sum(1 for h in self._sessions.values() if h.status is Status.ACTIVE)
+
+    async def create(self, mode: Mode, overrides: dict[str, Any]) -> SessionHandle:
+        """A new session: ACTIVE if a slot is free, else PENDING (coordinator) or refused."""
+        self._ensure_watchdog()
+        full = self.active_count >= self.config.max_sessions
+        if full and mode is Mode.LOCAL:
+            raise SessionLimitError(f"all {self.config.max_sessions} session slots are in use")
+        options = replace(self.default_options(), **overrides)
+        uploads = UploadStore(self.config.max_upload_bytes, self.config.max_uploads_per_session)
+        handle = SessionHandle(uuid.uuid4().hex, mode, options, uploads)
+        self._sessions[handle.id] = handle
+        if full:
+            self._pending.append(handle.id)
+        else:
+            handle.activate(self.engine, self.config, self._upscale)
+        logger.info("session %s created (%s, %s)", handle.id, mode.value, handle.status.value)
+        return handle
+
+    def get(self, session_id: str) -> SessionHandle:
+        handle = self._sessions.get(session_id) or self._closed.get(session_id)
+        if handle is None:
+            raise UnknownSessionError(session_id)
+        return handle
+
+    def live(self, session_id: str) -> SessionHandle:
+        """A session that is not closed (404 otherwise)."""
+        handle = self._sessions.get(session_id)
+        if handle is None:
+            raise UnknownSessionError(session_id)
+        return handle
+
+    def local_sessions(self) -> list[SessionHandle]:
+        return [h for h in self._sessions.values() if h.mode is Mode.LOCAL]
+
+    async def connect(self, handle: SessionHandle, offer: str, mapping: list[TrackMapping]) -> None:
+        def on_gone(why: str) -> None:
+            # Only the session's current peer may end it: a replaced one is closing on purpose.
+            if handle.peer is not None and not handle.peer.closed:
+                self._spawn(self.close(handle.id, why))
+
+        await handle.connect(offer, mapping, self.config, on_gone)
+
+    async def close(self, session_id: str, reason: str) -> None:
+        handle = self._sessions.pop(session_id, None)
+        if handle is None:
+            return
+        if session_id in self._pending:
+            self._pending.remove(session_id)
+        await handle.close(reason)
+        logger.info("session %s closed: %s", session_id, reason)
+        self._closed[session_id] = handle
+        while len(self._closed) > KEEP_CLOSED:
+            self._closed.popitem(last=False)
+        self._promote()
+
+    def _promote(self) -> None:
+        while self._pending and self.active_count < self.config.max_sessions:
+            handle = self._sessions.get(self._pending.popleft())
+            if handle is not None and handle.status is Status.PENDING:
+                handle.activate(self.engine, self.config, self._upscale)
+                logger.info("session %s got a slot", handle.id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.watchdog_interval_s)
+            for handle in list(self._sessions.values()):
+                if (
+                    handle.status is Status.ACTIVE
+                    and handle.idle_for() > self.config.ping_timeout_s
+                ):
+                    await self.close(handle.id, "no ping within the liveness timeout")
+
+    async def shutdown(self) -> None:
+        """Close every session and stop the watchdog (the app's shutdown hook)."""
+        for session_id in list(self._sessions):
+            await self.close(session_id, "server shutting down")
+        for task in [self._watchdog, *self._tasks]:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watchdog = None

@@ -1,0 +1,145 @@
+"""Reactor's wire envelope and the literal names of Helios commands and events.
+
+Both directions carry `{"scope", "data": {"type", "data", "uploads"?}}` as JSON text. This module
+parses and builds that envelope only; what a command's params mean lives in `commands.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+APPLICATION = "application"
+RUNTIME = "runtime"
+
+MAX_MESSAGE_BYTES = 256 * 1024
+"""A data-channel message over this is refused unparsed (a FileRef never needs more)."""
+
+COMMANDS = (
+    "set_prompt",
+    "schedule_prompt",
+    "set_image",
+    "set_conditioning",
+    "set_image_strength",
+    "set_sr_scale",
+    "set_seed",
+    "start",
+    "pause",
+    "resume",
+    "reset",
+    "clear_image",
+)
+"""Application-scope commands, in the order `modelCapabilities` lists them."""
+
+Event = dict[str, Any]
+"""One outgoing message, already in its nested envelope."""
+
+
+class CommandError(Exception):
+    """A rejected command; becomes `command_error {command, reason}` and changes nothing."""
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(f"{command}: {reason}")
+        self.command = command
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One incoming message: its scope, type, params and (application scope) FileRefs."""
+
+    scope: str
+    type: str
+    data: dict[str, Any]
+    uploads: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_envelope(raw: str | bytes) -> Envelope:
+    """Decode one data-channel message; anything malformed raises `CommandError`."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("unknown", f"invalid_json: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CommandError("unknown", "invalid_envelope: expected a JSON object")
+    scope = doc.get("scope", APPLICATION)
+    # Tolerate a flat `{type, data}` message besides the nested envelope.
+    inner = doc if "type" in doc else doc.get("data")
+    if not isinstance(inner, dict):
+        raise CommandError("unknown", "invalid_envelope: missing 'data' object")
+    name = inner.get("type")
+    if not isinstance(name, str) or not name:
+        raise CommandError("unknown", "invalid_envelope: missing command 'type'")
+    params = inner.get("data", {})
+    uploads = inner.get("uploads", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict) or not isinstance(uploads, dict | None):
+        raise CommandError(name, "invalid_params: 'data' and 'uploads' must be objects")
+    if scope not in (APPLICATION, RUNTIME):
+        raise CommandError(name, f"invalid_scope: {str(scope)[:40]!r}")
+    return Envelope(scope, name, params, uploads or {})
+
+
+def encode(event: Event) -> str:
+    """Serialise an event for the data channel."""
+    return json.dumps(event, separators=(",", ":"), allow_nan=False)
+
+
+def application_event(name: str, data: dict[str, Any] | None = None) -> Event:
+    """A Helios event in the nested envelope the SDK expects."""
+    return {"scope": APPLICATION, "data": {"type": name, "data": data or {}}}
+
+
+def runtime_event(name: str, data: dict[str, Any] | None = None) -> Event:
+    return {"scope": RUNTIME, "data": {"type": name, "data": data or {}}}
+
+
+def state_event(snapshot: dict[str, Any]) -> Event:
+    return application_event("state", snapshot)
+
+
+def prompt_accepted(prompt: str) -> Event:
+    return application_event("prompt_accepted", {"prompt": prompt})
+
+
+def image_accepted(width: int, height: int) -> Event:
+    return application_event("image_accepted", {"width": width, "height": height})
+
+
+def conditions_ready(has_prompt: bool, has_image: bool) -> Event:
+    return application_event("conditions_ready", {"has_prompt": has_prompt, "has_image": has_image})
+
+
+def generation_started(prompt: str, chunk_index: int) -> Event:
+    return application_event("generation_started", {"prompt": prompt, "chunk_index": chunk_index})
+
+
+def chunk_complete(chunk_index: int, frames_emitted: int, active_prompt: str | None) -> Event:
+    return application_event(
+        "chunk_complete",
+        {
+            "chunk_index": chunk_index,
+            "frames_emitted": frames_emitted,
+            "active_prompt": active_prompt,
+        },
+    )
+
+
+def generation_paused() -> Event:
+    return application_event("generation_paused")
+
+
+def generation_resumed() -> Event:
+    return application_event("generation_resumed")
+
+
+def generation_reset() -> Event:
+    return application_event("generation_reset")
+
+
+def command_error(command: str, reason: str) -> Event:
+    return application_event("command_error", {"command": command, "reason": reason})

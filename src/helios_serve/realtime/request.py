@@ -1,0 +1,146 @@
+"""Request parsing for the realtime routes: version headers, lenient JSON bodies, field checks.
+
+Every problem is an `ApiError` in the project's envelope, so the routes stay declarative.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from helios_serve.realtime.peer import TrackMapping
+from helios_serve.realtime.uploads import UploadError
+from helios_serve.web.errors import ApiError, bad_request
+
+API_VERSION = 1
+WEBRTC_VERSION = 1
+MAX_JSON_BYTES = 1024 * 1024
+"""SDP offers are a few KiB; anything near this is not a signalling body."""
+FRAME_SIDE = (16, 2048)
+
+
+def _major(value: str, header: str) -> int:
+    try:
+        return int(float(value.strip().lower().lstrip("v")))
+    except ValueError:
+        raise bad_request(f"invalid {header}: {value[:20]!r}", param=header) from None
+
+
+def _check(header: str, accept_header: str | None, supported: int, request: Request) -> None:
+    value = request.headers.get(header)
+    if value is None:
+        return  # absent headers: a plain client, accepted
+    version = _major(value, header)
+    if version == supported:
+        return
+    if version < supported:
+        raise ApiError(
+            426,
+            f"{header} {value} is too old; this server speaks {supported}",
+            code="upgrade_required",
+            param=header,
+        )
+    accepted = request.headers.get(accept_header, "") if accept_header else ""
+    if any(_major(v, accept_header or header) == supported for v in accepted.split(",") if v):
+        return
+    raise ApiError(
+        501,
+        f"{header} {value} is newer than this server ({supported})",
+        code="not_implemented",
+        param=header,
+    )
+
+
+async def check_versions(request: Request) -> None:
+    """426 when the client is older than this server, 501 when it is newer (and won't accept 1)."""
+    _check("reactor-api-version", "reactor-api-accept-version", API_VERSION, request)
+    _check("reactor-webrtc-version", None, WEBRTC_VERSION, request)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is `{}` (the SDK posts none to some routes)."""
+    raw = await request.body()
+    if len(raw) > MAX_JSON_BYTES:
+        raise ApiError(413, "request body too large", code="request_too_large")
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"invalid JSON: {exc}", param=None, code="invalid_json") from None
+    if not isinstance(doc, dict):
+        raise bad_request("the body must be a JSON object", param=None, code="invalid_json")
+    return doc
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"'{name}' must be an integer in {low}..{high}", param=name)
+    return value
+
+
+def stream_overrides(extra_args: Any) -> dict[str, Any]:
+    """StreamOptions fields a client may set via `extra_args`; other keys are ignored."""
+    if extra_args is None:
+        return {}
+    if not isinstance(extra_args, dict):
+        raise bad_request("'extra_args' must be an object", param="extra_args")
+    out: dict[str, Any] = {}
+    for side in ("width", "height"):
+        if side in extra_args:
+            out[side] = _int(extra_args[side], f"extra_args.{side}", *FRAME_SIDE)
+            if out[side] % 16:
+                raise bad_request(f"'extra_args.{side}' must be a multiple of 16", param=side)
+    if "prompt_blend_chunks" in extra_args:
+        out["prompt_blend_chunks"] = _int(
+            extra_args["prompt_blend_chunks"], "extra_args.prompt_blend_chunks", 1, 16
+        )
+    return out
+
+
+def parse_sdp_params(body: dict[str, Any]) -> tuple[str, list[TrackMapping]]:
+    sdp = body.get("sdp_offer", body.get("sdp"))
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise bad_request("'sdp_offer' must be a non-empty SDP string", param="sdp_offer")
+    raw = body.get("track_mapping") or []
+    if not isinstance(raw, list):
+        raise bad_request("'track_mapping' must be a list", param="track_mapping")
+    mapping = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("mid"), str | int):
+            raise bad_request("each track_mapping entry needs a 'mid'", param="track_mapping")
+        mapping.append(
+            TrackMapping(
+                mid=str(item["mid"]),
+                name=str(item.get("name", "")),
+                kind=str(item.get("kind", "video")),
+                direction=str(item.get("direction", "recvonly")),
+            )
+        )
+    return sdp, mapping
+
+
+def parse_upload(body: dict[str, Any]) -> tuple[str, int, str]:
+    name, size, mime = body.get("name", "upload"), body.get("size"), body.get("mime_type", "")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise bad_request("'size' must be a non-negative integer (bytes)", param="size")
+    if not isinstance(name, str) or not isinstance(mime, str):
+        raise bad_request("'name' and 'mime_type' must be strings", param="name")
+    return name[:255], size, mime[:255]
+
+
+async def read_upload_body(request: Request, declared: int, cap: int) -> bytes:
+    """Read a PUT body, stopping early past the declared size or the cap."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > cap:
+        raise UploadError(413, "file_too_large", f"over the limit of {cap} bytes")
+    data = bytearray()
+    async for part in request.stream():
+        data.extend(part)
+        if len(data) > cap:
+            raise UploadError(413, "file_too_large", f"over the limit of {cap} bytes")
+        if len(data) > declared:
+            break  # already a mismatch; no need to read the rest
+    return bytes(data)

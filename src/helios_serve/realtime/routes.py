@@ -1,0 +1,190 @@
+"""HTTP routes of Reactor's protocol: local and coordinator sessions, WebRTC signalling, uploads.
+
+Thin: parse, call the `SessionManager`, shape the JSON the SDK reads. Errors use the project's
+error envelope through `ApiError`. Status codes are what SDK 2.9.0 checks (202 for sdp_params).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from helios_serve.realtime.capabilities import session_capabilities
+from helios_serve.realtime.handle import Mode, SessionHandle, Status
+from helios_serve.realtime.manager import SessionLimitError, SessionManager, UnknownSessionError
+from helios_serve.realtime.request import (
+    check_versions,
+    parse_sdp_params,
+    parse_upload,
+    read_json,
+    read_upload_body,
+    stream_overrides,
+)
+from helios_serve.realtime.uploads import UploadError
+from helios_serve.web.errors import ApiError, bad_request
+from helios_serve.web.responses import CompactJSONResponse
+
+WEBRTC = "/sessions/{session_id}/transport/webrtc"
+RETRY_AFTER_S = 5
+
+
+def install_cors(app: FastAPI) -> None:
+    """Browsers on any origin may call every route, the presigned upload PUT included."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["*"],
+        max_age=600,
+    )
+
+
+def describe(handle: SessionHandle, manager: SessionManager) -> dict[str, Any]:
+    """The session description; transport and capabilities only once a slot is assigned."""
+    body: dict[str, Any] = {
+        "session_id": handle.id,
+        "state": handle.status.value,
+        "cluster": "local",
+        "model": {"name": "helios"},
+        "server_info": {"server_version": manager.config.server_version},
+    }
+    if handle.status is Status.ACTIVE:
+        body["selected_transport"] = {"protocol": "webrtc", "version": "1.0"}
+        body["capabilities"] = session_capabilities(manager.config.emission_fps)
+    return body
+
+
+def _not_found(session_id: str) -> ApiError:
+    return ApiError(404, f"no session {session_id[:80]!r}", code="not_found", param="session_id")
+
+
+def _live(manager: SessionManager, session_id: str) -> SessionHandle:
+    try:
+        return manager.live(session_id)
+    except UnknownSessionError:
+        raise _not_found(session_id) from None
+
+
+def build_realtime_router(manager: SessionManager) -> APIRouter:
+    """All Reactor routes around `manager`; every route checks the Reactor version headers."""
+    router = APIRouter(dependencies=[Depends(check_versions)], tags=["realtime"])
+    router.include_router(_session_routes(manager))
+    router.include_router(_transport_routes(manager))
+    router.include_router(_upload_routes(manager))
+    return router
+
+
+def _session_routes(manager: SessionManager) -> APIRouter:
+    router = APIRouter()
+
+    async def create(request: Request, mode: Mode) -> SessionHandle:
+        body = await read_json(request)
+        try:
+            return await manager.create(mode, stream_overrides(body.get("extra_args")))
+        except SessionLimitError as exc:
+            raise ApiError(
+                503,
+                f"{exc}; try again later",
+                code="session_limit_reached",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            ) from None
+
+    @router.post("/start_session")
+    async def start_session(request: Request) -> dict[str, Any]:
+        return describe(await create(request, Mode.LOCAL), manager)
+
+    @router.post("/stop_session")
+    async def stop_session(request: Request) -> dict[str, Any]:
+        # No id on the wire in local mode: stop the named one if given, else every local one.
+        body = await read_json(request)
+        wanted = body.get("session_id") or request.query_params.get("session_id")
+        stopped = [h.id for h in manager.local_sessions() if wanted in (None, h.id)]
+        for session_id in stopped:
+            await manager.close(session_id, "stop_session")
+        return {"stopped": stopped}
+
+    @router.post("/sessions")
+    async def create_session(request: Request) -> dict[str, Any]:
+        return describe(await create(request, Mode.COORDINATOR), manager)
+
+    @router.get("/sessions/{session_id}")
+    async def get_session(session_id: str) -> dict[str, Any]:
+        try:
+            return describe(manager.get(session_id), manager)
+        except UnknownSessionError:
+            raise _not_found(session_id) from None
+
+    @router.delete("/sessions/{session_id}")
+    async def delete_session(session_id: str) -> dict[str, Any]:
+        handle = _live(manager, session_id)
+        await manager.close(handle.id, "deleted by the client")
+        return describe(handle, manager)
+
+    return router
+
+
+def _transport_routes(manager: SessionManager) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/tokens")
+    async def tokens() -> dict[str, Any]:
+        # Self-hosted: any bearer is accepted, so the token only has to look like one.
+        return {"jwt": "local", "expires_at": int(time.time()) + 3600}
+
+    @router.get(WEBRTC + "/ice_servers")
+    async def ice_servers(session_id: str) -> dict[str, Any]:
+        _live(manager, session_id)
+        return {"ice_servers": list(manager.config.ice_servers)}
+
+    async def offer(session_id: str, request: Request) -> Response:
+        handle = _live(manager, session_id)
+        if handle.status is not Status.ACTIVE:
+            raise ApiError(409, "the session has no slot yet (PENDING)", code="conflict")
+        sdp, mapping = parse_sdp_params(await read_json(request))
+        await manager.connect(handle, sdp, mapping)
+        return CompactJSONResponse({}, status_code=202)
+
+    router.add_api_route(WEBRTC + "/sdp_params", offer, methods=["POST", "PUT"])
+
+    @router.get(WEBRTC + "/sdp_params")
+    async def answer(session_id: str) -> Response:
+        negotiation = _live(manager, session_id).negotiation
+        if negotiation.error is not None:
+            raise bad_request(f"negotiation failed: {negotiation.error}", param="sdp_offer")
+        if negotiation.answer is None:
+            return CompactJSONResponse({}, status_code=202)
+        return CompactJSONResponse({"sdp_answer": negotiation.answer})
+
+    return router
+
+
+def _upload_routes(manager: SessionManager) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/sessions/{session_id}/uploads")
+    async def reserve_upload(session_id: str, request: Request) -> dict[str, Any]:
+        handle = _live(manager, session_id)
+        name, size, mime = parse_upload(await read_json(request))
+        try:
+            slot = handle.uploads.reserve(name, size, mime)
+        except UploadError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code, param="size") from None
+        url = f"{str(request.base_url).rstrip('/')}/sessions/{handle.id}/uploads/{slot.id}"
+        return {"presigned_id": slot.id, "presigned_url": url, "path": slot.path}
+
+    @router.put("/sessions/{session_id}/uploads/{upload_id}")
+    async def put_upload(session_id: str, upload_id: str, request: Request) -> dict[str, Any]:
+        uploads = _live(manager, session_id).uploads
+        try:
+            slot = uploads.slot(upload_id)
+            uploads.write(upload_id, await read_upload_body(request, slot.size, uploads.max_bytes))
+        except UploadError as exc:
+            raise ApiError(exc.status, exc.message, code=exc.code) from None
+        return {"presigned_id": slot.id, "size": slot.size}
+
+    return router

@@ -1,0 +1,76 @@
+"""Upload slots of one session: reserve (name, size, type) → id, PUT the bytes, resolve id → bytes.
+
+The bytes live in memory with the session (capped per file and per session) and are dropped
+when it ends. Errors carry the HTTP status the upload routes answer with.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+
+class UploadError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class UploadSlot:
+    id: str
+    name: str
+    size: int
+    mime_type: str
+    data: bytes | None = None
+
+    @property
+    def path(self) -> str:
+        return f"uploads/{self.id}"
+
+
+class UploadStore:
+    def __init__(self, max_bytes: int, max_slots: int = 32) -> None:
+        self.max_bytes = max_bytes
+        self._max_slots = max_slots
+        self._slots: dict[str, UploadSlot] = {}
+
+    def reserve(self, name: str, size: int, mime_type: str) -> UploadSlot:
+        if size > self.max_bytes:
+            raise UploadError(
+                413, "file_too_large", f"{size} bytes is over the limit of {self.max_bytes}"
+            )
+        if len(self._slots) >= self._max_slots:
+            raise UploadError(409, "conflict", f"at most {self._max_slots} uploads per session")
+        slot = UploadSlot(secrets.token_urlsafe(12), name, size, mime_type)
+        self._slots[slot.id] = slot
+        return slot
+
+    def slot(self, upload_id: str) -> UploadSlot:
+        slot = self._slots.get(upload_id)
+        if slot is None:
+            raise UploadError(404, "not_found", "no such upload")
+        return slot
+
+    def write(self, upload_id: str, data: bytes) -> None:
+        slot = self.slot(upload_id)
+        if len(data) != slot.size:
+            raise UploadError(
+                400, "size_mismatch", f"got {len(data)} bytes, {slot.size} were declared"
+            )
+        slot.data = data
+
+    def resolve(self, ref: str) -> bytes:
+        """Bytes of an upload named by its id, its `path`, or its URL; `LookupError` if none."""
+        upload_id = ref.rstrip("/").rsplit("/", 1)[-1]
+        slot = self._slots.get(ref) or self._slots.get(upload_id)
+        if slot is None:
+            raise LookupError(f"no upload {ref[:80]!r}")
+        if slot.data is None:
+            raise LookupError(f"upload {slot.id} has no bytes yet (PUT it first)")
+        return slot.data
+
+    def clear(self) -> None:
+        self._slots.clear()

@@ -1,0 +1,108 @@
+// End-to-end: Reactor's unmodified js-sdk 2.9.0, in headless Chromium, against `helios serve`.
+//
+//   HELIOS_URL=http://127.0.0.1:8000 node run_sdk_test.mjs      (after `node build.mjs`)
+//
+// The page (dist/) is served from its own loopback port, so every call is cross-origin and the
+// server's CORS answers are exercised as they would be for a real app. The flow: connect in
+// local mode → upload a reference image with uploadFile() + set_image → set_prompt → start →
+// the <video> plays and ≥ 2 chunk_complete arrive → pause → disconnect. Prints one JSON line;
+// exits non-zero with the reason on failure.
+
+import fs from "node:fs";
+import path from "node:path";
+import {
+  HERE, artifactsDir, budgetMs, finish, heliosUrl, launch, makePng, recordConsole, serveStatic,
+  waitInPage, waitVideoPlays,
+} from "./lib/harness.mjs";
+
+const PROMPT =
+  "A lighthouse on a rocky coast at dusk, waves rolling in under a violet sky. " +
+  "Wide shot from the beach, the camera slowly pushing in.";
+
+const dist = path.join(HERE, "dist");
+if (!fs.existsSync(path.join(dist, "sdk_page.js"))) {
+  console.error("FAIL: dist/sdk_page.js is missing; run `node build.mjs` first");
+  process.exit(1);
+}
+
+const api = heliosUrl();
+const shot = path.join(artifactsDir(), "sdk.png");
+const budget = budgetMs();
+const summary = { test: "sdk", ok: false, helios_url: api, steps: [] };
+const site = await serveStatic(dist);
+const browser = await launch();
+const page = await browser.newPage({ viewport: { width: 1100, height: 520 } });
+const consoleLines = recordConsole(page);
+const step = (name) => { summary.steps.push(name); };
+
+try {
+  await page.goto(`${site.url}/index.html?api=${encodeURIComponent(api)}`);
+  await page.waitForFunction(() => window.__sdk !== undefined, null, { timeout: 10_000 });
+
+  step("connect");
+  summary.session_id = await page.evaluate(() => window.__sdk.connect());
+  // connect() resolves at setRemoteDescription; commands are dropped until status is "ready".
+  await waitInPage(page, 'SDK status "ready"', () => window.__status === "ready", null, 30_000);
+  summary.tracks = await page.evaluate(() => window.__tracks);
+  if (!summary.tracks.some((t) => t.name === "main_video" && t.kind === "video")) {
+    throw new Error(`no main_video track received: ${JSON.stringify(summary.tracks)}`);
+  }
+  await waitInPage(page, "a first `state` event", () => window.__sdk.count("state") > 0, null, 10_000);
+
+  step("set_image");
+  const png = await makePng(page);
+  summary.upload = await page.evaluate(([b64]) => window.__sdk.setImage(b64), [png.toString("base64")]);
+  await waitInPage(page, "image_accepted after set_image",
+    () => window.__sdk.count("image_accepted") > 0 || window.__sdk.count("command_error") > 0, null, 30_000);
+
+  step("set_prompt+start");
+  await page.evaluate((p) => window.__sdk.send("set_prompt", { prompt: p }), PROMPT);
+  await page.evaluate(() => window.__sdk.send("set_seed", { seed: 7 }));
+  await page.evaluate(() => window.__sdk.send("start", {}));
+  await waitInPage(page, "generation_started", () => window.__sdk.count("generation_started") > 0, null, 30_000);
+
+  step("video plays");
+  summary.video = await waitVideoPlays(page, "#video", 1.0, budget);
+  step("chunk_complete x2");
+  await waitInPage(page, "2 chunk_complete events", () => window.__sdk.count("chunk_complete") >= 2, null, budget);
+  await page.screenshot({ path: shot });
+
+  step("pause");
+  await page.evaluate(() => window.__sdk.send("pause", {}));
+  await waitInPage(page, "generation_paused", () => window.__sdk.count("generation_paused") > 0, null, 60_000);
+
+  const errors = await page.evaluate(() => window.__events.filter((e) => e?.type === "command_error"));
+  if (errors.length) throw new Error(`server rejected commands: ${JSON.stringify(errors)}`);
+  const sdkErrors = await page.evaluate(() => window.__errors);
+  if (sdkErrors.length) throw new Error(`SDK reported errors: ${JSON.stringify(sdkErrors)}`);
+
+  step("disconnect");
+  summary.final_status = await page.evaluate(() => window.__sdk.disconnect());
+  summary.event_counts = await page.evaluate(() => {
+    const c = {};
+    for (const e of window.__events) c[e?.type] = (c[e?.type] ?? 0) + 1;
+    return c;
+  });
+  summary.status_history = await page.evaluate(() => window.__statusHistory);
+  summary.screenshot = shot;
+  summary.ok = true;
+} catch (err) {
+  summary.error = String(err.message).slice(0, 1500);
+  summary.event_counts = await page.evaluate(() => {
+    const c = {};
+    for (const e of window.__events ?? []) c[e?.type] = (c[e?.type] ?? 0) + 1;
+    return c;
+  }).catch(() => null);
+  // SDK errors can embed whole zod reports; keep the verdict line readable.
+  summary.sdk_errors = await page.evaluate(
+    () => window.__errors.map((e) => ({ code: e.code, message: String(e.message).slice(0, 600) })),
+  ).catch(() => null);
+  await page.screenshot({ path: shot }).catch(() => {});
+  console.error(`FAIL (sdk) at step "${summary.steps.at(-1)}": ${err.message}`);
+  console.error("--- page console (last 60 lines) ---");
+  console.error(consoleLines.slice(-60).join("\n"));
+} finally {
+  await browser.close();
+  site.close();
+}
+finish(summary);

@@ -1,0 +1,194 @@
+"""Real browsers against a real `helios serve`: Reactor's js-sdk and the playground page.
+
+Both tests drive headless Chromium (Debian's `/usr/bin/chromium`) through the Node harness in
+this folder (`package.json`: `@reactor-team/js-sdk@2.9.0`, esbuild, playwright-core). They skip
+where Chromium, node or npm is missing, so the Python suite runs anywhere; CI installs them.
+Screenshots land in `$ARTIFACTS_DIR` (default `tests/browser/artifacts/`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR") or HERE / "artifacts")
+SERVER_START_TIMEOUT_S = 180
+NODE_TEST_TIMEOUT_S = 540  # the scripts bound each wait themselves; this only stops a hang
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)",
+    ),
+    pytest.mark.skipif(
+        NODE is None or NPM is None, reason="node and npm are needed for the browser tests"
+    ),
+]
+
+
+def _lock_digest() -> str:
+    return hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def node_harness() -> Path:
+    """`npm ci` (skipped while node_modules matches the lockfile), then bundle the SDK page."""
+    assert NPM is not None
+    assert NODE is not None
+    stamp = HERE / "node_modules" / ".helios-lock-sha256"
+    digest = _lock_digest()
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        _run([NPM, "ci", "--no-audit", "--no-fund"], "npm ci", timeout=600)
+        stamp.write_text(digest + "\n")
+    _run([NODE, "build.mjs"], "node build.mjs", timeout=120)
+    return HERE
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> None:
+    done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        pytest.fail(
+            f"{what} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """`helios serve --model tiny` in a subprocess on a free loopback port."""
+
+    data_dir: Path
+    port: int = field(default_factory=_free_port)
+    log: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "helios_serve.cli",
+            "serve",
+            "--model",
+            "tiny",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        ready = threading.Event()
+        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
+        if not ready.wait(SERVER_START_TIMEOUT_S) or self.proc.poll() is not None:
+            self.stop()
+            pytest.fail("helios serve did not become ready:\n" + self.tail())
+
+    def _pump(self, ready: threading.Event) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if "helios-serve ready" in line:
+                ready.set()
+        ready.set()  # the process ended: let start() see it instead of waiting out the timeout
+
+    def tail(self, lines: int = 60) -> str:
+        return "".join(self.log[-lines:])
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def helios(tmp_path: Path) -> Iterator[Server]:
+    """A fresh server per test: local mode has a single session, so a test that fails midway
+    cannot leave it taken for the next one."""
+    server = Server(tmp_path / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _run_node_test(script: str, server: Server, screenshot: str) -> dict[str, object]:
+    """Runs one node script against `server`; returns its JSON verdict, fails with all logs."""
+    assert NODE is not None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / screenshot).unlink(missing_ok=True)  # a stale file must not pass the check
+    env = {
+        **os.environ,
+        "HELIOS_URL": server.url,
+        "ARTIFACTS_DIR": str(ARTIFACTS),
+        "CHROMIUM": CHROMIUM,
+    }
+    done = subprocess.run(
+        [NODE, script],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TEST_TIMEOUT_S,
+    )
+    summary: dict[str, object] = {}
+    lines = done.stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        summary = json.loads(lines[-1])
+    if done.returncode != 0 or summary.get("ok") is not True:
+        pytest.fail(
+            f"{script} failed ({done.returncode}).\n"
+            f"--- node stdout ---\n{done.stdout[-4000:]}\n"
+            f"--- node stderr ---\n{done.stderr[-6000:]}\n"
+            f"--- helios serve log ---\n{server.tail()}"
+        )
+    assert (ARTIFACTS / screenshot).is_file(), f"{script} wrote no {screenshot}"
+    return summary
+
+
+def test_reactor_js_sdk_streams_from_helios_serve(node_harness: Path, helios: Server) -> None:
+    summary = _run_node_test("run_sdk_test.mjs", helios, "sdk.png")
+    video = summary["video"]
+    assert isinstance(video, dict)
+    assert video["width"] > 0
+    assert video["advanced"] >= 1.0
+
+
+def test_playground_page_drives_a_session(node_harness: Path, helios: Server) -> None:
+    summary = _run_node_test("run_playground_test.mjs", helios, "playground.png")
+    counts = summary["event_counts"]
+    assert isinstance(counts, dict)
+    assert counts.get("generation_reset", 0) >= 1
