@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# spandrel (real SR networks) without its torchvision requirement: no CPU torchvision wheel
+	# exists for this torch, and resolving one would pull CUDA torch. Tests stand in for it.
+	$(BIN)/pip install --quiet --no-deps "spandrel==0.4.2" "einops>=0.8"
 	touch $(STAMP)
 
 install: $(STAMP)
