@@ -16,6 +16,7 @@ from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import Upscaler
 from helios_serve.realtime.manager import SessionManager
 from helios_serve.realtime.routes import build_realtime_router, install_cors
+from helios_serve.realtime.ws_video import build_ws_video_router
 
 STATIC_DIR = Path(__file__).parent / "static"
 """The playground page: plain browser JavaScript, no build step."""
@@ -32,13 +33,15 @@ def _mount_playground(app: FastAPI) -> None:
 def install_realtime(
     app: FastAPI, engine: Engine, config: RealtimeConfig, upscaler: Upscaler
 ) -> SessionManager:
-    """Add the Reactor routes and CORS to `app`, and close every session when it shuts down.
+    """Add the Reactor routes, vLLM-Omni's `WS /v1/realtime/video` and CORS to `app`, and
+    close every session when it shuts down.
 
     Call after `create_app` (the error handlers it installs shape realtime errors too) and
     before the app starts serving.
     """
     manager = SessionManager(engine, config, upscaler)
     app.include_router(build_realtime_router(manager))
+    app.include_router(build_ws_video_router(manager))  # vLLM-Omni's WS /v1/realtime/video
     _mount_playground(app)
     install_cors(app)
     # The app may already own a lifespan (create_app's job runner); wrap it, don't replace it.

@@ -45,6 +45,8 @@ class SessionManager:
         self._pending: deque[str] = deque()
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: set[str] = set()
+        """Slots held by sessions that are not Reactor handles (the WS video endpoint)."""
 
     def default_options(self) -> StreamOptions:
         info = self.engine.info
@@ -60,7 +62,22 @@ class SessionManager:
 
     @property
     def active_count(self) -> int:
-        return sum(1 for h in self._sessions.values() if h.status is Status.ACTIVE)
+        active = sum(1 for h in self._sessions.values() if h.status is Status.ACTIVE)
+        return active + len(self._slots)
+
+    def acquire_slot(self) -> str:
+        """Take a session slot for a non-Reactor session; never queues (`SessionLimitError`)."""
+        if self.active_count >= self.config.max_sessions:
+            raise SessionLimitError(f"all {self.config.max_sessions} session slots are in use")
+        token = uuid.uuid4().hex
+        self._slots.add(token)
+        return token
+
+    def release_slot(self, token: str) -> None:
+        """Give back a slot from `acquire_slot` (safe twice); a PENDING session may take it."""
+        if token in self._slots:
+            self._slots.discard(token)
+            self._promote()
 
     async def create(self, mode: Mode, overrides: dict[str, Any]) -> SessionHandle:
         """A new session: ACTIVE if a slot is free, else PENDING (coordinator) or refused."""
