@@ -173,6 +173,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def build_parser() -> argparse.ArgumentParser:
     from helios_serve.bench import register as register_bench
+    from helios_serve.bench.realtime import register_realtime
 
     parser = argparse.ArgumentParser(prog="helios", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_tiny_model(sub)
     register_bench(sub)
+    register_realtime(sub)
     return parser
 
 
@@ -272,6 +274,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         served_model_name=args.served_model_name,
         api_keys=tuple(keys),
         max_queue=args.max_queue,
+        max_sessions=args.max_sessions,
+        emission_fps=args.emission_fps,
+        sr_weights=args.sr_weights,
     )
     return run_server(_load(args), options)
 
