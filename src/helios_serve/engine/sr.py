@@ -7,6 +7,7 @@ Compact, ...) from a weights file through `spandrel` (an optional extra: it need
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +48,23 @@ def _to_uint8(x: torch.Tensor) -> npt.NDArray[np.uint8]:
     return out
 
 
+def _batched(
+    frames: npt.NDArray[np.uint8],
+    scale: int,
+    device: torch.device,
+    upscale_batch: Callable[[torch.Tensor], torch.Tensor],
+) -> npt.NDArray[np.uint8]:
+    """Validate, then upscale a few frames at a time (uint8 in, 0..255 floats through)."""
+    _check(frames, scale)
+    if scale == 1:
+        return frames
+    out = [
+        _to_uint8(upscale_batch(_to_tensor(frames[i : i + _FRAMES_PER_BATCH], device)))
+        for i in range(0, len(frames), _FRAMES_PER_BATCH)
+    ]
+    return np.concatenate(out)
+
+
 class TorchResampler:
     """Bicubic upscaling on `device`, a few frames at a time."""
 
@@ -55,15 +73,12 @@ class TorchResampler:
 
     @torch.no_grad()
     def __call__(self, frames: npt.NDArray[np.uint8], scale: int) -> npt.NDArray[np.uint8]:
-        _check(frames, scale)
-        if scale == 1:
-            return frames
-        out = []
-        for start in range(0, len(frames), _FRAMES_PER_BATCH):
-            x = _to_tensor(frames[start : start + _FRAMES_PER_BATCH], self.device)
-            y = functional.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
-            out.append(_to_uint8(y))
-        return np.concatenate(out)
+        def resample(x: torch.Tensor) -> torch.Tensor:
+            return functional.interpolate(
+                x, scale_factor=scale, mode="bicubic", align_corners=False
+            )
+
+        return _batched(frames, scale, self.device, resample)
 
 
 class SpandrelUpscaler:
@@ -74,25 +89,22 @@ class SpandrelUpscaler:
         self.device = torch.device(device)
         self._model = _load_spandrel(weights, self.device)
         self.native_scale = int(self._model.scale)
-        self._resample = TorchResampler(self.device)
 
     @torch.no_grad()
     def __call__(self, frames: npt.NDArray[np.uint8], scale: int) -> npt.NDArray[np.uint8]:
-        _check(frames, scale)
-        if scale == 1:
-            return frames
-        out = []
-        for start in range(0, len(frames), _FRAMES_PER_BATCH):
-            x = _to_tensor(frames[start : start + _FRAMES_PER_BATCH], self.device) / 255.0
+        target = (frames.shape[1] * scale, frames.shape[2] * scale) if frames.ndim == 4 else None
+
+        def network(x: torch.Tensor) -> torch.Tensor:
+            x = x / 255.0
             reached = 1
             while reached < scale:
                 x = self._model(x).clamp(0, 1)
                 reached *= self.native_scale
-            target = (frames.shape[1] * scale, frames.shape[2] * scale)
-            if tuple(x.shape[-2:]) != target:
+            if target is not None and tuple(x.shape[-2:]) != target:
                 x = functional.interpolate(x, size=target, mode="bicubic", align_corners=False)
-            out.append(_to_uint8(x * 255.0))
-        return np.concatenate(out)
+            return x * 255.0
+
+        return _batched(frames, scale, self.device, network)
 
 
 def _load_spandrel(weights: Path, device: torch.device) -> Any:
