@@ -163,6 +163,16 @@ class ReactorClient:
             out.append(await self.frame())
         return out
 
+    async def frames_until(self, done: Any, within: float = 30) -> list[npt.NDArray[np.uint8]]:
+        """Receive frames until `done(frames)` holds; count-based, so a loaded machine that
+        delivers frames late still passes, and a stream that never gets there fails."""
+        out: list[npt.NDArray[np.uint8]] = []
+        end = time.monotonic() + within
+        while not done(out):
+            assert time.monotonic() < end, f"condition not reached after {len(out)} frames"
+            out.append(await self.frame())
+        return out
+
     async def close(self, stop: bool = True) -> None:
         for task in self._tasks:
             task.cancel()
