@@ -8,7 +8,7 @@ from helios_serve.api.videos.extra import HeliosExtraParams
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
 from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, resolve_spec_fields
-from helios_serve.api.videos.sizes import check_size, nearest_valid, size_multiple
+from helios_serve.api.videos.sizes import check_size, nearest_valid
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Mode, Variant
 from helios_serve.web.errors import ApiError
@@ -121,8 +121,8 @@ def test_mode_follows_the_reference(kind: str, mode: Mode) -> None:
 
 
 def test_size_multiples() -> None:
-    assert size_multiple(BASE) == 16
-    assert size_multiple(MID) == 64
+    assert BASE.size_multiple == 16
+    assert MID.size_multiple == 64
     assert nearest_valid(650, 64, 1920) == [640, 704]
     assert nearest_valid(10, 16, 1920) == [16]
     assert nearest_valid(5000, 64, 1920) == [1920]

@@ -50,6 +50,12 @@ class ModelInfo:
     def answers_to(self, name: str) -> bool:
         return name == self.name or name in self.aliases
 
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this: the VAE's 8x, the 2x2 patches, and one
+        halving per extra pyramid stage (16 for Base, 64 for the 3-stage pyramid)."""
+        return int(8 * 2 ** max(1, self.pyramid_stages))
+
 
 def chunks_for(num_frames: int) -> int:
     """Whole 33-frame chunks needed for `num_frames` (at least one)."""

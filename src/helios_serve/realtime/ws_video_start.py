@@ -1,7 +1,7 @@
 """`session.start` and `session.interaction` of `WS /v1/realtime/video`, checked strictly.
 
 Validation here is the socket's own (the realtime layer does not import the HTTP API): sizes
-follow the same rule as `/v1/videos` (multiples of `8 * 2**max(1, pyramid_stages)`),
+follow the same rule as `/v1/videos` (multiples of `ModelInfo.size_multiple`),
 `extra_params` takes only the Helios keys listed in `ExtraParams`, and `model`, when given,
 must name the served model. Sampling settings are the served variant's preset with overrides.
 """
@@ -77,8 +77,7 @@ class Plan:
 
 
 def _size(value: int | None, default: int, name: str, info: ModelInfo) -> int:
-    # Same rule as the HTTP API: the VAE (8x), 2x2 patches and each pyramid halving.
-    multiple = 8 * 2 ** max(1, info.pyramid_stages)
+    multiple = info.size_multiple
     side = default if value is None else value
     if side % multiple or side < multiple:
         raise WsError("invalid_size", f"{name} {side} must be a multiple of {multiple} here")

@@ -15,11 +15,6 @@ from helios_serve.web.errors import bad_request
 _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
 
 
-def size_multiple(model: ModelInfo) -> int:
-    """Width and height must be multiples of this for the served model."""
-    return int(8 * 2 ** max(1, model.pyramid_stages))
-
-
 def nearest_valid(value: int, multiple: int, max_side: int) -> list[int]:
     """The valid sides closest to `value`, below and above (within 1..max_side)."""
     below = value // multiple * multiple
@@ -29,7 +24,7 @@ def nearest_valid(value: int, multiple: int, max_side: int) -> list[int]:
 
 
 def _check_side(value: int, name: str, param: str, model: ModelInfo, max_side: int) -> None:
-    multiple = size_multiple(model)
+    multiple = model.size_multiple
     if value % multiple == 0 and multiple <= value <= max_side:
         return
     near = " or ".join(str(v) for v in nearest_valid(value, multiple, max_side))
