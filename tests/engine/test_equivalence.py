@@ -115,61 +115,46 @@ def test_distilled_with_amplify_equals_pipeline(
     assert_equal_and_alive(expected, actual)
 
 
-def test_i2v_equals_pipeline(tiny_model: Callable[[str], LoadedModel]) -> None:
+def random_video(frames: int = 70, size: int = 64) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        for _ in range(frames)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "make_input"),
+    [
+        ("image", lambda: gradient_image(96, 80)),  # resized by the pipeline's preprocessing
+        ("video", random_video),  # 70 frames: two whole 33-frame windows from the end
+    ],
+    ids=["i2v", "v2v"],
+)
+def test_conditioned_stream_equals_pipeline(
+    tiny_model: Callable[[str], LoadedModel], field: str, make_input: Callable[[], object]
+) -> None:
     model = tiny_model("tiny")
-    image = gradient_image(96, 80)  # resized by the pipeline's own preprocessing
+    condition = {field: make_input()}
     expected = pipeline_frames(
         model,
         2,
         seed=5,
         prompt="an astronaut",
-        image=image,
         height=64,
         width=64,
         pyramid_num_inference_steps_list=[1, 1, 1],
         guidance_scale=1.0,
         is_amplify_first_chunk=True,
+        **condition,
     )
     settings = PRESETS[Variant.DISTILLED].with_overrides(
         pyramid_steps=(1, 1, 1), max_sequence_length=SEQ
     )
-    actual = stream_frames(
-        model,
-        2,
-        StreamRequest(
-            prompt="an astronaut", height=64, width=64, seed=5, settings=settings, image=image
-        ),
+    request = StreamRequest(
+        prompt="an astronaut", height=64, width=64, seed=5, settings=settings, **condition
     )
-    assert_equal_and_alive(expected, actual)
-
-
-def test_v2v_equals_pipeline(tiny_model: Callable[[str], LoadedModel]) -> None:
-    model = tiny_model("tiny")
-    rng = np.random.default_rng(0)
-    video = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(70)]
-    expected = pipeline_frames(
-        model,
-        2,
-        seed=9,
-        prompt="a city at night",
-        video=video,
-        height=64,
-        width=64,
-        pyramid_num_inference_steps_list=[1, 1, 1],
-        guidance_scale=1.0,
-        is_amplify_first_chunk=True,
-    )
-    settings = PRESETS[Variant.DISTILLED].with_overrides(
-        pyramid_steps=(1, 1, 1), max_sequence_length=SEQ
-    )
-    actual = stream_frames(
-        model,
-        2,
-        StreamRequest(
-            prompt="a city at night", height=64, width=64, seed=9, settings=settings, video=video
-        ),
-    )
-    assert_equal_and_alive(expected, actual)
+    assert_equal_and_alive(expected, stream_frames(model, 2, request))
 
 
 def test_different_seed_gives_different_frames(tiny_model: Callable[[str], LoadedModel]) -> None:
