@@ -1,12 +1,18 @@
 // End-to-end: Reactor's unmodified js-sdk 2.9.0, in headless Chromium, against `helios serve`.
 //
 //   HELIOS_URL=http://127.0.0.1:8000 node run_sdk_test.mjs      (after `node build.mjs`)
+//   SDK_MODE=coordinator HELIOS_URL=... node run_sdk_test.mjs
 //
 // The page (dist/) is served from its own loopback port, so every call is cross-origin and the
-// server's CORS answers are exercised as they would be for a real app. The flow: connect in
-// local mode → upload a reference image with uploadFile() + set_image → set_prompt → start →
-// the <video> plays and ≥ 2 chunk_complete arrive → pause → disconnect. Prints one JSON line;
-// exits non-zero with the reason on failure.
+// server's CORS answers are exercised as they would be for a real app.
+// SDK_MODE=local (default): connect in local mode (POST /start_session) → upload a reference
+// image with uploadFile() + set_image → set_prompt → start → the <video> plays and ≥ 2
+// chunk_complete arrive → pause → disconnect (POST /stop_session).
+// SDK_MODE=coordinator: `new Reactor({modelName, apiUrl})` without `local`, connect(jwt) →
+// POST /sessions → GET /sessions/{id} until ACTIVE → WebRTC → set_prompt → start → plays, ≥ 2
+// chunk_complete → pause → disconnect (DELETE /sessions/{id}); the HTTP calls the page made
+// (and their Authorization) are checked against that sequence.
+// Prints one JSON line; exits non-zero with the reason on failure.
 
 import fs from "node:fs";
 import path from "node:path";
@@ -25,18 +31,33 @@ if (!fs.existsSync(path.join(dist, "sdk_page.js"))) {
   process.exit(1);
 }
 
+const MODE = process.env.SDK_MODE || "local";
+if (MODE !== "local" && MODE !== "coordinator") {
+  console.error(`FAIL: SDK_MODE must be "local" or "coordinator", not ${JSON.stringify(MODE)}`);
+  process.exit(1);
+}
+const JWT = "helios-browser-test-jwt"; // self-hosted helios accepts any bearer
 const api = heliosUrl();
-const shot = path.join(artifactsDir(), "sdk.png");
+const shot = path.join(artifactsDir(), MODE === "local" ? "sdk.png" : `sdk-${MODE}.png`);
 const budget = budgetMs();
-const summary = { test: "sdk", ok: false, helios_url: api, steps: [] };
+const summary = { test: `sdk-${MODE}`, ok: false, mode: MODE, helios_url: api, steps: [] };
 const site = await serveStatic(dist);
 const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1100, height: 520 } });
 const consoleLines = recordConsole(page);
+// Every call the page makes to helios (preflights are not reported), with its status.
+const calls = [];
+page.on("response", (r) => {
+  const req = r.request();
+  if (!req.url().startsWith(api)) return;
+  const auth = req.headers().authorization ?? null;
+  calls.push({ call: `${req.method()} ${req.url().slice(api.length)}`, status: r.status(), auth });
+});
 const step = (name) => { summary.steps.push(name); };
 
 try {
-  await page.goto(`${site.url}/index.html?api=${encodeURIComponent(api)}`);
+  const query = new URLSearchParams({ api, mode: MODE, jwt: JWT });
+  await page.goto(`${site.url}/index.html?${query}`);
   await page.waitForFunction(() => window.__sdk !== undefined, null, { timeout: 10_000 });
 
   step("connect");
@@ -49,11 +70,13 @@ try {
   }
   await waitInPage(page, "a first `state` event", () => window.__sdk.count("state") > 0, null, 10_000);
 
-  step("set_image");
-  const png = await makePng(page);
-  summary.upload = await page.evaluate(([b64]) => window.__sdk.setImage(b64), [png.toString("base64")]);
-  await waitInPage(page, "image_accepted after set_image",
-    () => window.__sdk.count("image_accepted") > 0 || window.__sdk.count("command_error") > 0, null, 30_000);
+  if (MODE === "local") {
+    step("set_image");
+    const png = await makePng(page);
+    summary.upload = await page.evaluate(([b64]) => window.__sdk.setImage(b64), [png.toString("base64")]);
+    await waitInPage(page, "image_accepted after set_image",
+      () => window.__sdk.count("image_accepted") > 0 || window.__sdk.count("command_error") > 0, null, 30_000);
+  }
 
   step("set_prompt+start");
   await page.evaluate((p) => window.__sdk.send("set_prompt", { prompt: p }), PROMPT);
@@ -78,6 +101,9 @@ try {
 
   step("disconnect");
   summary.final_status = await page.evaluate(() => window.__sdk.disconnect());
+  if (summary.final_status !== "disconnected") throw new Error(`status after disconnect: ${summary.final_status}`);
+  summary.calls = calls.map((c) => `${c.call} ${c.status}`);
+  if (MODE === "coordinator") checkCoordinatorCalls(calls, summary.session_id);
   summary.event_counts = await page.evaluate(() => {
     const c = {};
     for (const e of window.__events) c[e?.type] = (c[e?.type] ?? 0) + 1;
@@ -93,12 +119,13 @@ try {
     for (const e of window.__events ?? []) c[e?.type] = (c[e?.type] ?? 0) + 1;
     return c;
   }).catch(() => null);
+  summary.calls = calls.map((c) => `${c.call} ${c.status}`);
   // SDK errors can embed whole zod reports; keep the verdict line readable.
   summary.sdk_errors = await page.evaluate(
     () => window.__errors.map((e) => ({ code: e.code, message: String(e.message).slice(0, 600) })),
   ).catch(() => null);
   await page.screenshot({ path: shot }).catch(() => {});
-  console.error(`FAIL (sdk) at step "${summary.steps.at(-1)}": ${err.message}`);
+  console.error(`FAIL (sdk, ${MODE} mode) at step "${summary.steps.at(-1)}": ${err.message}`);
   console.error("--- page console (last 60 lines) ---");
   console.error(consoleLines.slice(-60).join("\n"));
 } finally {
@@ -106,3 +133,24 @@ try {
   site.close();
 }
 finish(summary);
+
+/** Coordinator mode: the SDK's own HTTP sequence, each call with `Bearer <jwt>`. */
+function checkCoordinatorCalls(seen, sessionId) {
+  const at = (i) => seen[i]?.call;
+  const where = (pred) => seen.findIndex(pred);
+  const create = where((c) => c.call === "POST /sessions");
+  const poll = where((c) => c.call === `GET /sessions/${sessionId}`);
+  const offer = where((c) => c.call === `POST /sessions/${sessionId}/transport/webrtc/sdp_params`);
+  const del = where((c) => c.call === `DELETE /sessions/${sessionId}`);
+  const order = [create, poll, offer, del];
+  if (order.some((i) => i < 0) || order.some((i, k) => k > 0 && i <= order[k - 1])) {
+    throw new Error(`coordinator calls out of order or missing: ${JSON.stringify(seen.map((c) => c.call))}`);
+  }
+  if (seen[create].status !== 201 && seen[create].status !== 200) throw new Error(`POST /sessions → ${seen[create].status}`);
+  if (seen[del].status !== 200) throw new Error(`${at(del)} → ${seen[del].status}`);
+  if (seen.some((c) => c.call.startsWith("POST /start_session") || c.call.startsWith("POST /stop_session"))) {
+    throw new Error("coordinator mode used the local-mode routes");
+  }
+  const badAuth = seen.filter((c) => c.auth !== `Bearer ${JWT}`);
+  if (badAuth.length) throw new Error(`calls without Bearer <jwt>: ${JSON.stringify(badAuth)}`);
+}

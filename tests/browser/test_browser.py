@@ -1,7 +1,8 @@
 """Real browsers against a real `helios serve`: Reactor's js-sdk and the playground page.
 
-Both tests drive headless Chromium (Debian's `/usr/bin/chromium`) through the Node harness in
-this folder (`package.json`: `@reactor-team/js-sdk@2.9.0`, esbuild, playwright-core). They skip
+The tests (the SDK in local and in coordinator mode, the playground) drive headless Chromium
+(Debian's `/usr/bin/chromium`) through the Node harness in this folder (`package.json`:
+`@reactor-team/js-sdk@2.9.0`, esbuild, playwright-core). They skip
 where Chromium, node or npm is missing, so the Python suite runs anywhere; CI installs them.
 Screenshots land in `$ARTIFACTS_DIR` (default `tests/browser/artifacts/`).
 """
@@ -145,7 +146,9 @@ def helios(tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def _run_node_test(script: str, server: Server, screenshot: str) -> dict[str, object]:
+def _run_node_test(
+    script: str, server: Server, screenshot: str, extra_env: dict[str, str] | None = None
+) -> dict[str, object]:
     """Runs one node script against `server`; returns its JSON verdict, fails with all logs."""
     assert NODE is not None
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,7 @@ def _run_node_test(script: str, server: Server, screenshot: str) -> dict[str, ob
         "HELIOS_URL": server.url,
         "ARTIFACTS_DIR": str(ARTIFACTS),
         "CHROMIUM": CHROMIUM,
+        **(extra_env or {}),
     }
     done = subprocess.run(
         [NODE, script],
@@ -179,12 +183,31 @@ def _run_node_test(script: str, server: Server, screenshot: str) -> dict[str, ob
     return summary
 
 
-def test_reactor_js_sdk_streams_from_helios_serve(node_harness: Path, helios: Server) -> None:
-    summary = _run_node_test("run_sdk_test.mjs", helios, "sdk.png")
+@pytest.mark.parametrize(
+    ("mode", "screenshot"), [("local", "sdk.png"), ("coordinator", "sdk-coordinator.png")]
+)
+def test_reactor_js_sdk_streams_from_helios_serve(
+    node_harness: Path, helios: Server, mode: str, screenshot: str
+) -> None:
+    """local: `local: true` (POST /start_session, POST /stop_session). coordinator: no `local`,
+    `connect(jwt)` (POST /sessions, GET /sessions/{id} until ACTIVE, DELETE /sessions/{id})."""
+    summary = _run_node_test("run_sdk_test.mjs", helios, screenshot, {"SDK_MODE": mode})
+    assert summary["mode"] == mode
     video = summary["video"]
     assert isinstance(video, dict)
     assert video["width"] > 0
     assert video["advanced"] >= 1.0
+    counts = summary["event_counts"]
+    assert isinstance(counts, dict)
+    assert counts.get("chunk_complete", 0) >= 2
+    calls = summary["calls"]
+    assert isinstance(calls, list)
+    session = summary["session_id"]
+    if mode == "coordinator":
+        assert f"DELETE /sessions/{session} 200" in calls
+        assert not any("start_session" in c or "stop_session" in c for c in calls)
+    else:
+        assert calls[0].startswith("POST /start_session")
 
 
 def test_playground_page_drives_a_session(node_harness: Path, helios: Server) -> None:

@@ -1,13 +1,21 @@
-// Test page for Reactor's UNMODIFIED browser SDK (@reactor-team/js-sdk 2.9.0) in local mode.
+// Test page for Reactor's UNMODIFIED browser SDK (@reactor-team/js-sdk 2.9.0).
 // build.mjs bundles this file; run_sdk_test.mjs opens sdk_page/index.html with
-// ?api=<helios url>, drives `window.__sdk` and reads what the SDK reported from `window.__*`.
+// ?api=<helios url>[&mode=coordinator&jwt=<token>], drives `window.__sdk` and reads what the SDK
+// reported from `window.__*`. mode=local (default): `local: true`, POST /start_session.
+// mode=coordinator: no `local`, connect(jwt) → POST /sessions, GET /sessions/{id} polling,
+// Bearer <jwt> on every call, DELETE /sessions/{id} on disconnect.
 
 import { Reactor } from "@reactor-team/js-sdk";
 
-const apiUrl = new URLSearchParams(location.search).get("api") ?? undefined;
+const params = new URLSearchParams(location.search);
+const apiUrl = params.get("api") ?? undefined;
+const mode = params.get("mode") ?? "local";
+if (mode !== "local" && mode !== "coordinator") throw new Error(`unknown mode ${mode}`);
+const jwt = params.get("jwt") ?? "helios-browser-test-jwt";
 const video = document.getElementById("video");
 const statusEl = document.getElementById("status");
 const eventsEl = document.getElementById("events");
+document.querySelector("h1").textContent = `@reactor-team/js-sdk (unmodified) in ${mode} mode`;
 
 // Everything the SDK tells us, for the test to read.
 window.__status = "disconnected";
@@ -18,12 +26,15 @@ window.__errors = []; // SDK "error" events
 window.__tracks = []; // {name, kind} per trackReceived
 window.__capabilities = null;
 
-const reactor = new Reactor({ modelName: "helios", local: true, apiUrl });
+const reactor =
+  mode === "local"
+    ? new Reactor({ modelName: "helios", local: true, apiUrl })
+    : new Reactor({ modelName: "helios", apiUrl });
 
 function show() {
   const counts = {};
   for (const e of window.__events) counts[e?.type] = (counts[e?.type] ?? 0) + 1;
-  statusEl.textContent = `SDK status: ${window.__status} · session ${reactor.getSessionId() ?? "–"}`;
+  statusEl.textContent = `SDK (${mode}) status: ${window.__status} · session ${reactor.getSessionId() ?? "–"}`;
   eventsEl.textContent = Object.entries(counts).map(([k, v]) => `${k} × ${v}`).join("\n");
 }
 
@@ -54,7 +65,8 @@ reactor.on("error", (e) => {
 // What the test drives. Each returns a plain value so page.evaluate can carry it back.
 window.__sdk = {
   async connect() {
-    await reactor.connect();
+    // Local mode needs no token; coordinator mode throws without one.
+    await (mode === "local" ? reactor.connect() : reactor.connect(jwt));
     return reactor.getSessionId();
   },
   async send(command, data = {}) {
