@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helios_serve.bench.realtime_client import free_port
+
 SEED_CLIENTS = Path(
     os.environ.get("HELIOS_SEED_CLIENTS")
     or Path(__file__).resolve().parents[3] / "shared" / "seeds" / "clients"
@@ -25,12 +26,6 @@ SEED_CLIENTS = Path(
 needs_seed_clients = pytest.mark.skipif(
     not SEED_CLIENTS.is_dir(), reason=f"seed clients not found at {SEED_CLIENTS}"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,14 +22,10 @@ import uvicorn
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from fastapi import FastAPI
 
+from helios_serve.bench.realtime_client import free_port
+
 HEADERS = {"Reactor-API-Version": "1", "Reactor-API-Accept-Version": "1"}
 TRANSPORT_HEADERS = {**HEADERS, "Reactor-WebRTC-Version": "1.0", "Authorization": "Bearer local"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
