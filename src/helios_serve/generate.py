@@ -127,7 +127,9 @@ def generate_video(
     with open_writer(opts.out, width, height, opts.fps, keep) as writer:
         for index in range(chunks):
             bar.set_postfix_str(f"chunk {index + 1}/{chunks}")
-            chunk = streamer.next_chunk(on_progress=lambda _p: bar.update(1))
+            chunk = streamer.next_chunk(
+                on_progress=lambda _p: bar.update(1), prefetch=index + 1 < chunks
+            )
             frames = chunk.frames[: keep - written]
             writer.write(frames)
             written += len(frames)

@@ -12,7 +12,7 @@ from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import StepProgress, Variant
 from helios_serve.engine.conditioning import PromptBlend
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
+from helios_serve.engine.streamer import ChunkStreamer, StreamRequest, quantize_uint8, to_uint8
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 
 FAST = PRESETS[Variant.DISTILLED].with_overrides(pyramid_steps=(1, 1, 1), max_sequence_length=16)
@@ -131,3 +131,52 @@ def test_short_video_is_refused_for_v2v(tiny_model: Callable[[str], LoadedModel]
             tiny_model("tiny"),
             StreamRequest(prompt="x", height=64, width=64, settings=FAST, video=video),
         )
+
+
+def test_frames_are_the_float_frames_rounded(tiny_model: Callable[[str], LoadedModel]) -> None:
+    """uint8 frames come from the device-side quantisation, bit for bit the host rounding."""
+    model = tiny_model("tiny")
+    a, b = make(model, seed=5), make(model, seed=5)
+    for _ in range(2):
+        frames = a.next_chunk().frames
+        assert frames.dtype == np.uint8
+        assert frames.flags.c_contiguous
+        np.testing.assert_array_equal(frames, to_uint8(b.next_chunk_float()[0]))
+
+
+def test_quantize_uint8_matches_to_uint8_on_edges() -> None:
+    values = np.array([0.0, 0.5 / 255, 1.5 / 255, 0.5, 254.5 / 255, 1.0, -0.1, 1.1], np.float32)
+    values = np.concatenate([values, np.random.default_rng(0).random(10_000, np.float32)])
+    np.testing.assert_array_equal(
+        quantize_uint8(torch.from_numpy(values)).numpy(), to_uint8(values)
+    )
+
+
+def test_prefetch_gives_the_same_chunks(tiny_model: Callable[[str], LoadedModel]) -> None:
+    model = tiny_model("tiny")
+    plain, ahead = make(model, seed=2), make(model, seed=2)
+    seen: list[StepProgress] = []
+    for i in range(3):
+        expected = plain.next_chunk()
+        got = ahead.next_chunk(on_progress=seen.append, prefetch=i < 2)
+        assert got.index == expected.index == i
+        np.testing.assert_array_equal(got.frames, expected.frames)
+        assert ahead.chunks_ahead == (1 if i < 2 else 0)
+    assert ahead.chunk_index == plain.chunk_index == 3
+    assert [p.chunk_index for p in seen] == [0] * 6 + [1] * 3 + [2] * 3
+
+
+def test_changes_after_a_prefetch_apply_after_the_prefetched_chunk(
+    tiny_model: Callable[[str], LoadedModel],
+) -> None:
+    model = tiny_model("tiny")
+    plain, ahead = make(model), make(model)
+    plain.next_chunk()
+    ahead.next_chunk(prefetch=True)
+    with pytest.raises(RuntimeError, match="prefetch"):
+        ahead.next_chunk_float()
+    ahead.set_prompt("waves crash on a rocky shore")
+    second = ahead.next_chunk()
+    assert second.prompt == "a cat"
+    np.testing.assert_array_equal(second.frames, plain.next_chunk().frames)
+    assert ahead.next_chunk().prompt == "waves crash on a rocky shore"

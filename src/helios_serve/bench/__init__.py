@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--skip-diffusers", action="store_true", help="measure the stream only")
     a("--compile", action="store_true", help="torch.compile the transformer blocks")
     a(
+        "--overlap-decode",
+        action="store_true",
+        help="stream: decode chunk k on a second CUDA stream while chunk k+1 denoises "
+        "(next_chunk(prefetch=True)); no per-call transformer timings then",
+    )
+    a(
         "--attention-backend",
         default="native",
         help="diffusers attention backend (native, _native_flash, _native_cudnn, ...)",
@@ -144,6 +150,7 @@ def _settings(args: argparse.Namespace, width: int, height: int) -> dict[str, An
         "warmup": args.warmup,
         "seed": args.seed,
         "compile": args.compile,
+        "overlap_decode": args.overlap_decode,
         "attention_backend": args.attention_backend,
         "vae_dtype": args.vae_dtype,
         "skip_diffusers": args.skip_diffusers,

@@ -135,6 +135,7 @@ class Plan:
             warmup=self.args.warmup,
             skip_diffusers=self.args.skip_diffusers,
             prompt_encoder=encoder,
+            prefetch=self.args.overlap_decode,
         )
 
 

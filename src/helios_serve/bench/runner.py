@@ -22,7 +22,7 @@ from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
 
-from .measure import CallLog, PeakMemory, TimingShims, synchronize
+from .measure import CallLog, NoShims, PeakMemory, TimingShims, synchronize
 
 PROMPT = "a red fox runs through fresh snow under a pale winter sky"
 
@@ -46,6 +46,9 @@ class BenchConfig:
     skip_diffusers: bool = False
     prompt_encoder: PromptEncoderLike | None = None
     """Random embeddings for text-encoder-less models; diffusers then gets `prompt_embeds`."""
+    prefetch: bool = False
+    """Stream: denoise chunk k+1 while chunk k decodes (``next_chunk(prefetch=True)``). The
+    synchronising per-call timers would serialise the two, so this run has no ``dit_s``."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,14 @@ def measure_stream(cfg: BenchConfig) -> SideResult:
     per_chunk: list[ChunkTiming] = []
     memory: dict[int, float] = {}
     first = 0.0
-    with PeakMemory(model.device) as mem, TimingShims(model.pipe, model.device) as shims:
+    shims = NoShims() if cfg.prefetch else TimingShims(model.pipe, model.device)
+    with PeakMemory(model.device) as mem, shims:
         synchronize(model.device)
         start = time.perf_counter()
         streamer = ChunkStreamer(model, _request(cfg), prompt_encoder=cfg.prompt_encoder)
         for index in range(max(counts)):
             chunk_start = time.perf_counter()
-            result = streamer.next_chunk()
+            result = streamer.next_chunk(prefetch=cfg.prefetch and index + 1 < max(counts))
             chunk_end = time.perf_counter()
             if index == 0:
                 first = chunk_end - start

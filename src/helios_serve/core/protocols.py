@@ -32,7 +32,12 @@ class Stream(Protocol):
         self,
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
-    ) -> ChunkResult: ...
+        *,
+        prefetch: bool = False,
+    ) -> ChunkResult:
+        """The next chunk. `prefetch` is a hint that the caller will ask for the one after it
+        with unchanged conditioning: an engine may start that chunk while this one decodes."""
+        ...
 
     async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None: ...
 

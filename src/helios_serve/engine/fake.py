@@ -75,7 +75,11 @@ class FakeStream:
         return self._config.steps_per_chunk
 
     async def next_chunk(
-        self, on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None
+        self,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        *,
+        prefetch: bool = False,  # a hint; the fake engine has nothing to overlap
     ) -> ChunkResult:
         async with self._lock:  # one chunk at a time, like the single worker
             start = time.perf_counter()

@@ -56,10 +56,15 @@ class LocalStream:
         return self._streamer.steps_in_chunk(index)
 
     async def next_chunk(
-        self, on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None
+        self,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        *,
+        prefetch: bool = False,
     ) -> ChunkResult:
         return await self._worker.run(
-            lambda: self._streamer.next_chunk(on_progress, should_cancel), self._priority
+            lambda: self._streamer.next_chunk(on_progress, should_cancel, prefetch=prefetch),
+            self._priority,
         )
 
     async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:

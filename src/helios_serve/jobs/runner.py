@@ -138,7 +138,9 @@ class JobRunner:
         written = 0
         try:
             for index in range(chunks):
-                chunk = await stream.next_chunk(tracker.on_step, running.cancelled.is_set)
+                chunk = await stream.next_chunk(
+                    tracker.on_step, running.cancelled.is_set, prefetch=index + 1 < chunks
+                )
                 frames = chunk.frames[: keep - written]
                 await asyncio.to_thread(writer.write, frames)
                 if index == 0:
@@ -232,8 +234,10 @@ class _ProgressTracker:
         self._last = -1
 
     def on_step(self, progress: StepProgress) -> None:
-        within = self._denoise_share * progress.step / self._steps[self._chunks_done]
-        self._publish(self._chunks_done + within)
+        # with prefetch the steps may be those of the chunk after the one being decoded
+        index = min(max(progress.chunk_index, self._chunks_done), self._chunks - 1)
+        within = self._denoise_share * progress.step / self._steps[index]
+        self._publish(index + within)
 
     def chunk_done(self, frames_written: int, timings: ChunkTimings) -> None:
         self._chunks_done += 1
