@@ -35,11 +35,12 @@ def test_crash_mid_job_requeues_then_fails_after_max_attempts(
     report = second.recover_after_restart(max_attempts=2)
     assert (report.requeued_ids, report.failed_ids) == ((job.id,), ())
     back = second.get(job.id)
+    # progress and frames stay: the next attempt continues after the chunks already saved
     assert (back.status, back.attempts, back.progress, back.frames_done) == (
         JobStatus.QUEUED,
         1,
-        0,
-        0,
+        30,
+        33,
     )
     assert back.heartbeat_at is None
     assert second.get(other.id).status is JobStatus.QUEUED

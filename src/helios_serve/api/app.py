@@ -67,7 +67,9 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
     install_error_handlers(app, {JobNotFoundError: 404})
     install_auth(app, config.api_keys)
     parts.registry.register(StoreCollector(parts.store))
-    service = VideosService(parts.store, parts.files, parts.runner, model, config.max_queue)
+    service = VideosService(
+        parts.store, parts.files, parts.runner, model, config.max_queue, config.limits
+    )
     app.include_router(build_router(service, model, config.limits))
     app.include_router(
         build_system_router(model, int(time.time()), parts.registry, parts.engine.is_healthy)

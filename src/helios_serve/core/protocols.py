@@ -34,9 +34,12 @@ class Stream(Protocol):
         should_cancel: CancelCheck | None = None,
         *,
         prefetch: bool = False,
+        checkpoint: bool = False,
     ) -> ChunkResult:
         """The next chunk. `prefetch` is a hint that the caller will ask for the one after it
-        with unchanged conditioning: an engine may start that chunk while this one decodes."""
+        with unchanged conditioning: an engine may start that chunk while this one decodes.
+        `checkpoint` asks for the stream's state after this chunk in `ChunkResult.checkpoint`
+        (opaque bytes for `Engine.open_stream(resume=...)`)."""
         ...
 
     async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None: ...
@@ -56,7 +59,12 @@ class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    async def open_stream(self, request: StreamRequest, priority: Priority) -> Stream: ...
+    async def open_stream(
+        self, request: StreamRequest, priority: Priority, resume: bytes | None = None
+    ) -> Stream:
+        """A new stream, or with `resume` the stream a checkpoint was taken from, continuing
+        after its chunk (the request's size and settings must match it)."""
+        ...
 
     def is_healthy(self) -> bool: ...
 

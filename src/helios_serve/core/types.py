@@ -49,6 +49,8 @@ class ChunkResult:
     prompt: str
     seed: int
     extras: dict[str, float] = field(default_factory=dict)
+    checkpoint: bytes | None = None
+    """The stream's state right after this chunk (opaque bytes), when one was asked for."""
 
     @property
     def num_frames(self) -> int:

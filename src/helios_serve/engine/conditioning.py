@@ -121,6 +121,18 @@ class PromptBlend:
         self._done = min(self._chunks, self._done + 1)
         return out
 
+    def fade(self) -> tuple[torch.Tensor, int, int] | None:
+        """(start embeddings, chunks, chunks done) while a fade is in progress, else None."""
+        if self._done >= self._chunks:
+            return None
+        return self._old, self._chunks, self._done
+
+    def resume_fade(self, start: torch.Tensor, chunks: int, done: int) -> None:
+        """Put back a fade saved by `fade()`: toward the current prompt, `done` of `chunks`."""
+        self._old = start.to(self._new.device, self._new.dtype)
+        self._chunks = max(1, chunks)
+        self._done = min(max(0, done), self._chunks)
+
 
 def encode_image(
     pipe: Any,

@@ -7,6 +7,7 @@ feature also has an end-to-end test on the real tiny pipeline; this is never the
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -58,7 +59,13 @@ class FakeEngineConfig:
 
 
 class FakeStream:
-    def __init__(self, request: StreamRequest, config: FakeEngineConfig, lock: asyncio.Lock):
+    def __init__(
+        self,
+        request: StreamRequest,
+        config: FakeEngineConfig,
+        lock: asyncio.Lock,
+        resume: bytes | None = None,
+    ):
         self._request = request
         self._config = config
         self._lock = lock
@@ -66,6 +73,9 @@ class FakeStream:
         self._seed = request.seed
         self._index = 0
         self.image: Any = request.image
+        if resume is not None:  # the fake's whole state: where it is and what it draws
+            saved = json.loads(resume)
+            self._index, self._prompt, self._seed = saved["index"], saved["prompt"], saved["seed"]
 
     @property
     def chunk_index(self) -> int:
@@ -80,6 +90,7 @@ class FakeStream:
         should_cancel: CancelCheck | None = None,
         *,
         prefetch: bool = False,  # a hint; the fake engine has nothing to overlap
+        checkpoint: bool = False,
     ) -> ChunkResult:
         async with self._lock:  # one chunk at a time, like the single worker
             start = time.perf_counter()
@@ -97,8 +108,17 @@ class FakeStream:
             frames = self._frames()
             self._index += 1
             total = time.perf_counter() - start
+            saved = None
+            if checkpoint:
+                state = {"index": self._index, "prompt": self._prompt, "seed": self._seed}
+                saved = json.dumps(state).encode()
             return ChunkResult(
-                self._index - 1, frames, ChunkTimings(total, 0.0, total), self._prompt, self._seed
+                self._index - 1,
+                frames,
+                ChunkTimings(total, 0.0, total),
+                self._prompt,
+                self._seed,
+                checkpoint=saved,
             )
 
     def _frames(self) -> np.ndarray:
@@ -137,9 +157,11 @@ class FakeEngine:
     def info(self) -> ModelInfo:
         return self.config.info
 
-    async def open_stream(self, request: StreamRequest, priority: Priority) -> FakeStream:
+    async def open_stream(
+        self, request: StreamRequest, priority: Priority, resume: bytes | None = None
+    ) -> FakeStream:
         self.opened.append(request)
-        return FakeStream(request, self.config, self._lock)
+        return FakeStream(request, self.config, self._lock, resume)
 
     def is_healthy(self) -> bool:
         return self.healthy

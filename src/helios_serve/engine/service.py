@@ -9,6 +9,7 @@ from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
 from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.core.types import ChunkResult, Variant
 from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.state import StreamState
 from helios_serve.engine.streamer import ChunkStreamer
 from helios_serve.engine.worker import EngineWorker
 
@@ -61,9 +62,12 @@ class LocalStream:
         should_cancel: CancelCheck | None = None,
         *,
         prefetch: bool = False,
+        checkpoint: bool = False,
     ) -> ChunkResult:
         return await self._worker.run(
-            lambda: self._streamer.next_chunk(on_progress, should_cancel, prefetch=prefetch),
+            lambda: self._streamer.next_chunk(
+                on_progress, should_cancel, prefetch=prefetch, checkpoint=checkpoint
+            ),
             self._priority,
         )
 
@@ -99,8 +103,15 @@ class LocalEngine:
     def info(self) -> ModelInfo:
         return self._info
 
-    async def open_stream(self, request: StreamRequest, priority: Priority) -> LocalStream:
-        streamer = await self._worker.run(lambda: ChunkStreamer(self._model, request), priority)
+    async def open_stream(
+        self, request: StreamRequest, priority: Priority, resume: bytes | None = None
+    ) -> LocalStream:
+        def open_() -> ChunkStreamer:
+            state = None if resume is None else StreamState.from_bytes(resume)
+            streamer: ChunkStreamer = ChunkStreamer(self._model, request, state=state)
+            return streamer
+
+        streamer = await self._worker.run(open_, priority)
         return LocalStream(self._worker, streamer, priority)
 
     def is_healthy(self) -> bool:

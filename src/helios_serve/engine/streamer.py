@@ -42,6 +42,7 @@ from helios_serve.engine.sampling import (
     sample_base,
     sample_pyramid,
 )
+from helios_serve.engine.state import BlendState, StreamIdentity, StreamState
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class _Denoised:
     prompt: str
     seed: int
     denoise_s: float
+    state: StreamState
+    """The stream right after this chunk."""
 
 
 FramesFuture = Callable[[], npt.NDArray[np.uint8]]
@@ -100,7 +103,11 @@ class ChunkStreamer:
         model: LoadedModel,
         request: StreamRequest,
         prompt_encoder: cond.PromptEncoding | None = None,
+        state: StreamState | None = None,
     ) -> None:
+        """A new stream for `request`, or, with `state`, the stream that state was saved from
+        (the request's size and settings must match it; its prompt, seed, image and video are
+        then already in the state)."""
         validate_request(request)
         self.model = model
         self.request = request
@@ -139,20 +146,54 @@ class ChunkStreamer:
             request.height // pipe.vae_scale_factor_spatial,
             request.width // pipe.vae_scale_factor_spatial,
         )
-        self.chunk_index = 0
-        self.seed = request.seed
-        self._generator = torch.Generator("cpu").manual_seed(request.seed)
-        self._blend = cond.PromptBlend(request.prompt, self._encode(request.prompt))
+        self.identity = StreamIdentity.of(
+            model.variant.value, request.height, request.width, self.settings
+        )
         self._negative = (
             self._encode(self.settings.negative_prompt) if self.settings.uses_cfg else None
         )
-        self._anchor: torch.Tensor | None = None
-        self._history = self._zeros(sum(HISTORY_SIZES))
         self._ahead: _Denoised | None = None
         self._decode_stream = (
             torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
         )
+        self._anchor: torch.Tensor | None = None
+        if state is not None:
+            self._restore(state)
+            return
+        self.chunk_index = 0
+        self.seed = request.seed
+        self._generator = torch.Generator("cpu").manual_seed(request.seed)
+        self._blend = cond.PromptBlend(request.prompt, self._encode(request.prompt))
+        self._history = self._zeros(sum(HISTORY_SIZES))
         self._condition_start(request)
+
+    def _restore(self, state: StreamState) -> None:
+        state.identity.check_continues(self.identity)
+        self.chunk_index = state.chunk_index
+        self.seed = state.seed
+        self._generator = torch.Generator("cpu")
+        self._generator.set_state(state.generator_state.cpu())
+        self._blend = cond.PromptBlend(state.prompt, self._encode(state.prompt))
+        if state.blend is not None:
+            self._blend.resume_fade(state.blend.start, state.blend.chunks, state.blend.done)
+        self._history = state.history.to(self._device, torch.float32)
+        self._anchor = (
+            None if state.anchor is None else state.anchor.to(self._device, torch.float32)
+        )
+
+    def snapshot(self) -> StreamState:
+        """The stream's state now, between chunks (after any prefetched chunk)."""
+        fade = self._blend.fade()
+        return StreamState(
+            identity=self.identity,
+            chunk_index=self.chunk_index,
+            seed=self.seed,
+            prompt=self._blend.prompt,
+            history=self._history,
+            anchor=self._anchor,
+            generator_state=self._generator.get_state(),
+            blend=None if fade is None else BlendState(*fade),
+        )
 
     # ----------------------------------------------------------------- conditioning
     def _encode(self, prompt: str) -> torch.Tensor:
@@ -254,8 +295,12 @@ class ChunkStreamer:
         should_cancel: CancelCheck | None = None,
         *,
         prefetch: bool = False,
+        checkpoint: bool = False,
     ) -> ChunkResult:
         """Generate the next 33 frames as uint8 (T, H, W, 3).
+
+        With `checkpoint`, the result carries the stream's state right after this chunk as
+        bytes (`StreamState.to_bytes`): a stream opened from it makes the chunks that follow.
 
         With `prefetch`, the chunk after this one is denoised while this one decodes (on a
         second CUDA stream on a GPU), and the next call only decodes it. For callers that will
@@ -272,12 +317,14 @@ class ChunkStreamer:
             self._ahead = self._denoise_next(on_progress, should_cancel)
         result = frames()
         end = time.perf_counter()
+        saved = current.state.to_bytes() if checkpoint else None
         return ChunkResult(
             index=current.index,
             frames=result,
             timings=ChunkTimings(current.denoise_s, end - decode_start, end - start),
             prompt=current.prompt,
             seed=current.seed,
+            checkpoint=saved,
         )
 
     def _denoise_next(
@@ -292,7 +339,9 @@ class ChunkStreamer:
         self._commit_chunk(latents)
         if self._device.type == "cuda":  # this stream only: a decode may run on the other
             torch.cuda.current_stream(self._device).synchronize()
-        return _Denoised(index, latents, prompt, seed, time.perf_counter() - start)
+        # references and 5 KB of generator state: cheap enough to take for every chunk
+        state = self.snapshot()  # before a prefetch moves the stream on
+        return _Denoised(index, latents, prompt, seed, time.perf_counter() - start, state)
 
     def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
         """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""

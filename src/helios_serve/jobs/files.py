@@ -7,6 +7,7 @@ checks, never from client text, so no request can reach outside `root/<job_id>/`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -20,6 +21,14 @@ VIDEO_NAME = "video.mp4"
 THUMBNAIL_NAME = "thumbnail.jpg"
 SPRITESHEET_NAME = "spritesheet.jpg"
 REFERENCE_STEM = "reference"
+STATE_NAME = "state.safetensors"
+"""The stream's state after the last chunk, kept with the video so it can be extended."""
+TAIL_NAME = "tail.mp4"
+"""The last chunk whole (the MP4 ends trimmed to 4k+1 frames): what an extension joins on."""
+CHUNKS_DIR = "chunks"
+"""A running job's segments and latest stream state; gone once the video is assembled."""
+BASE_DIR = "base"
+"""An extension's copy of what it continues (the source's video, tail, state, thumbnail)."""
 
 # Leftovers of interrupted atomic writes: media.encode writes `<name>.part` (and, for short
 # .npy streams, `<name>.part.short`); `save_reference` writes `*.tmp`.
@@ -33,6 +42,25 @@ def _check_name(name: str) -> str:
     if not _FILE_NAME.fullmatch(name) or name.endswith(TEMP_SUFFIXES):
         raise ValueError(f"not a plain job file name: {name!r}")
     return name
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write `target` through a temp file in its folder: fsync, then rename over it."""
+    # A unique temp name in the same directory: the rename is atomic and two writers
+    # cannot clobber each other's half-written file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            # fsync before anyone records the file (e.g. the job row commits): a crash
+            # must not leave a recorded file that is empty.
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 class JobFiles:
@@ -80,21 +108,7 @@ class JobFiles:
     def write_bytes(self, job_id: str, name: str, data: bytes) -> Path:
         """Write a job file atomically and durably (temp file, fsync, rename)."""
         target = self.ensure_dir(job_id) / _check_name(name)
-        # A unique temp name in the same directory: the rename is atomic and two writers
-        # cannot clobber each other's half-written file.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                # fsync before anyone records the file (e.g. the job row commits): a crash
-                # must not leave a recorded file that is empty.
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        _write_atomic(target, data)
         return target
 
     def remove(self, job_id: str) -> None:
@@ -115,8 +129,92 @@ class JobFiles:
         """
         removed = 0
         for job_id in self.job_ids_on_disk():
-            for path in (self.root / job_id).iterdir():
+            for path in (self.root / job_id).rglob("*"):
                 if path.name.endswith(TEMP_SUFFIXES) and path.is_file():
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+    # -- chunk checkpoints ------------------------------------------------------------------
+
+    def chunks_dir(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / CHUNKS_DIR
+
+    def segment_path(self, job_id: str, index: int, *, trimmed: bool = False) -> Path:
+        """Chunk `index`'s own MP4 (`trimmed`: the last chunk cut to the delivered length)."""
+        suffix = ".trimmed.mp4" if trimmed else ".mp4"
+        return self.chunks_dir(job_id) / f"chunk-{int(index):06d}{suffix}"
+
+    def checkpoint_path(self, job_id: str, index: int) -> Path:
+        return self.chunks_dir(job_id) / f"state-{int(index):06d}.safetensors"
+
+    def base_path(self, job_id: str, name: str) -> Path:
+        return self.job_dir(job_id) / BASE_DIR / _check_name(name)
+
+    def save_checkpoint(self, job_id: str, index: int, data: bytes) -> None:
+        """Publish the stream state after chunk `index` (durably), then drop older ones."""
+        path = self.checkpoint_path(job_id, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, data)
+        for old in path.parent.glob("state-*.safetensors"):
+            if old.name < path.name:
+                old.unlink(missing_ok=True)
+
+    def resume_point(self, job_id: str, first_chunk: int) -> tuple[int, bytes] | None:
+        """The latest saved state whose chunks' segments are all on disk: (chunk, state).
+
+        A crash between a segment and its state leaves the segment only: that chunk is then
+        made again (the same frames, the same bytes).
+        """
+        folder = self.chunks_dir(job_id)
+        if not folder.is_dir():
+            return None
+        saved = sorted(folder.glob("state-*.safetensors"), reverse=True)
+        for path in saved:
+            index = int(path.name[len("state-") : -len(".safetensors")])
+            segments = range(first_chunk, index + 1)
+            if all(self.segment_path(job_id, k).is_file() for k in segments):
+                return index, path.read_bytes()
+        return None
+
+    def link_base(self, source_id: str, job_id: str, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Hard-link (or copy) the source's files `names` into the job's base folder; returns
+        the names that existed. The extension then no longer needs its source."""
+        target = self.job_dir(job_id) / BASE_DIR
+        target.mkdir(parents=True, exist_ok=True)
+        found = []
+        for name in names:
+            source = self.file_path(source_id, name)
+            if not source.is_file():
+                continue
+            dest = target / _check_name(name)
+            try:
+                os.link(source, dest)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copyfile(source, dest)
+            found.append(name)
+        return tuple(found)
+
+    def present(self, job_id: str, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of `names` the job has."""
+        return tuple(n for n in names if self.file_path(job_id, n).is_file())
+
+    def sha256(self, job_id: str, name: str) -> str:
+        """Hex SHA-256 of a job file, read in blocks."""
+        digest = hashlib.sha256()
+        with self.file_path(job_id, name).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def publish(self, source: Path, job_id: str, name: str) -> Path:
+        """Move a finished file into the job's folder under `name` (atomic rename)."""
+        target = self.file_path(job_id, name)
+        os.replace(source, target)
+        return target
+
+    def remove_work(self, job_id: str) -> None:
+        """Drop the chunk segments, intermediate states and base copies of a finished job."""
+        for folder in (CHUNKS_DIR, BASE_DIR):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(self.job_dir(job_id) / folder)

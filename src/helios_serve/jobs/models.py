@@ -10,10 +10,17 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from helios_serve.core.settings import SamplingSettings
-from helios_serve.core.spec import delivered_frames, settings_from_json, settings_to_json
+from helios_serve.core.spec import (
+    chunks_for,
+    delivered_frames,
+    settings_from_json,
+    settings_to_json,
+)
+from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import HeliosError
 
 ReferenceKind = Literal["image", "video"]
+ExtensionMode = Literal["state", "v2v"]
 
 _JOB_ID = re.compile(r"video_[0-9a-f]{32}")
 
@@ -72,6 +79,53 @@ def is_valid_job_id(text: object) -> bool:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """The finished video an extension job continues, and how.
+
+    `state`: from the source's saved final stream state (after its stream's `base_chunks`
+    chunks), so the new chunks are exactly those the source stream would have made next with
+    the new prompt; the video opens with the source's frames up to its last chunk and that
+    chunk whole (`base_frames` in all, the source's tail untrimmed). `v2v`: the source's
+    state is gone (made before states were kept), so its last frames condition a V2V stream;
+    the video opens with the source's `base_frames` delivered frames.
+    """
+
+    source_id: str | None
+    """None for an uploaded video that is none of ours."""
+    mode: ExtensionMode
+    base_frames: int
+    base_chunks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source_id is not None and not is_valid_job_id(self.source_id):
+            raise ValueError(f"malformed source id {self.source_id!r}")
+        if self.mode == "state" and self.source_id is None:
+            raise ValueError("only a video of ours has a saved state")
+        if self.mode not in ("state", "v2v"):
+            raise ValueError(f"unknown extension mode {self.mode!r}")
+        if self.base_frames < 1 or self.base_chunks < 0:
+            raise ValueError("an extension continues a video of at least one frame")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "mode": self.mode,
+            "base_frames": self.base_frames,
+            "base_chunks": self.base_chunks,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Extension:
+        source = data.get("source_id")
+        return cls(
+            source_id=None if source is None else str(source),
+            mode=data["mode"],
+            base_frames=int(data["base_frames"]),
+            base_chunks=int(data.get("base_chunks", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class GenerationSpec:
     """A job's fully resolved parameters: what the worker runs, with nothing left to default."""
 
@@ -87,6 +141,8 @@ class GenerationSpec:
     reference_file: str | None = None
     """File name of the stored upload inside the job's directory."""
     reference_kind: ReferenceKind | None = None
+    extension: Extension | None = None
+    """Set for a job that extends a finished video; `num_frames` then counts the whole."""
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "num_frames", "fps"):
@@ -94,6 +150,26 @@ class GenerationSpec:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (self.reference_file is None) != (self.reference_kind is None):
             raise ValueError("reference_file and reference_kind must be set together")
+        if self.extension is not None and self.num_frames <= self.extension.base_frames:
+            raise ValueError("an extension must add frames to its source")
+
+    @property
+    def delivered_frames(self) -> int:
+        """Frames the finished video has: whole chunks trimmed to 4k+1 like diffusers.
+
+        An extension opens with its source: from its state, the source's chunks whole, and
+        the stream's total trimmed at its new end; from frames, the source's frames as they
+        are, and only what is added trimmed.
+        """
+        ext = self.extension
+        if ext is None:
+            return delivered_frames(self.num_frames)
+        added = self.num_frames - ext.base_frames
+        if ext.mode == "v2v":
+            return ext.base_frames + delivered_frames(added)
+        end = ext.base_chunks + chunks_for(added)
+        stream_frames = delivered_frames(FRAMES_PER_CHUNK * end)
+        return ext.base_frames + stream_frames - FRAMES_PER_CHUNK * ext.base_chunks
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (tuples become lists); `from_json` restores an equal spec."""
@@ -108,6 +184,7 @@ class GenerationSpec:
             "settings": settings_to_json(self.settings),
             "reference_file": self.reference_file,
             "reference_kind": self.reference_kind,
+            "extension": None if self.extension is None else self.extension.to_json(),
         }
 
     @classmethod
@@ -126,6 +203,7 @@ class GenerationSpec:
             settings=settings_from_json(data["settings"]),
             reference_file=data.get("reference_file"),
             reference_kind=kind,
+            extension=Extension.from_json(data["extension"]) if data.get("extension") else None,
         )
 
 
@@ -155,6 +233,12 @@ class Job:
     """Times a worker has claimed this job."""
     heartbeat_at: float | None
     """Unix time of the worker's last sign of life while in progress."""
+    chunks_done: int = 0
+    """Chunks whose segment and stream state are saved: a new attempt starts after them."""
+    resumed_from_chunk: int | None = None
+    """The chunk the latest attempt started at, when it continued an interrupted one."""
+    video_sha256: str | None = None
+    """SHA-256 of the finished MP4: an upload of the same bytes is this video."""
 
     def __post_init__(self) -> None:
         if not is_valid_job_id(self.id):
@@ -189,7 +273,7 @@ class Job:
             file_name=None,
             inference_time_s=None,
             frames_done=0,
-            num_frames_delivered=delivered_frames(spec.num_frames),
+            num_frames_delivered=spec.delivered_frames,
             attempts=0,
             heartbeat_at=None,
         )
@@ -200,11 +284,10 @@ WORKER_LOST = "worker_lost"
 
 
 def back_to_queue(job: Job) -> Job:
-    """`job` re-entering the queue: the interrupted run's traces cleared, attempts kept."""
+    """`job` re-entering the queue: attempts, progress and saved chunks kept (the next attempt
+    continues after them)."""
     check_transition(job.status, JobStatus.QUEUED)
-    return replace(
-        job, status=JobStatus.QUEUED, progress=0, frames_done=0, started_at=None, heartbeat_at=None
-    )
+    return replace(job, status=JobStatus.QUEUED, started_at=None, heartbeat_at=None)
 
 
 def settle_lost(job: Job, max_attempts: int, now: int) -> Job:

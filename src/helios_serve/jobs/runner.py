@@ -15,17 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helios_serve.core.protocols import Engine, Priority, Stream
-from helios_serve.core.spec import StreamRequest, chunks_for, delivered_frames
-from helios_serve.core.types import ChunkTimings, StepProgress
+from helios_serve.core.protocols import Engine, Priority
+from helios_serve.core.spec import StreamRequest
 from helios_serve.errors import HeliosError, StreamCancelledError
-from helios_serve.jobs.files import JobFiles
+from helios_serve.jobs.assembly import (
+    assemble,
+    has_v2v_base,
+    prepare_v2v_base,
+    save_chunk,
+    v2v_context,
+)
+from helios_serve.jobs.files import STATE_NAME, VIDEO_NAME, JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.models import Job
+from helios_serve.jobs.plan import JobPlan, plan_for
+from helios_serve.jobs.progress import ProgressTracker
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.media.decode import load_image, load_video
-from helios_serve.media.encode import Mp4Writer, encode_thumbnail
-from helios_serve.media.sprite import SpriteCollector
 
 logger = logging.getLogger(__name__)
 
@@ -125,46 +131,81 @@ class JobRunner:
             self._running = None
 
     async def _generate(self, job: Job, running: _Running) -> None:
+        """Make the job's chunks after its last saved one, then assemble the video."""
+        spec, files = job.spec, self._files
+        plan = plan_for(spec)
+        resume = await asyncio.to_thread(files.resume_point, job.id, plan.first_chunk)
+        start = plan.first_chunk if resume is None else resume[0] + 1
+        state = None if resume is None else resume[1]
+        if resume is not None:
+            await asyncio.to_thread(self._store.mark_resumed, job.id, start)
+            logger.info("job %s resumes at chunk %d of %d", job.id, start, plan.end_chunk)
+            if self._metrics is not None:
+                self._metrics.job_resumed()
+        elif spec.extension is not None and spec.extension.mode == "state":
+            state = await asyncio.to_thread(files.base_path(job.id, STATE_NAME).read_bytes)
+        if start < plan.end_chunk:
+            await self._make_chunks(job, plan, start, state, running)
+        frames = await asyncio.to_thread(
+            assemble, files, job.id, plan, spec.fps, extension=spec.extension is not None
+        )
+        if frames != spec.delivered_frames:
+            raise RuntimeError(f"assembled {frames} frames, expected {spec.delivered_frames}")
+
+    async def _make_chunks(
+        self, job: Job, plan: JobPlan, start: int, state: bytes | None, running: _Running
+    ) -> None:
         spec = job.spec
-        request = await asyncio.to_thread(self._stream_request, job)
-        stream = await self._engine.open_stream(request, Priority.JOB)
-        chunks = chunks_for(spec.num_frames)
-        keep = delivered_frames(spec.num_frames)
-        tracker = _ProgressTracker(self._store, job.id, stream, chunks)
-        sprites = SpriteCollector(keep)
-        await asyncio.to_thread(self._files.ensure_dir, job.id)
-        path = self._files.video_path(job.id)
-        writer = await asyncio.to_thread(Mp4Writer, path, spec.width, spec.height, spec.fps)
-        written = 0
+        continues_source = state is not None and start == plan.first_chunk
+        request = await asyncio.to_thread(self._stream_request, job, state is not None)
+        stream = await self._engine.open_stream(request, Priority.JOB, resume=state)
         try:
-            for index in range(chunks):
+            if continues_source:  # an extension: the source's stream, with the new prompt
+                await stream.set_prompt(spec.prompt)
+            steps = [stream.steps_in_chunk(i) for i in range(plan.first_chunk, plan.end_chunk)]
+            tracker = ProgressTracker(
+                self._store, job.id, plan, steps, chunks_done=start - plan.first_chunk
+            )
+            for index in range(start, plan.end_chunk):
                 chunk = await stream.next_chunk(
-                    tracker.on_step, running.cancelled.is_set, prefetch=index + 1 < chunks
+                    tracker.on_step,
+                    running.cancelled.is_set,
+                    prefetch=index < plan.last_chunk,
+                    checkpoint=True,
                 )
-                frames = chunk.frames[: keep - written]
-                await asyncio.to_thread(writer.write, frames)
-                if index == 0:
-                    thumb = await asyncio.to_thread(encode_thumbnail, frames[0])
-                    await asyncio.to_thread(self._files.write_bytes, job.id, "thumbnail.jpg", thumb)
-                sprites.add(frames)
-                written += len(frames)
-                tracker.chunk_done(written, chunk.timings)
+                if chunk.checkpoint is None:
+                    raise RuntimeError("the engine returned no checkpoint")
+                saved = await asyncio.to_thread(
+                    save_chunk,
+                    self._files,
+                    job.id,
+                    plan,
+                    index,
+                    chunk.frames,
+                    spec.fps,
+                    chunk.checkpoint,
+                    thumbnail=index == 0 and spec.extension is None,
+                )
+                await asyncio.to_thread(tracker.chunk_saved, index, chunk.timings)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
-            await asyncio.to_thread(writer.close)
-        except BaseException:
-            await asyncio.to_thread(writer.abort)
-            raise
+                    self._metrics.observe_checkpoint(saved.checkpoint_bytes, saved.seconds)
         finally:
             await stream.close()
-        sheet = await asyncio.to_thread(sprites.render_jpeg)
-        await asyncio.to_thread(self._files.write_bytes, job.id, "spritesheet.jpg", sheet)
 
-    def _stream_request(self, job: Job) -> StreamRequest:
+    def _stream_request(self, job: Job, resuming: bool) -> StreamRequest:
+        """The job's stream; a resumed one needs no reference (its state holds it)."""
         spec = job.spec
         image: Any = None
         video: Any = None
-        if spec.reference_file is not None:
+        if spec.extension is not None and spec.extension.mode == "v2v" and not resuming:
+            files = self._files
+            video = (
+                v2v_context(files, job.id)
+                if has_v2v_base(files, job.id)
+                else prepare_v2v_base(files, job.id, spec.fps)
+            )
+        elif spec.reference_file is not None and not resuming:
             path: Path = self._files.reference_path(job.id, spec.reference_file)
             if spec.reference_kind == "video":
                 video = load_video(path, param="input_reference")
@@ -193,15 +234,19 @@ class JobRunner:
 
     async def _finish_completed(self, job: Job, elapsed: float) -> None:
         try:
+            digest = await asyncio.to_thread(self._files.sha256, job.id, VIDEO_NAME)
             await asyncio.to_thread(
                 self._store.complete,
                 job.id,
-                "video.mp4",
+                VIDEO_NAME,
                 round(elapsed, 3),
-                delivered_frames(job.spec.num_frames),
+                job.spec.delivered_frames,
+                video_sha256=digest,
             )
         except JobNotFoundError:  # deleted while finishing: its files go too
             await asyncio.to_thread(self._files.remove, job.id)
+        else:
+            await asyncio.to_thread(self._files.remove_work, job.id)
         if self._metrics is not None:
             self._metrics.job_finished("completed")
 
@@ -212,45 +257,3 @@ class JobRunner:
             await asyncio.to_thread(self._files.remove, job_id)
         if self._metrics is not None:
             self._metrics.job_finished("failed")
-
-
-class _ProgressTracker:
-    """Turns per-step callbacks (on the engine thread) into monotonic 0-99 % progress.
-
-    Each chunk is an equal share; within a chunk the denoising steps cover the part of the
-    chunk's time the previous chunk spent denoising (the rest is VAE decode and encoding), so
-    the number moves evenly whether the transformer or the decoder dominates. 100 % is only
-    ever written by `complete`, once the MP4 is in place.
-    """
-
-    def __init__(self, store: JobStore, job_id: str, stream: Stream, chunks: int) -> None:
-        self._store = store
-        self._job_id = job_id
-        self._steps = [max(1, stream.steps_in_chunk(i)) for i in range(chunks)]
-        self._chunks = chunks
-        self._chunks_done = 0
-        self._denoise_share = 0.5  # until a chunk has been timed
-        self._frames = 0
-        self._last = -1
-
-    def on_step(self, progress: StepProgress) -> None:
-        # with prefetch the steps may be those of the chunk after the one being decoded
-        index = min(max(progress.chunk_index, self._chunks_done), self._chunks - 1)
-        within = self._denoise_share * progress.step / self._steps[index]
-        self._publish(index + within)
-
-    def chunk_done(self, frames_written: int, timings: ChunkTimings) -> None:
-        self._chunks_done += 1
-        self._frames = frames_written
-        if timings.total_s > 0:
-            self._denoise_share = min(1.0, timings.transformer_s / timings.total_s)
-        self._publish(self._chunks_done, force=True)
-
-    def _publish(self, chunks: float, force: bool = False) -> None:
-        percent = min(99, int(chunks * 100 / self._chunks))
-        if percent <= self._last and not force:
-            return
-        self._last = max(self._last, percent)
-        # Deleted or finished under us: progress no longer matters.
-        with contextlib.suppress(HeliosError):
-            self._store.update_progress(self._job_id, self._last, self._frames)

@@ -51,7 +51,30 @@ def _to_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_to_v1,)
+_V2 = """
+ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN resumed_from_chunk INTEGER;
+ALTER TABLE jobs ADD COLUMN video_sha256 TEXT;
+CREATE INDEX jobs_by_video_sha256 ON jobs (video_sha256);
+CREATE TABLE idempotency (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX idempotency_by_age ON idempotency (created_at);
+"""
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    """Chunk checkpoints (how far a job got, where it resumed), the digest of each finished
+    MP4 (an uploaded copy of one is recognised) and idempotency keys."""
+    for statement in _V2.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_to_v1, _to_v2)
 """`MIGRATIONS[n]` takes the schema from version n to n + 1; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -86,7 +109,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 COLUMNS = (
     "id, model, status, progress, created_at, started_at, completed_at, expires_at, spec, "
     "remixed_from_video_id, error_code, error_message, file_name, inference_time_s, "
-    "frames_done, num_frames_delivered, attempts, heartbeat_at"
+    "frames_done, num_frames_delivered, attempts, heartbeat_at, chunks_done, resumed_from_chunk, "
+    "video_sha256"
 )
 PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(",")))
 ASSIGNMENTS = ", ".join(f"{name.strip()} = ?" for name in COLUMNS.split(","))
@@ -117,6 +141,9 @@ def job_to_row(job: Job) -> Row:
         job.num_frames_delivered,
         job.attempts,
         job.heartbeat_at,
+        job.chunks_done,
+        job.resumed_from_chunk,
+        job.video_sha256,
     )
 
 
@@ -140,4 +167,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         num_frames_delivered=row["num_frames_delivered"],
         attempts=row["attempts"],
         heartbeat_at=row["heartbeat_at"],
+        chunks_done=row["chunks_done"],
+        resumed_from_chunk=row["resumed_from_chunk"],
+        video_sha256=row["video_sha256"],
     )

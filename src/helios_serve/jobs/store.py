@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from helios_serve.errors import InvalidInputError
+from helios_serve.errors import HeliosError, InvalidInputError
 from helios_serve.jobs.models import (
     WORKER_LOST,
     InvalidTransitionError,
@@ -49,17 +49,47 @@ from helios_serve.jobs.schema import (
 
 __all__ = [
     "WORKER_LOST",
+    "IdempotencyClaim",
+    "IdempotencyConflictError",
     "InvalidTransitionError",
     "JobNotFoundError",
     "JobStore",
     "JobStoreError",
     "Order",
+    "QueueFullError",
     "RecoveryReport",
 ]
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+"""How long an `Idempotency-Key` is remembered (Stripe's and OpenAI's 24 hours)."""
 
 Order = Literal["asc", "desc"]
 
 logger = logging.getLogger(__name__)
+
+
+class QueueFullError(HeliosError):
+    """The queue holds `max_queue` jobs already; nothing was stored."""
+
+    code = "queue_full"
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"the queue is full ({depth} jobs waiting); retry later")
+        self.depth = depth
+
+
+class IdempotencyConflictError(HeliosError):
+    """An `Idempotency-Key` already used for a different request (or a deleted video)."""
+
+    code = "idempotency_key_reused"
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A client's `Idempotency-Key` and a fingerprint of the request it came with."""
+
+    key: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -192,6 +222,72 @@ class JobStore:
             raise InvalidInputError(f"job {job.id} has text that is not valid UTF-8") from exc
         return job
 
+    def admit(
+        self, job: Job, *, max_queue: int | None = None, claim: IdempotencyClaim | None = None
+    ) -> tuple[Job, bool]:
+        """Store a new queued job unless `claim`'s key already made one; returns (job, created).
+
+        One transaction: the queue limit cannot be overrun by concurrent creates, and two
+        requests with the same key make one job. The same key with another fingerprint, or
+        for a video since deleted, raises `IdempotencyConflictError`; a full queue
+        `QueueFullError`.
+        """
+        if job.status is not JobStatus.QUEUED or job.attempts or job.progress:
+            raise InvalidTransitionError("a new job must be queued, unclaimed and at 0 %")
+        try:
+            with self._write() as conn:
+                if claim is not None:
+                    existing = self._claimed(conn, claim)
+                    if existing is not None:
+                        return existing, False
+                if max_queue is not None:
+                    row = conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'")
+                    depth = int(row.fetchone()[0])
+                    if depth >= max_queue:
+                        raise QueueFullError(depth)
+                conn.execute(
+                    f"INSERT INTO jobs ({COLUMNS}) VALUES ({PLACEHOLDERS})", job_to_row(job)
+                )
+                if claim is not None:
+                    conn.execute(
+                        "INSERT INTO idempotency (key, fingerprint, job_id, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (claim.key, claim.fingerprint, job.id, self._now()),
+                    )
+        except sqlite3.IntegrityError as exc:
+            raise JobStoreError(f"a job with id {job.id} already exists") from exc
+        except UnicodeEncodeError as exc:  # lone surrogates in a text field
+            raise InvalidInputError(f"job {job.id} has text that is not valid UTF-8") from exc
+        return job, True
+
+    def _claimed(self, conn: sqlite3.Connection, claim: IdempotencyClaim) -> Job | None:
+        """The job an unexpired key made, or None; raises on a key reused differently."""
+        conn.execute(
+            "DELETE FROM idempotency WHERE created_at < ?", (self._now() - IDEMPOTENCY_TTL_S,)
+        )
+        row = conn.execute(
+            "SELECT fingerprint, job_id FROM idempotency WHERE key = ?", (claim.key,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row["fingerprint"] != claim.fingerprint:
+            raise IdempotencyConflictError(
+                "this Idempotency-Key was already used with a different request",
+                param="Idempotency-Key",
+            )
+        try:
+            return self._fetch(conn, row["job_id"])
+        except JobNotFoundError:
+            raise IdempotencyConflictError(
+                f"this Idempotency-Key made {row['job_id']}, which has been deleted",
+                param="Idempotency-Key",
+            ) from None
+
+    def find_claimed(self, claim: IdempotencyClaim) -> Job | None:
+        """`admit`'s key check on its own, to answer a retry before doing any work."""
+        with self._write() as conn:
+            return self._claimed(conn, claim)
+
     def get(self, job_id: str) -> Job:
         with self._lock:
             return self._fetch(self._conn, job_id)
@@ -256,8 +352,6 @@ class JobStore:
                 attempts=job.attempts + 1,
                 started_at=int(now),
                 heartbeat_at=now,
-                progress=0,
-                frames_done=0,
             )
             self._save(conn, claimed)
         return claimed
@@ -274,6 +368,27 @@ class JobStore:
             )
             self._save(conn, updated)
         return updated
+
+    def record_chunk(self, job_id: str, chunks_done: int, progress: int, frames_done: int) -> Job:
+        """A chunk's segment and stream state are saved: the next attempt starts after it."""
+        with self._write() as conn:
+            job = self._require_running(conn, job_id)
+            updated = replace(
+                job,
+                chunks_done=max(job.chunks_done, int(chunks_done)),
+                progress=max(job.progress, min(99, max(0, int(progress)))),
+                frames_done=max(job.frames_done, int(frames_done)),
+                heartbeat_at=self._clock(),
+            )
+            self._save(conn, updated)
+        return updated
+
+    def mark_resumed(self, job_id: str, chunk: int) -> Job:
+        """This attempt continues an interrupted one at `chunk`."""
+        with self._write() as conn:
+            job = replace(self._require_running(conn, job_id), resumed_from_chunk=int(chunk))
+            self._save(conn, job)
+        return job
 
     def heartbeat(self, job_id: str) -> None:
         """Record that the worker running `job_id` is alive."""
@@ -295,6 +410,7 @@ class JobStore:
         num_frames_delivered: int,
         *,
         expires_at: int | None = None,
+        video_sha256: str | None = None,
     ) -> Job:
         return self._transition(
             job_id,
@@ -306,7 +422,18 @@ class JobStore:
             inference_time_s=float(inference_time_s),
             frames_done=num_frames_delivered,
             num_frames_delivered=num_frames_delivered,
+            video_sha256=video_sha256,
         )
+
+    def find_by_video_digest(self, sha256: str) -> Job | None:
+        """The completed job whose MP4 has this SHA-256, if any (the oldest if several)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE video_sha256 = ? AND status = 'completed' "
+                "ORDER BY seq LIMIT 1",
+                (sha256,),
+            ).fetchone()
+        return None if row is None else row_to_job(row)
 
     def fail(self, job_id: str, code: str, message: str) -> Job:
         # Error text often quotes inputs or exceptions; make it storable whatever it holds.

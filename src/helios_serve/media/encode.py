@@ -25,6 +25,10 @@ SUPPORTED_SUFFIXES = (".mp4", ".npy")
 # FFmpeg build has; MPEG-4 part 2 is the last resort every build ships.
 _ENCODER_CANDIDATES = ("libx264", "h264", "mpeg4")
 
+# A fixed thread count: x264's output depends on it, and the same frames must give the same
+# bytes on every machine (resumed jobs, extensions and cluster workers join segments).
+ENCODER_THREADS = 4
+
 # AVCOL_* value shared by BT.709 primaries, transfer and matrix; AVCOL_RANGE_MPEG is limited range.
 _AVCOL_BT709 = 1
 _AVCOL_RANGE_MPEG = 1
@@ -44,6 +48,15 @@ def video_encoder_name() -> str:
         except (av.FFmpegError, ValueError, OSError):
             continue
     raise RuntimeError("this FFmpeg build has no usable H.264 or MPEG-4 encoder")
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a finished file to the disk, so a crash after its rename cannot leave it empty."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class VideoWriter(Protocol):
@@ -110,6 +123,7 @@ class _AtomicWriter:
         self._closed = True
         try:
             self._finish()
+            fsync_file(self.tmp_path)  # durable before it is published (and then recorded)
             os.replace(self.tmp_path, self.path)
         except BaseException:
             self._discard()
@@ -189,6 +203,10 @@ class Mp4Writer(_AtomicWriter):
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             ctx = stream.codec_context
             ctx.time_base = Fraction(1, fps)
+            # Set on the context, not as an option: left to FFmpeg's "auto", x264's output
+            # was seen to differ between runs of the same frames.
+            ctx.thread_count = ENCODER_THREADS
+            ctx.thread_type = "FRAME"
             if codec != "libx264":
                 # No CRF outside libx264: about 0.15 bit per pixel is visually clean.
                 ctx.bit_rate = int(width * height * fps * 0.15)

@@ -17,6 +17,7 @@ def _seconds(frames: int, fps: int) -> str:
 def video_object(job: Job) -> dict[str, Any]:
     """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...)."""
     spec = job.spec
+    ext = spec.extension
     frames = job.num_frames_delivered
     error = None
     if job.status is JobStatus.FAILED:
@@ -44,6 +45,10 @@ def video_object(job: Job) -> dict[str, Any]:
         "width": spec.width,
         "height": spec.height,
         "seed": spec.seed,
+        "extended_from_video_id": None if ext is None else ext.source_id,
+        "extension_mode": None if ext is None else ext.mode,
+        "chunks_done": job.chunks_done,
+        "resumed_from_chunk": job.resumed_from_chunk,
     }
 
 

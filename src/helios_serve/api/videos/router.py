@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from helios_serve.api.videos.extend import read_extend_request
+from helios_serve.api.videos.idempotency import read_claim
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.protocol import POLL_AFTER_MS
 from helios_serve.api.videos.service import VideosService
@@ -25,7 +27,15 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
 
     @router.post("")
     async def create_video(request: Request) -> Response:
-        video = await service.create(await read_create_request(request, model, limits))
+        body = await read_create_request(request, model, limits)
+        video = await service.create(body, read_claim(request.headers, "create", body))
+        return CompactJSONResponse(video, headers=POLL_HEADERS)
+
+    # before /{video_id}: a literal path segment must never be read as a video id
+    @router.post("/extensions")
+    async def extend_video(request: Request) -> Response:
+        body = await read_extend_request(request, limits)
+        video = await service.extend(body, read_claim(request.headers, "extend", body))
         return CompactJSONResponse(video, headers=POLL_HEADERS)
 
     @router.post("/sync")
@@ -79,8 +89,9 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
                 code="invalid_body",
                 param="prompt",
             )
+        claim = read_claim(request.headers, f"remix:{video_id}", body)
         return CompactJSONResponse(
-            await service.remix(video_id, body.get("prompt")), headers=POLL_HEADERS
+            await service.remix(video_id, body.get("prompt"), claim), headers=POLL_HEADERS
         )
 
     return router

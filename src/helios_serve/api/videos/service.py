@@ -7,15 +7,29 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
+
+from helios_serve.api.videos.extend import ExtendRequest, check_size, load_upload
 from helios_serve.api.videos.fields import VideoCreateRequest
+from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
 from helios_serve.core.spec import ModelInfo
-from helios_serve.jobs.files import JobFiles
-from helios_serve.jobs.models import GenerationSpec, Job, JobStatus, new_job_id
+from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME, JobFiles
+from helios_serve.jobs.models import Extension, GenerationSpec, Job, JobStatus, new_job_id
+from helios_serve.jobs.plan import plan_for
 from helios_serve.jobs.runner import JobRunner
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.store import (
+    IdempotencyClaim,
+    IdempotencyConflictError,
+    JobStore,
+    QueueFullError,
+)
 from helios_serve.media.decode import MediaKind
+from helios_serve.media.encode import encode_thumbnail
+from helios_serve.media.segments import write_segment
 from helios_serve.web.errors import ApiError
 
 ContentVariant = Literal["video", "thumbnail", "spritesheet"]
@@ -25,6 +39,16 @@ CONTENT_TYPES: dict[str, tuple[str, str]] = {
     "spritesheet": ("spritesheet.jpg", "image/jpeg"),
 }
 QUEUE_RETRY_AFTER_S = 10
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Files a new job starts with: a reference upload, or an extension's base."""
+
+    reference: tuple[bytes, MediaKind] | None = None
+    base_from: str | None = None
+    base_names: tuple[str, ...] = ()
+    base_frames: npt.NDArray[np.uint8] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,54 +76,91 @@ class VideosService:
     """Creates, reads, lists, deletes and remixes jobs; the runner does the generating."""
 
     def __init__(
-        self, store: JobStore, files: JobFiles, runner: JobRunner, model: ModelInfo, max_queue: int
+        self,
+        store: JobStore,
+        files: JobFiles,
+        runner: JobRunner,
+        model: ModelInfo,
+        max_queue: int,
+        limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
     ) -> None:
         self._store = store
         self._files = files
         self._runner = runner
         self._model = model
         self._max_queue = max_queue
+        self._limits = limits
 
-    async def create(self, request: VideoCreateRequest) -> dict[str, Any]:
+    async def create(
+        self, request: VideoCreateRequest, claim: IdempotencyClaim | None = None
+    ) -> dict[str, Any]:
+        if (earlier := await self._claimed(claim)) is not None:
+            return video_object(earlier)
         params = resolve_spec_fields(request, self._model)
         ref = params.reference
         job = await self._enqueue(
             request.model or self._model.name,
             _spec(params),
-            None if ref is None else (ref.data, ref.kind),
-            remixed_from=None,
+            _Inputs(reference=None if ref is None else (ref.data, ref.kind)),
+            claim=claim,
         )
         return video_object(job)
+
+    async def _claimed(self, claim: IdempotencyClaim | None) -> Job | None:
+        """The job an earlier request with this key made (answered before any work)."""
+        if claim is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._store.find_claimed, claim)
+        except IdempotencyConflictError as exc:
+            raise ApiError(409, exc.message, code=exc.code, param=exc.param) from None
 
     async def _enqueue(
         self,
         model_name: str,
         spec: GenerationSpec,
-        reference: tuple[bytes, MediaKind] | None,
-        remixed_from: str | None,
+        inputs: _Inputs,
+        *,
+        remixed_from: str | None = None,
+        claim: IdempotencyClaim | None = None,
     ) -> Job:
-        """Persist a queued job (and its reference file); 429 when the queue is full."""
-        depth = await asyncio.to_thread(self._store.queue_depth)
-        if depth >= self._max_queue:
-            raise ApiError(
-                429,
-                f"the queue is full ({depth} jobs waiting); retry later",
-                code="queue_full",
-                headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
-            )
+        """Persist a queued job and its input files; 429 when the queue is full."""
         job_id = new_job_id()
-        if reference is not None:
-            data, kind = reference
-            name = await asyncio.to_thread(self._files.save_reference, job_id, data, f".{kind}")
-            spec = replace(spec, reference_file=name, reference_kind=kind)
-        job = Job.new(model_name, spec, remixed_from_video_id=remixed_from, job_id=job_id)
         try:
-            created = await asyncio.to_thread(self._store.create, job)
-        except BaseException:
+            spec = await asyncio.to_thread(self._save_inputs, job_id, spec, inputs)
+            job = Job.new(model_name, spec, remixed_from_video_id=remixed_from, job_id=job_id)
+            stored, created = await asyncio.to_thread(
+                self._store.admit, job, max_queue=self._max_queue, claim=claim
+            )
+        except BaseException as exc:
             await asyncio.to_thread(self._files.remove, job_id)
+            if isinstance(exc, QueueFullError):
+                raise ApiError(
+                    429,
+                    exc.message,
+                    code=exc.code,
+                    headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
+                ) from None
+            if isinstance(exc, IdempotencyConflictError):
+                raise ApiError(409, exc.message, code=exc.code, param=exc.param) from None
             raise
+        if not created:  # a concurrent request with the same key won
+            await asyncio.to_thread(self._files.remove, job_id)
         self._runner.wake()
-        return created
+        return stored
+
+    def _save_inputs(self, job_id: str, spec: GenerationSpec, inputs: _Inputs) -> GenerationSpec:
+        if inputs.reference is not None:
+            data, kind = inputs.reference
+            name = self._files.save_reference(job_id, data, f".{kind}")
+            spec = replace(spec, reference_file=name, reference_kind=kind)
+        if inputs.base_from is not None:
+            self._files.link_base(inputs.base_from, job_id, inputs.base_names)
+        if inputs.base_frames is not None:
+            write_segment(self._files.base_path(job_id, VIDEO_NAME), inputs.base_frames, spec.fps)
+            thumb = encode_thumbnail(inputs.base_frames[0])
+            self._files.base_path(job_id, THUMBNAIL_NAME).write_bytes(thumb)
+        return spec
 
     async def get(self, video_id: str) -> dict[str, Any]:
         return video_object(await asyncio.to_thread(self._store.get, video_id))
@@ -143,12 +204,16 @@ class VideosService:
         suffix = "mp4" if variant == "video" else "jpg"
         return ContentFile(path, media_type, f"{video_id}_{variant}.{suffix}")
 
-    async def remix(self, video_id: str, prompt: object) -> dict[str, Any]:
+    async def remix(
+        self, video_id: str, prompt: object, claim: IdempotencyClaim | None = None
+    ) -> dict[str, Any]:
         """A new job with the source job's settings (and reference) and a new prompt."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(
                 400, "prompt must be a non-empty string", code="invalid_value", param="prompt"
             )
+        if (earlier := await self._claimed(claim)) is not None:
+            return video_object(earlier)
         source = await asyncio.to_thread(self._store.get, video_id)
         spec = source.spec
         reference = None
@@ -156,8 +221,87 @@ class VideosService:
             path = self._files.reference_path(source.id, spec.reference_file)
             reference = (await asyncio.to_thread(path.read_bytes), spec.reference_kind)
         fresh = replace(spec, prompt=prompt, reference_file=None, reference_kind=None)
-        job = await self._enqueue(source.model, fresh, reference, remixed_from=source.id)
+        job = await self._enqueue(
+            source.model, fresh, _Inputs(reference=reference), remixed_from=source.id, claim=claim
+        )
         return video_object(job)
+
+    async def extend(
+        self, request: ExtendRequest, claim: IdempotencyClaim | None = None
+    ) -> dict[str, Any]:
+        """A new job whose video is the source's followed by `seconds` more (see extend.py)."""
+        if (earlier := await self._claimed(claim)) is not None:
+            return video_object(earlier)
+        source: Job | None
+        if request.upload is not None:
+            digest = request.upload_sha256 or ""
+            source = await asyncio.to_thread(self._store.find_by_video_digest, digest)
+            if source is None:
+                return video_object(await self._extend_upload(request, claim))
+        else:
+            source = await asyncio.to_thread(self._store.get, request.source_id or "")
+        if source.status is not JobStatus.COMPLETED:
+            raise ApiError(
+                409,
+                f"video {source.id} is {source.status.value}; only a completed video can be "
+                "extended",
+                code="video_not_ready",
+                param="video",
+            )
+        spec = source.spec
+        added = self._added_frames(request.seconds, spec.fps)
+        names = await asyncio.to_thread(
+            self._files.present, source.id, (STATE_NAME, TAIL_NAME, THUMBNAIL_NAME)
+        )
+        if {STATE_NAME, TAIL_NAME} <= set(names) and self._model.answers_to(source.model):
+            plan = plan_for(spec)
+            base = source.num_frames_delivered - plan.frames_kept(plan.last_chunk)
+            ext = Extension(source.id, "state", base + FRAMES_PER_CHUNK, plan.end_chunk)
+            linked: tuple[str, ...] = (VIDEO_NAME, STATE_NAME, TAIL_NAME, THUMBNAIL_NAME)
+        else:  # made before states were kept, or by another model: continue its frames
+            ext = Extension(source.id, "v2v", source.num_frames_delivered)
+            linked = (VIDEO_NAME, THUMBNAIL_NAME)
+        fresh = replace(
+            spec,
+            prompt=request.prompt,
+            reference_file=None,
+            reference_kind=None,
+            num_frames=ext.base_frames + added,
+            extension=ext,
+        )
+        inputs = _Inputs(base_from=source.id, base_names=linked)
+        job = await self._enqueue(self._model.name, fresh, inputs, claim=claim)
+        return video_object(job)
+
+    def _added_frames(self, seconds: int, fps: int) -> int:
+        frames = seconds * fps
+        if frames > self._limits.max_num_frames:
+            raise ApiError(
+                400,
+                f"seconds={seconds} at {fps} fps is {frames} frames, over the limit of "
+                f"{self._limits.max_num_frames} per job",
+                code="invalid_value",
+                param="seconds",
+            )
+        return frames
+
+    async def _extend_upload(self, request: ExtendRequest, claim: IdempotencyClaim | None) -> Job:
+        """An uploaded video that is none of ours: continued from its frames (V2V)."""
+        upload = request.upload or b""
+        frames = await asyncio.to_thread(load_upload, upload, self._limits)
+        _, height, width, _ = frames.shape
+        params = resolve_spec_fields(
+            VideoCreateRequest(prompt=request.prompt, width=width, height=height, num_frames=1),
+            self._model,
+        )
+        check_size(width, height, self._model, self._limits)
+        added = self._added_frames(request.seconds, params.fps)
+        spec = replace(
+            _spec(params),
+            num_frames=len(frames) + added,
+            extension=Extension(None, "v2v", len(frames)),
+        )
+        return await self._enqueue(self._model.name, spec, _Inputs(base_frames=frames), claim=claim)
 
     async def wait(self, video_id: str, poll_s: float = 0.25) -> Job:
         """Until the job is completed or failed (for `/v1/videos/sync`)."""

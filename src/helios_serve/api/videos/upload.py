@@ -89,7 +89,7 @@ async def read_form(request: Request, limits: RequestLimits) -> FormData:
     check_content_length(request.headers, cap)
     async with aclosing(capped_stream(request.stream(), cap)) as stream:
         try:
-            if _media_type(request) == "multipart/form-data":
+            if media_type(request) == "multipart/form-data":
                 return await _StrictMultiPartParser(
                     request.headers,
                     stream,
@@ -127,7 +127,7 @@ def load_json_body(body: bytes) -> Any:
         ) from exc
 
 
-def _media_type(request: Request) -> str:
+def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
@@ -140,19 +140,19 @@ async def read_create_request(
     worker thread so the event loop stays free.
     """
     check_content_length(request.headers, limits.max_body_bytes)
-    media_type = _media_type(request)
-    if media_type in FORM_TYPES:
+    kind = media_type(request)
+    if kind in FORM_TYPES:
         form = await read_form(request, limits)
         try:
             return await run_in_threadpool(parse_form, form, model, limits)
         finally:
             await form.close()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    if kind == "application/json" or kind.endswith("+json"):
         body = load_json_body(await read_capped_body(request, limits.max_body_bytes))
         if not isinstance(body, dict):
             raise bad_request("the JSON body must be an object", param=None, code="invalid_body")
         return await run_in_threadpool(parse_json, body, model, limits)
-    shown = media_type[:100] or "no Content-Type"
+    shown = kind[:100] or "no Content-Type"
     raise ApiError(
         415,
         f"unsupported content type ({shown}): send multipart/form-data, "
