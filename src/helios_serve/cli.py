@@ -16,6 +16,7 @@ from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
 
 if TYPE_CHECKING:
+    from helios_serve.core.protocols import Engine
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
@@ -168,6 +169,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="an SR network (spandrel-loadable) for set_sr_scale 2x/4x; "
         "default: bicubic resampling on the model's device",
     )
+    p.add_argument(
+        "--engine-isolation",
+        choices=["process", "thread"],
+        default="process",
+        help="process (default): the model runs in a supervised child process, restarted if "
+        "it dies or stalls; thread: in the server process (no restart)",
+    )
+    p.add_argument(
+        "--engine-stall-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="restart the engine process when a call in flight reports no progress for this "
+        "long (default 300: room for a compiled 14B model's first chunk)",
+    )
     p.set_defaults(handler=_run_serve)
 
 
@@ -278,16 +294,35 @@ def _run_serve(args: argparse.Namespace) -> int:
         emission_fps=args.emission_fps,
         sr_weights=args.sr_weights,
     )
-    return run_server(_load(args), options)
+    return run_server(_engine(args), options)
 
 
-def _quiet_libraries() -> None:
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+def _engine(args: argparse.Namespace) -> Engine:
+    """The engine `helios serve` runs: a supervised process, or in this process."""
+    from helios_serve.engine.child import ChildSpec
+    from helios_serve.engine.process import ProcessEngine
+    from helios_serve.engine.service import LocalEngine, describe
 
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
+    served = args.served_model_name or args.model
+    if args.engine_isolation == "thread":
+        loaded = _load(args)
+        aliases = tuple(a for a in {loaded.name} if a != served)
+        return LocalEngine(loaded, describe(loaded, served, aliases))
+    if args.engine_stall_timeout <= 0:
+        raise InvalidInputError("--engine-stall-timeout must be positive", param="serve")
+    spec = ChildSpec(
+        model=args.model,
+        data_dir=_data_dir(args),
+        served_name=served,
+        device=args.device,
+        vae_dtype=args.vae_dtype,
+        attention_backend=args.attention_backend,
+        compile=args.compile,
+        log_level=logging.DEBUG if args.verbose else logging.INFO,
+    )
+    engine = ProcessEngine(spec, stall_timeout_s=args.engine_stall_timeout)
+    engine.launch()
+    return engine
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    _quiet_libraries()
+    from helios_serve.engine.loader import quiet_libraries
+
+    quiet_libraries()
     try:
         code: int = args.handler(args)
     except HeliosError as exc:

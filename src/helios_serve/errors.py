@@ -30,3 +30,17 @@ class StreamCancelledError(HeliosError):
     """A stream was cancelled at a chunk or step boundary."""
 
     code = "cancelled"
+
+
+class EngineRestartedError(HeliosError):
+    """The engine process died or stalled and was restarted: streams opened before are gone."""
+
+    code = "engine_restarted"
+
+
+class EngineFailedError(HeliosError):
+    """An error raised inside the engine process, carried over with its code."""
+
+    def __init__(self, message: str, *, code: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.code = code

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
 from helios_serve.api.app import ApiConfig, ApiParts, create_app
 from helios_serve.core.protocols import Engine
-from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.service import LocalEngine, describe
+from helios_serve.engine.metrics import EngineMetrics
+from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
@@ -60,28 +63,50 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
     return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
 
 
-def build_upscaler(loaded: LoadedModel, sr_weights: Path | None) -> Upscaler:
+def build_upscaler(device: str, sr_weights: Path | None) -> Upscaler:
     """Session super-resolution on the model's device: a real network when given, else bicubic."""
+    import torch
+
     if sr_weights is not None:
-        return SpandrelUpscaler(sr_weights, loaded.device)
-    return TorchResampler(loaded.device)
+        return SpandrelUpscaler(sr_weights, torch.device(device))
+    return TorchResampler(torch.device(device))
 
 
-def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
+def _manage_engine(app: FastAPI, engine: Engine) -> None:
+    """Start the engine's supervision with the app's loop, and close it when the app stops
+    (after the sessions and the job runner, whose lifespans run inside this one)."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        if isinstance(engine, ProcessEngine):
+            await engine.start()
+        try:
+            async with inner(a) as state:
+                yield state
+        finally:
+            await engine.close()
+
+    app.router.lifespan_context = lifespan
+
+
+def run_server(engine: Engine, options: ServerOptions) -> int:
     """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
     import uvicorn
 
-    name = options.served_model_name or loaded.name
-    aliases = tuple(a for a in {loaded.name} if a != name)
-    engine = LocalEngine(loaded, describe(loaded, name, aliases))
+    info = engine.info
     parts = build_parts(engine, options.data_dir)
+    if isinstance(engine, ProcessEngine):
+        metrics = EngineMetrics(parts.registry)
+        engine.on_restart = metrics.restarted
     app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
     realtime = RealtimeConfig(
         max_sessions=options.max_sessions,
         emission_fps=options.emission_fps,
         server_version=f"helios-serve {__version__}",
     )
-    install_realtime(app, engine, realtime, build_upscaler(loaded, options.sr_weights))
+    install_realtime(app, engine, realtime, build_upscaler(info.device, options.sr_weights))
+    _manage_engine(app, engine)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info")
     url = f"http://{options.host}:{options.port}"
 
@@ -89,9 +114,9 @@ def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
         async def startup(self, sockets: object = None) -> None:
             await super().startup(sockets=sockets)
             if self.started:
-                tiny = ", tiny random weights: output is noise" if loaded.is_tiny else ""
+                tiny = ", tiny random weights: output is noise" if info.is_tiny else ""
                 print(
-                    f"helios-serve ready: {url} (model {name}, {loaded.variant.value}{tiny})",
+                    f"helios-serve ready: {url} (model {info.name}, {info.variant.value}{tiny})",
                     flush=True,
                 )
 
@@ -103,7 +128,6 @@ def run_server(loaded: LoadedModel, options: ServerOptions) -> int:
     try:
         AnnouncingServer(config).run()
     finally:
-        asyncio.run(engine.close())
         parts.store.close()
     print("helios-serve stopped", flush=True)
     return 0

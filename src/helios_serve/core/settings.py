@@ -43,3 +43,12 @@ PRESETS: dict[Variant, SamplingSettings] = {
     ),
 }
 """What a bare request gets on each variant (Helios' official scripts)."""
+
+
+def steps_in_chunk(variant: Variant, settings: SamplingSettings, index: int) -> int:
+    """Denoising steps of chunk `index`: Distilled doubles its first chunk when amplifying."""
+    if variant is Variant.BASE:
+        return settings.num_inference_steps
+    total = sum(settings.pyramid_steps)
+    amplified = index == 0 and settings.amplify_first_chunk and variant is Variant.DISTILLED
+    return total * 2 if amplified else total

@@ -64,6 +64,16 @@ class LoadedModel:
         return (192, 128) if self.is_tiny else (640, 384)
 
 
+def quiet_libraries() -> None:
+    """diffusers' and transformers' progress bars and warnings off: our own logs say enough."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
 def resolve_checkpoint(model: str, data_dir: Path) -> tuple[Path, bool]:
     """Turn `--model` into a local directory: a tiny name, a directory, or a hub id."""
     if model in TINY_MODEL_NAMES:

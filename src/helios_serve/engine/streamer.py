@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from helios_serve.core.settings import steps_in_chunk
 from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import (
     FRAMES_PER_CHUNK,
@@ -38,7 +39,6 @@ from helios_serve.engine.sampling import (
     Denoiser,
     history_indices,
     initial_noise,
-    pyramid_steps_in_chunk,
     sample_base,
     sample_pyramid,
 )
@@ -276,12 +276,8 @@ class ChunkStreamer:
 
     # ----------------------------------------------------------------- generation
     def steps_in_chunk(self, index: int | None = None) -> int:
-        first = (self.chunk_index if index is None else index) == 0
-        if not self._pyramid:
-            return self.settings.num_inference_steps
-        return pyramid_steps_in_chunk(
-            self.settings, first and self.settings.amplify_first_chunk and self._distilled
-        )
+        chunk = self.chunk_index if index is None else index
+        return steps_in_chunk(self.model.variant, self.settings, chunk)
 
     @property
     def chunks_ahead(self) -> int:

@@ -17,7 +17,12 @@ from typing import Any
 
 from helios_serve.core.protocols import Engine, Priority
 from helios_serve.core.spec import StreamRequest
-from helios_serve.errors import HeliosError, StreamCancelledError
+from helios_serve.errors import (
+    EngineFailedError,
+    EngineRestartedError,
+    HeliosError,
+    StreamCancelledError,
+)
 from helios_serve.jobs.assembly import (
     assemble,
     has_v2v_base,
@@ -34,6 +39,9 @@ from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
+
+MAX_ENGINE_RESTARTS = 2
+"""A second engine failure during one job fails that job instead of looping on it."""
 
 
 def failure_code(exc: BaseException) -> str:
@@ -111,7 +119,7 @@ class JobRunner:
         self._running = running
         started = time.perf_counter()
         try:
-            await self._generate(job, running)
+            await self._generate_through_restarts(job, running)
         except (StreamCancelledError, asyncio.CancelledError):
             await asyncio.shield(self._after_cancel(job.id))
             if not self._stopping:
@@ -129,6 +137,22 @@ class JobRunner:
             await self._finish_completed(job, elapsed)
         finally:
             self._running = None
+
+    async def _generate_through_restarts(self, job: Job, running: _Running) -> None:
+        """`_generate`, again from the last saved chunk when the engine was restarted under it;
+        a job that the engine fails on `MAX_ENGINE_RESTARTS` times fails (it may be the cause)."""
+        for restarts in range(1, MAX_ENGINE_RESTARTS + 1):
+            try:
+                await self._generate(job, running)
+                return
+            except EngineRestartedError as exc:
+                if restarts == MAX_ENGINE_RESTARTS or running.cancelled.is_set():
+                    raise EngineFailedError(
+                        f"the engine stopped or hung {restarts} times while making this video; "
+                        "it is not tried again",
+                        code="engine_failed",
+                    ) from exc
+                logger.warning("job %s: %s; resuming from its last saved chunk", job.id, exc)
 
     async def _generate(self, job: Job, running: _Running) -> None:
         """Make the job's chunks after its last saved one, then assemble the video."""
