@@ -1,5 +1,7 @@
 """Reactor's own Python client, `reactor-sdk` 1.13.0 from PyPI, unmodified, against a real
-`helios serve` on the tiny model, in local mode and in coordinator mode.
+`helios serve` on the tiny model, in local mode and in coordinator mode: connect, prompt, start,
+chunks and frames, a scheduled prompt, a rejected command, an uploaded image, SR 2x, pause,
+resume, reconnect, disconnect and the slot freed.
 
 That client speaks the newer flow (registered connection, trickled ICE, a "control" channel next
 to "data", protobuf `reactor_wire.v1`) and awaits a correlated reply to every `send_command`
@@ -177,6 +179,17 @@ async def _session(url: str, mode: str) -> None:
     reply = await client.send_command("resume", {})
     assert reply["type"] == "generation_resumed"
     await seen.until(lambda: len(seen.chunks()) > after, "a chunk after resume")
+
+    # reconnect(): a new peer re-offered on the same connection; the session and its stream
+    # go on (the old peer's end does not close the session).
+    await client.reconnect()
+    assert client.status == "ready"
+    assert client.session_id == session_id
+    before, frames_before = len(seen.chunks()), len(seen.frames)
+    reply = await client.send_command("set_prompt", {"prompt": PROMPT})
+    assert reply["type"] == "prompt_accepted"
+    await seen.until(lambda: len(seen.chunks()) > before, "a chunk after reconnect")
+    await seen.until(lambda: len(seen.frames) > frames_before + 10, "frames after reconnect")
 
     await client.disconnect()
     client.close()

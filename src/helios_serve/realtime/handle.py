@@ -134,7 +134,9 @@ class SessionHandle:
     async def add_candidates(
         self, connection: Connection, candidates: list[RemoteCandidate], final: bool
     ) -> None:
-        if connection.peer is None:
+        if connection.peer is None or not connection.peer.usable:
+            # Before any offer, or after the client dropped its peer to re-offer (reconnect):
+            # these belong to the next peer.
             room = max(0, MAX_CONNECTIONS * 8 - len(connection.early_candidates))
             connection.early_candidates.extend(candidates[:room])
             connection.early_final = connection.early_final or final

@@ -127,9 +127,18 @@ class SessionManager:
         def on_gone(peer: PeerLink, why: str) -> None:
             # Only the session's current peer may end it: a replaced one is closing on purpose.
             if handle.peer is peer and not peer.closed:
-                self._spawn(self.close(handle.id, why))
+                self._spawn(self._close_unless_reconnected(handle, peer, why))
 
         await handle.connect(connection, offer, mapping, self.config, on_gone)
+
+    async def _close_unless_reconnected(
+        self, handle: SessionHandle, peer: PeerLink, why: str
+    ) -> None:
+        """The client's peer went away: end the session, unless a new offer (the clients'
+        `reconnect()`) replaces the peer within the grace period."""
+        await asyncio.sleep(self.config.reconnect_grace_s)
+        if handle.peer is peer:
+            await self.close(handle.id, why)
 
     async def close(self, session_id: str, reason: str) -> None:
         handle = self._sessions.pop(session_id, None)

@@ -68,6 +68,9 @@ class PeerLink:
         self._remote_set = False
         self._candidates_ended = False
         self.closed = False
+        """Closed by the server (replaced, or the session ended)."""
+        self.gone: str | None = None
+        """Why the client's side went away, if it did (a reconnect may follow)."""
 
     async def negotiate(
         self, offer_sdp: str, mapping: list[TrackMapping], track: MediaStreamTrack
@@ -154,8 +157,13 @@ class PeerLink:
         if pc is not None and pc.connectionState in ("failed", "closed"):
             self._gone(f"peer connection {pc.connectionState}")
 
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.gone is None
+
     def _gone(self, why: str) -> None:
-        if not self.closed:
+        if not self.closed and self.gone is None:
+            self.gone = why
             self._on_gone(why)
 
 
