@@ -25,6 +25,9 @@ from helios_serve.realtime.proto import reactor_wire_pb2 as pb
 from .client import HEADERS, TRANSPORT_HEADERS
 
 Message = dict[str, Any]
+REACTOR_ATTRIBUTES = (
+    "a=x-reactor-frame-metadata:1\r\na=x-reactor-dc-chunking:1 max-message-size=67108864\r\n"
+)
 
 
 class NewerClient:
@@ -64,6 +67,9 @@ class NewerClient:
         self.pc.on("track", self._on_track)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp, candidates = split_candidates(self.pc.localDescription.sdp)
+        # The session attributes reactor-sdk 1.13's libwebrtc offer carries; unknown to aiortc.
+        head, sep, rest = sdp.partition("m=")
+        sdp = head + REACTOR_ATTRIBUTES + sep + rest
         registered = await self.http.post(self.base + "/connections", json={})
         assert registered.status_code == 201, registered.text
         self.connection_id = registered.json()["connection_id"]

@@ -186,6 +186,15 @@ def test_junk_frames_are_answered_and_the_session_lives(server: str) -> None:
         c.send_data(odd.SerializeToString())
         assert (await c.reply("odd_1"))["error"]["code"] == "invalid_message"
         c.send_control(b"\xff\xfe junk on control")  # ignored, counted as liveness
+        # A flood: every request still gets its own reply, the excess a rate_limited error.
+        await asyncio.sleep(1.5)  # let the token bucket refill
+        ids = [c.command("set_seed", {"seed": i}) for i in range(45)]
+        replies = [await c.reply(rid) for rid in ids]
+        limited = [r for r in replies if r["type"] == "error"]
+        assert limited, "45 commands at once were not rate limited"
+        assert all(r["error"]["code"] == "rate_limited" for r in limited)
+        assert len(replies) - len(limited) >= 25
+        await asyncio.sleep(1.5)
         assert (await c.reply(c.command("set_prompt", {"prompt": "alive"})))["type"] == (
             "prompt_accepted"
         )

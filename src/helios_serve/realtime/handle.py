@@ -22,7 +22,12 @@ from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
 from helios_serve.realtime.images import ImageLoader
 from helios_serve.realtime.link import ClientLink, WireFormat
-from helios_serve.realtime.peer import PeerLink, RemoteCandidate, TrackMapping
+from helios_serve.realtime.peer import (
+    MAX_REMOTE_CANDIDATES,
+    PeerLink,
+    RemoteCandidate,
+    TrackMapping,
+)
 from helios_serve.realtime.session import Session
 from helios_serve.realtime.track import FrameBuffer, PacedVideoTrack
 from helios_serve.realtime.uploads import UploadStore
@@ -137,7 +142,7 @@ class SessionHandle:
         if connection.peer is None or not connection.peer.usable:
             # Before any offer, or after the client dropped its peer to re-offer (reconnect):
             # these belong to the next peer.
-            room = max(0, MAX_CONNECTIONS * 8 - len(connection.early_candidates))
+            room = max(0, MAX_REMOTE_CANDIDATES - len(connection.early_candidates))
             connection.early_candidates.extend(candidates[:room])
             connection.early_final = connection.early_final or final
             return
