@@ -1,7 +1,9 @@
-"""Reactor's wire envelope and the literal names of Helios commands and events.
+"""Reactor's JSON wire envelope and the literal names of Helios commands and events.
 
 Both directions carry `{"scope", "data": {"type", "data", "uploads"?}}` as JSON text. This module
-parses and builds that envelope only; what a command's params mean lives in `commands.py`.
+parses and builds that envelope, the JSON control-channel messages of JS SDK >= 2.12, and the
+format-free `Envelope` / `ControlIn` the protobuf wire (`wire_pb.py`) decodes into too; what a
+command's params mean lives in `commands.py`.
 """
 
 from __future__ import annotations
