@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install browser-deps serve test lint typecheck check bench-cpu clean
+.PHONY: install browser-deps serve test lint typecheck check bench-cpu proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ check: lint typecheck
 
 test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# Reactor's wire messages: regenerate the committed gencode after editing the .proto.
+PROTO_DIR := src/helios_serve/realtime/proto
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I src -I "$$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')" \
+		--python_out=src --pyi_out=src $(PROTO_DIR)/reactor_wire.proto
 
 bench-cpu: $(STAMP)
 	$(BIN)/helios bench --model tiny --chunks 2,8,32 --out benchmarks/results/cpu-tiny

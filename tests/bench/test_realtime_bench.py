@@ -133,3 +133,39 @@ def test_summary_statistics() -> None:
     assert s["mean"] == 2500.0
     assert s["max"] == 4000.0
     assert summary([]) == {"n": 0}
+
+
+def test_report_records_the_client_generation(report: dict[str, Any]) -> None:
+    assert report["client"] == {
+        "generation": "js-sdk-2.9",
+        "flow": "sdp_params",
+        "wire": "json",
+        "channels": ["data"],
+    }
+    assert report["command_reply_ms"] is None  # JSON commands are not correlated
+
+
+def test_reactor_sdk_generation_is_measured_too(
+    data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The newer flow end to end: registered connection, trickled candidates, control channel,
+    protobuf commands, each answered with a correlated reply the report times."""
+    out = tmp_path_factory.mktemp("bench-rt-pb") / "pb"
+    argv = ["--model", "tiny", "--data-dir", str(data_dir), "--width", "64", "--height", "64"]
+    argv += ["--chunks", "2", "--prompt-changes", "1", "--timeout", "120", "--out", str(out)]
+    assert main([*argv, "--client", "reactor-sdk-1.x"]) == 0
+    doc = json.loads(out.with_name("pb.json").read_text())
+    assert doc["client"]["generation"] == "reactor-sdk-1.x"
+    assert doc["client"]["wire"] == "protobuf"
+    assert doc["chunks_measured"] >= 2
+    replies = doc["command_replies"]
+    # set_seed, set_prompt, start and the timed set_prompt: every one answered, in order.
+    assert [r["command"] for r in replies] == ["set_seed", "set_prompt", "start", "set_prompt"]
+    assert [r["reply"] for r in replies] == [
+        "state",
+        "prompt_accepted",
+        "generation_started",
+        "prompt_accepted",
+    ]
+    assert doc["command_reply_ms"]["n"] == 4
+    assert all(_positive(r["ms"]) for r in replies)

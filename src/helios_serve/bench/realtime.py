@@ -1,11 +1,14 @@
 """`helios bench-realtime`: a real-time session measured the way a browser would live it.
 
 Starts `helios serve` on a free loopback port (or uses ``--url``), connects a Python aiortc client
-that follows `@reactor-team/js-sdk` 2.9.0's local mode, sends ``set_prompt`` + ``start`` and
-measures: time to ready and to the first frame, frame pacing against 1/emission_fps (with
-repeated frames and stalls when the engine is slower than real time), chunk production against
-chunk playback time, and command-to-effect latency of mid-stream ``set_prompt``. Prints a table;
-``--out PREFIX`` writes ``PREFIX.json`` and ``PREFIX.png``.
+that follows one generation of Reactor's clients in local mode (``--client js-sdk-2.9``: the JS
+SDK 2.9.0's flow and JSON; ``--client reactor-sdk-1.x``: reactor-sdk 1.x's registered connection,
+trickled ICE, control channel and protobuf wire, each command awaiting its reply), sends
+``set_prompt`` + ``start`` and measures: time to ready and to the first frame, frame pacing
+against 1/emission_fps (with repeated frames and stalls when the engine is slower than real
+time), chunk production against chunk playback time, and command-to-effect latency of mid-stream
+``set_prompt`` (and, for reactor-sdk-1.x, command-to-reply latency). Prints a table; ``--out
+PREFIX`` writes ``PREFIX.json`` and ``PREFIX.png``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from .realtime_analysis import (
     chunk_playback,
 )
 from .realtime_client import (
+    CLIENTS,
+    JS_SDK_2_9,
     RealtimeBenchError,
     RealtimeClient,
     ServerProcess,
@@ -63,6 +68,13 @@ def add_realtime_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--model", default="tiny", help="checkpoint for the started server (default: tiny)")
     a("--url", default=None, help="use this running server instead of starting one")
+    a(
+        "--client",
+        choices=sorted(CLIENTS),
+        default=JS_SDK_2_9,
+        help="which generation of Reactor client to speak (default js-sdk-2.9); the report "
+        "records it",
+    )
     a("--data-dir", type=Path, default=None, help="the started server's --data-dir")
     a("--device", default=None, help="the started server's --device (default: its choice)")
     a(
@@ -168,7 +180,7 @@ async def _run(args: argparse.Namespace) -> RunData:
 
 
 async def _measure(url: str, args: argparse.Namespace, server_start_s: float | None) -> RunData:
-    client = RealtimeClient(url, time.perf_counter(), args.timeout)
+    client = RealtimeClient(url, time.perf_counter(), args.timeout, args.client)
     size = {"width": args.width, "height": args.height} if args.width is not None else None
     try:
         connect = await client.connect(size)
@@ -205,6 +217,8 @@ async def _measure(url: str, args: argparse.Namespace, server_start_s: float | N
             server_start_s=server_start_s,
             frame_size=client.log.frame_size,
             bias_s=bias_s,
+            client=client.generation,
+            replies=list(client.replies),
         )
     finally:
         await client.close()

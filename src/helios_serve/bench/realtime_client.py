@@ -1,10 +1,18 @@
 """The wire side of `helios bench-realtime`: a `helios serve` subprocess and an SDK-like client.
 
-The client does what `@reactor-team/js-sdk` 2.9.0 does in local mode (tests/browser/SDK_NOTES.md):
-POST /start_session, GET ice_servers, a recvonly video transceiver plus a client-created "data"
-channel, a non-trickle offer POSTed to sdp_params (exactly 202), GET polling until 200 with the
-answer, then JSON commands in the nested envelope and a runtime ping every 5 s. Every timestamp is
-`time.perf_counter()` minus the client's origin, taken when the event reaches this process.
+The client speaks one of the two generations of Reactor clients, in local mode:
+
+- `js-sdk-2.9` does what `@reactor-team/js-sdk` 2.9.0 does (tests/browser/SDK_NOTES.md): POST
+  /start_session, GET ice_servers, a recvonly video transceiver plus a client-created "data"
+  channel, a non-trickle offer POSTed to sdp_params (exactly 202), GET polling until 200 with the
+  answer, then JSON commands in the nested envelope and a runtime ping every 5 s.
+- `reactor-sdk-1.x` does what `reactor-sdk` 1.x does (../shared/specs/reactor-protocol-v1.md):
+  the same session call, then POST .../connections, its ICE candidates trickled to
+  .../ice_candidates before the offer (the offer carries none), "data" and "control" channels,
+  protobuf `reactor_wire.v1` commands each awaiting a correlated reply, `Ping` on "control".
+
+Every timestamp is `time.perf_counter()` minus the client's origin, taken when the event reaches
+this process.
 """
 
 from __future__ import annotations
@@ -27,11 +35,21 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from helios_serve.realtime import wire_pb
+from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+
 from .realtime_analysis import ReceivedFrame, tick_of
 
 API_HEADERS = {"Reactor-API-Version": "1", "Reactor-API-Accept-Version": "1"}
 TRANSPORT_HEADERS = {"Reactor-WebRTC-Version": "1.0", "Authorization": "Bearer local"}
 PING_EVERY_S = 5.0
+JS_SDK_2_9 = "js-sdk-2.9"
+REACTOR_SDK_1 = "reactor-sdk-1.x"
+CLIENTS = {
+    JS_SDK_2_9: {"flow": "sdp_params", "wire": "json", "channels": ["data"]},
+    REACTOR_SDK_1: {"flow": "connections", "wire": "protobuf", "channels": ["data", "control"]},
+}
+"""The client generations the bench can speak, and what distinguishes them on the wire."""
 READY_LINE = re.compile(r"helios-serve ready: (\S+)")
 
 
@@ -117,6 +135,24 @@ class ServerProcess:
             self._log.close()
 
 
+def split_candidates(sdp: str) -> tuple[str, list[dict[str, Any]]]:
+    """The offer without its `a=candidate` lines, and those candidates as a trickling client
+    posts them (`{candidate, sdp_mid, sdp_mline_index}`)."""
+    lines, candidates = [], []
+    mid, index = None, -1
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            index += 1
+            mid = None
+        elif line.startswith("a=mid:"):
+            mid = line[len("a=mid:") :]
+        if line.startswith("a=candidate:"):
+            candidates.append({"candidate": line[2:], "sdp_mid": mid, "sdp_mline_index": index})
+        elif line != "a=end-of-candidates":
+            lines.append(line)
+    return "\r\n".join(lines) + "\r\n", candidates
+
+
 def server_argv(
     model: str, data_dir: Path | None, port: int, emission_fps: float | None, device: str | None
 ) -> list[str]:
@@ -164,7 +200,12 @@ class ClientLog:
 
 
 class RealtimeClient:
-    def __init__(self, base_url: str, origin: float, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, origin: float, timeout: float, generation: str = JS_SDK_2_9
+    ) -> None:
+        if generation not in CLIENTS:
+            raise RealtimeBenchError(f"unknown client generation {generation!r}")
+        self.generation = generation
         # No default headers: coordinator and transport calls carry different sets (SDK_NOTES).
         self._http = httpx.AsyncClient(base_url=base_url, timeout=30)
         self._origin = origin
@@ -180,6 +221,15 @@ class RealtimeClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._prev_luma: np.ndarray[Any, np.dtype[np.int16]] | None = None
+        self._control: Any = None
+        self._requests = 0
+        self._sent: dict[str, tuple[str, float]] = {}
+        self.replies: list[tuple[str, float, str]] = []
+        """(command, seconds from send to its correlated reply, reply type or error code)."""
+
+    @property
+    def protobuf(self) -> bool:
+        return self.generation == REACTOR_SDK_1
 
     def now(self) -> float:
         return time.perf_counter() - self._origin
@@ -201,6 +251,10 @@ class RealtimeClient:
         times.ice_servers = self.now() - t0
 
         connected, opened = asyncio.Event(), asyncio.Event()
+        if self.protobuf:
+            control_open = asyncio.Event()
+            self._control = self.pc.createDataChannel("control")
+            self._control.on("open", control_open.set)
         channel = self.pc.createDataChannel("data")
         channel.on("open", opened.set)
         channel.on("message", self._on_message)
@@ -214,9 +268,18 @@ class RealtimeClient:
                 connected.set()
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        version = "2.9.0" if not self.protobuf else "1.13.0"
+        if self.protobuf:
+            # Register, then trickle the candidates before the offer, which carries none.
+            registered = await self._transport("POST", base + "/connections", {}, expect=201)
+            base = f"{base}/connections/{registered.json()['connection_id']}"
+            sdp, candidates = split_candidates(sdp)
+            trickle: dict[str, Any] = {"candidates": candidates, "is_final": True}
+            await self._transport("POST", base + "/ice_candidates", trickle, expect=202)
         offer = {
-            "sdp_offer": self.pc.localDescription.sdp,
-            "client_info": {"sdk_version": "2.9.0", "sdk_type": "helios-bench-realtime"},
+            "sdp_offer": sdp,
+            "client_info": {"sdk_version": version, "sdk_type": "helios-bench-realtime"},
             "track_mapping": [
                 {
                     "mid": transceiver.mid,
@@ -232,7 +295,8 @@ class RealtimeClient:
         times.sdp_answer = self.now() - t0
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         times.remote_description_set = self.now() - t0
-        await self._wait(asyncio.gather(connected.wait(), opened.wait()), "peer connection")
+        waits = [connected.wait(), opened.wait()] + ([control_open.wait()] if self.protobuf else [])
+        await self._wait(asyncio.gather(*waits), "peer connection")
         times.ready = self.now() - t0
         self._tasks.append(asyncio.create_task(self._ping()))
         await self._wait(self._got_track.wait(), "the video track")
@@ -277,6 +341,9 @@ class RealtimeClient:
             self._got_track.set()
 
     def _on_message(self, message: str | bytes) -> None:
+        if self.protobuf:
+            self._on_protobuf(message)
+            return
         t = self.now()
         try:
             doc = json.loads(message)
@@ -288,9 +355,39 @@ class RealtimeClient:
             self.log.events.append(event)
             self._changed.set()
 
+    def _on_protobuf(self, message: str | bytes) -> None:
+        t = self.now()
+        reply = pb.DataServerMessage()
+        try:
+            reply.ParseFromString(message if isinstance(message, bytes) else message.encode())
+        except Exception:
+            return
+        sent = self._sent.pop(reply.request_id, None) if reply.request_id else None
+        which = reply.WhichOneof("payload")
+        if which == "error":
+            # A rejection is what command_error is to the JSON client.
+            command = sent[0] if sent else "unknown"
+            data = {"command": command, "reason": reply.error.message, "code": reply.error.code}
+            event = Event(t, "command_error", data)
+        elif which == "message":
+            inner = reply.message
+            event = Event(t, inner.type, wire_pb.struct_to_dict(inner.data))
+        else:
+            event = None
+        if sent is not None:
+            self.replies.append((sent[0], t - sent[1], event.type if event else "ack"))
+        if event is not None:
+            self.log.events.append(event)
+            self._changed.set()
+
     async def _ping(self) -> None:
         while True:
-            self.send_raw({"scope": "runtime", "data": {"type": "ping", "data": {}}})
+            if self.protobuf:
+                ping = pb.ControlClientMessage(kind=pb.MESSAGE_KIND_NOTIFICATION, ping=pb.Ping())
+                if self._control is not None and self._control.readyState == "open":
+                    self._control.send(ping.SerializeToString())
+            else:
+                self.send_raw({"scope": "runtime", "data": {"type": "ping", "data": {}}})
             await asyncio.sleep(PING_EVERY_S)
 
     async def _read_frames(self) -> None:
@@ -327,7 +424,22 @@ class RealtimeClient:
 
     def send(self, name: str, data: dict[str, Any] | None = None) -> float:
         """Send an application command; the client time it left."""
-        return self.send_raw({"scope": "application", "data": {"type": name, "data": data or {}}})
+        if not self.protobuf:
+            return self.send_raw(
+                {"scope": "application", "data": {"type": name, "data": data or {}}}
+            )
+        if self._channel is None or self._channel.readyState != "open":
+            raise RealtimeBenchError("the data channel is not open")
+        self._requests += 1
+        request_id = f"data_{self._requests}"
+        command = pb.Command(type=name, data=wire_pb.dict_to_struct(data or {}))
+        message = pb.DataClientMessage(
+            request_id=request_id, kind=pb.MESSAGE_KIND_REQUEST, command=command
+        )
+        t = self.now()
+        self._sent[request_id] = (name, t)
+        self._channel.send(message.SerializeToString())
+        return t
 
     def find(
         self, type_: str, pred: Callable[[dict[str, Any]], bool] | None = None

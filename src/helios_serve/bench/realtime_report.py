@@ -9,7 +9,7 @@ import os
 import platform
 import shlex
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .realtime_analysis import (
     schedule_offset,
     summary,
 )
-from .realtime_client import ConnectTimes
+from .realtime_client import CLIENTS, JS_SDK_2_9, ConnectTimes
 
 NOTES = {
     "clock": "every time is time.perf_counter() in the client process, taken when a message or "
@@ -63,6 +63,11 @@ NOTES = {
     "each after the previous one took effect) -> the chunk_complete whose active_prompt is the "
     "new prompt; command_to_first_frame_s: -> the arrival of that chunk's first frame",
     "load_average": "host 1/5/15-minute load average before and after the run",
+    "client": "which generation of Reactor client the bench spoke: js-sdk-2.9 (sdp_params, JSON "
+    "on 'data') or reactor-sdk-1.x (registered connection, trickled ICE, 'control' channel, "
+    "protobuf with a correlated reply per command)",
+    "command_reply_ms": "reactor-sdk-1.x only: command sent -> its correlated reply arrived "
+    "(the server replies once the command is applied, not when it takes effect at a chunk)",
 }
 
 
@@ -90,6 +95,9 @@ class RunData:
     server_start_s: float | None
     frame_size: tuple[int, int] | None
     bias_s: float | None
+    client: str = JS_SDK_2_9
+    replies: list[tuple[str, float, str]] = field(default_factory=list)
+    """(command, seconds to its correlated reply, reply type): reactor-sdk-1.x only."""
 
 
 # ---------------------------------------------------------------------------- argv
@@ -181,6 +189,13 @@ def build_report(
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": (data.server or {}).get("model", args.model),
+        "client": {"generation": data.client, **CLIENTS[data.client]},
+        "command_reply_ms": summary([r[1] for r in data.replies], 1000.0, 3)
+        if data.replies
+        else None,
+        "command_replies": [
+            {"command": c, "reply": kind, "ms": _r(dt * 1000, 3)} for c, dt, kind in data.replies
+        ],
         "server": {
             "url": args.url,
             "started_by_bench": not remote,
@@ -299,6 +314,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"model {report['model']}  size {size['width']}x{size['height']}  emission_fps "
         f"{report['emission_fps']:g}  chunks {report['chunks_measured']}  load average before: "
         f"{report['load_average']['before']}",
+        f"client {report['client']['generation']} ({report['client']['flow']}, "
+        f"{report['client']['wire']})",
         "",
         f"  {'connect -> ready (s)':36s} {_fmt(report['connect_to_ready_s'])}",
         f"  {'start -> first chunk_complete (s)':36s} "
@@ -316,6 +333,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"  {'chunk playback (s)':36s} {_fmt(report['chunk_playback_s'])}",
         f"  {'real-time factor (playback/period)':36s} {_fmt(report['realtime_factor'], '.3f')}",
     ]
+    if report["command_reply_ms"] is not None:
+        lines.append(_stat_line("command -> reply (ms)", report["command_reply_ms"], ".1f"))
     for i, c in enumerate(report["prompt_changes"], 1):
         label = f"set_prompt {i} -> chunk {c['chunk']}"
         lines.append(

@@ -54,3 +54,30 @@ def session_capabilities(emission_fps: float) -> dict[str, Any]:
         "commands": model_capabilities()["commands"],
         "emission_fps": emission_fps,
     }
+
+
+def _json_schema(params: dict[str, Any]) -> dict[str, Any]:
+    properties = {}
+    for name, spec in params.items():
+        # A file travels as an upload reference, not inline: say so the OpenAPI way.
+        properties[name] = (
+            {"type": "string", "format": "binary", "description": spec["description"]}
+            if spec.get("type") == "file"
+            else dict(spec)
+        )
+    return {"type": "object", "properties": properties, "required": sorted(params)}
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The command schema as an OpenAPI 3.1 document (the newer clients' `RequestSchema`):
+    one component schema per command, named by the command, with its description."""
+    schemas = {
+        name: {"description": text, **_json_schema(params)}
+        for name, text, params in COMMAND_SCHEMAS
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "helios", "version": "1.0"},
+        "paths": {},
+        "components": {"schemas": schemas},
+    }

@@ -17,6 +17,9 @@ class RealtimeConfig:
     ping_timeout_s: float = 15.0
     """A session with no data-channel message (the SDK pings every 5 s) for this long closes."""
     watchdog_interval_s: float = 1.0
+    reconnect_grace_s: float = 2.0
+    """How long a session whose peer went away waits for a re-offer (a reconnect) before it
+    closes and frees its slot; an explicit stop_session / DELETE closes it at once."""
     emission_fps: float = 24.0
     buffer_chunks: int = 2
     """Chunks buffered ahead of playback; generation waits only when this many are queued."""

@@ -1,4 +1,10 @@
-"""SessionHandle: one session's parts (state machine owner, buffer, peer, uploads) and status."""
+"""SessionHandle: one session's parts (state machine owner, buffer, connections, uploads), status.
+
+A session talks to its client through one live `Connection` at a time: the implicit one of the
+2.9.0 `sdp_params` flow (id 0, JSON), or one the newer clients register (`register_connection`,
+ids from 1, wire format sniffed). An offer on any connection makes it the live one and closes the
+peer it replaces (a reconnect). Session events go to the live connection's `ClientLink`.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +21,26 @@ from helios_serve.realtime import protocol as wire
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
 from helios_serve.realtime.images import ImageLoader
-from helios_serve.realtime.peer import PeerLink, TrackMapping
+from helios_serve.realtime.link import ClientLink, WireFormat
+from helios_serve.realtime.peer import (
+    MAX_REMOTE_CANDIDATES,
+    PeerLink,
+    RemoteCandidate,
+    TrackMapping,
+)
 from helios_serve.realtime.session import Session
 from helios_serve.realtime.track import FrameBuffer, PacedVideoTrack
 from helios_serve.realtime.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
+LEGACY_CONNECTION = 0
+"""The connection of the 2.9.0 flow, which registers none."""
+MAX_CONNECTIONS = 8
+"""Connection ids a session holds at once; registering more is refused (503) until one ends."""
+
+
+class ConnectionLimitError(Exception):
+    """Every connection id of the session is taken."""
 
 
 class Status(StrEnum):
@@ -42,6 +62,26 @@ class Negotiation:
 
 
 @dataclass
+class Connection:
+    """One client connection: its negotiation, peer and link (replaced by a re-offer)."""
+
+    id: int
+    wire_format: WireFormat | None
+    negotiation: Negotiation = field(default_factory=Negotiation)
+    peer: PeerLink | None = None
+    link: ClientLink | None = None
+    early_candidates: list[RemoteCandidate] = field(default_factory=list)
+    """Trickled before any offer on this connection: handed to its first peer."""
+    early_final: bool = False
+
+    async def close(self) -> None:
+        if self.negotiation.task is not None:
+            self.negotiation.task.cancel()
+        if self.peer is not None:
+            await self.peer.close()
+
+
+@dataclass
 class SessionHandle:
     id: str
     mode: Mode
@@ -50,10 +90,15 @@ class SessionHandle:
     status: Status = Status.PENDING
     session: Session | None = None
     buffer: FrameBuffer | None = None
-    peer: PeerLink | None = None
-    negotiation: Negotiation = field(default_factory=Negotiation)
+    connections: dict[int, Connection] = field(default_factory=dict)
+    live: Connection | None = None
+    next_connection_id: int = 1
     created: float = field(default_factory=time.monotonic)
     closed_reason: str | None = None
+
+    @property
+    def peer(self) -> PeerLink | None:
+        return self.live.peer if self.live is not None else None
 
     def activate(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
         """Give the session its slot: build the buffer and session and start its consumer."""
@@ -71,8 +116,45 @@ class SessionHandle:
         self.status = Status.ACTIVE
 
     def _emit(self, event: wire.Event) -> None:
-        if self.peer is not None:
-            self.peer.send(wire.encode(event))
+        if self.live is not None and self.live.link is not None:
+            self.live.link.notify(event)
+
+    def register_connection(self) -> Connection:
+        """A new connection id for the newer clients' flow (`ConnectionLimitError` when full)."""
+        if len(self.connections) >= MAX_CONNECTIONS:
+            raise ConnectionLimitError(f"all {MAX_CONNECTIONS} connections of the session are open")
+        connection = Connection(self.next_connection_id, None)
+        self.next_connection_id += 1
+        self.connections[connection.id] = connection
+        return connection
+
+    def legacy_connection(self) -> Connection:
+        """The 2.9.0 flow's implicit connection (JSON from the start)."""
+        connection = self.connections.get(LEGACY_CONNECTION)
+        if connection is None:
+            connection = Connection(LEGACY_CONNECTION, WireFormat.JSON)
+            self.connections[LEGACY_CONNECTION] = connection
+        return connection
+
+    async def add_candidates(
+        self, connection: Connection, candidates: list[RemoteCandidate], final: bool
+    ) -> None:
+        if connection.peer is None or not connection.peer.usable:
+            # Before any offer, or after the client dropped its peer to re-offer (reconnect):
+            # these belong to the next peer.
+            room = max(0, MAX_REMOTE_CANDIDATES - len(connection.early_candidates))
+            connection.early_candidates.extend(candidates[:room])
+            connection.early_final = connection.early_final or final
+            return
+        await connection.peer.add_candidates(candidates, final)
+
+    async def drop_connection(self, connection: Connection) -> None:
+        """Forget a connection whose peer is gone, freeing its id."""
+        if self.connections.get(connection.id) is connection:
+            del self.connections[connection.id]
+        if self.live is connection:
+            self.live = None
+        await connection.close()
 
     def idle_for(self) -> float:
         seen = self.session.last_seen if self.session is not None else self.created
@@ -80,30 +162,43 @@ class SessionHandle:
 
     async def connect(
         self,
+        connection: Connection,
         offer: str,
         mapping: list[TrackMapping],
         config: RealtimeConfig,
-        on_gone: Callable[[str], None],
+        on_gone: Callable[[PeerLink, str], None],
     ) -> None:
-        """Negotiate a peer (replacing any old one, a reconnect) in the background."""
+        """Negotiate a peer on `connection` in the background; it becomes the live connection,
+        and the peer it replaces (this connection's, or the live one's) is closed."""
         if self.session is None or self.buffer is None:
             raise RuntimeError("connect() before the session has a slot")
-        old, self.peer = self.peer, None
-        if self.negotiation.task is not None:
-            self.negotiation.task.cancel()
-        if old is not None:
-            await old.close()
+        replaced = self.live
+        if replaced is not None and replaced is not connection:
+            # The client moved to another connection: the old one is over, its id freed.
+            self.connections.pop(replaced.id, None)
+            await replaced.close()
+        await connection.close()
+        connection.peer = connection.link = None
         session = self.session
-        peer = PeerLink(session.receive, session.channel_opened, on_gone)
-        self.peer = peer
         track = PacedVideoTrack(
             self.buffer, config.emission_fps, self.options.width, self.options.height
         )
+        # The peer and its link refer to each other; the lambdas see `link` once it is bound.
+        peer = PeerLink(
+            lambda label, frame: link.on_frame(label, frame),
+            lambda label: link.channel_opened(label),
+            lambda why: on_gone(peer, why),
+        )
+        link = ClientLink(session, peer.send, track.set_paused, connection.wire_format)
+        connection.peer, connection.link = peer, link
+        await peer.add_candidates(connection.early_candidates, connection.early_final)
+        connection.early_candidates, connection.early_final = [], False
         negotiation = Negotiation()
         negotiation.task = asyncio.create_task(
             self._negotiate(negotiation, peer, offer, mapping, track, config.negotiation_timeout_s)
         )
-        self.negotiation = negotiation
+        connection.negotiation = negotiation
+        self.live = connection
 
     @staticmethod
     async def _negotiate(
@@ -127,12 +222,11 @@ class SessionHandle:
             return
         self.status = Status.CLOSED
         self.closed_reason = reason
-        if self.negotiation.task is not None:
-            self.negotiation.task.cancel()
         if self.session is not None:
             await self.session.close()
-        if self.peer is not None:
-            await self.peer.close()
+        for connection in list(self.connections.values()):
+            await connection.close()
+        self.live = None
         if self.buffer is not None:
             self.buffer.clear()
         self.uploads.clear()

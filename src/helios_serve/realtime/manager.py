@@ -18,8 +18,8 @@ from helios_serve.core.protocols import Engine
 from helios_serve.core.settings import PRESETS
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
-from helios_serve.realtime.handle import Mode, SessionHandle, Status
-from helios_serve.realtime.peer import TrackMapping
+from helios_serve.realtime.handle import Connection, Mode, SessionHandle, Status
+from helios_serve.realtime.peer import PeerLink, TrackMapping
 from helios_serve.realtime.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
@@ -112,13 +112,33 @@ class SessionManager:
     def local_sessions(self) -> list[SessionHandle]:
         return [h for h in self._sessions.values() if h.mode is Mode.LOCAL]
 
-    async def connect(self, handle: SessionHandle, offer: str, mapping: list[TrackMapping]) -> None:
-        def on_gone(why: str) -> None:
-            # Only the session's current peer may end it: a replaced one is closing on purpose.
-            if handle.peer is not None and not handle.peer.closed:
-                self._spawn(self.close(handle.id, why))
+    def latest_local(self) -> SessionHandle | None:
+        """The local session a newer client joins with `GET /session` (the newest one)."""
+        sessions = self.local_sessions()
+        return max(sessions, key=lambda h: h.created) if sessions else None
 
-        await handle.connect(offer, mapping, self.config, on_gone)
+    async def connect(
+        self,
+        handle: SessionHandle,
+        connection: Connection,
+        offer: str,
+        mapping: list[TrackMapping],
+    ) -> None:
+        def on_gone(peer: PeerLink, why: str) -> None:
+            # Only the session's current peer may end it: a replaced one is closing on purpose.
+            if handle.peer is peer and not peer.closed:
+                self._spawn(self._close_unless_reconnected(handle, peer, why))
+
+        await handle.connect(connection, offer, mapping, self.config, on_gone)
+
+    async def _close_unless_reconnected(
+        self, handle: SessionHandle, peer: PeerLink, why: str
+    ) -> None:
+        """The client's peer went away: end the session, unless a new offer (the clients'
+        `reconnect()`) replaces the peer within the grace period."""
+        await asyncio.sleep(self.config.reconnect_grace_s)
+        if handle.peer is peer:
+            await self.close(handle.id, why)
 
     async def close(self, session_id: str, reason: str) -> None:
         handle = self._sessions.pop(session_id, None)

@@ -1,7 +1,9 @@
-"""Reactor's wire envelope and the literal names of Helios commands and events.
+"""Reactor's JSON wire envelope and the literal names of Helios commands and events.
 
 Both directions carry `{"scope", "data": {"type", "data", "uploads"?}}` as JSON text. This module
-parses and builds that envelope only; what a command's params mean lives in `commands.py`.
+parses and builds that envelope, the JSON control-channel messages of JS SDK >= 2.12, and the
+format-free `Envelope` / `ControlIn` the protobuf wire (`wire_pb.py`) decodes into too; what a
+command's params mean lives in `commands.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,23 @@ COMMANDS = (
 Event = dict[str, Any]
 """One outgoing message, already in its nested envelope."""
 
+CONTROL_ACTIONS = (
+    "ping",
+    "request_schema",
+    "request_capabilities",
+    "file_uploaded",
+    "request_clip",
+    "request_recording",
+    "publish_track",
+    "unpublish_track",
+    "pause_track",
+    "resume_track",
+    "error",
+    "unknown",
+)
+"""Platform and track traffic (the newer clients' control channel), in snake case; `unknown` is
+a protobuf payload newer than this server's schema."""
+
 
 class CommandError(Exception):
     """A rejected command; becomes `command_error {command, reason}` and changes nothing."""
@@ -53,6 +72,18 @@ class Envelope:
     type: str
     data: dict[str, Any]
     uploads: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ControlIn:
+    """One platform or track message, whichever wire format carried it."""
+
+    action: str
+    """One of `CONTROL_ACTIONS`."""
+    request_id: str = ""
+    """Set when the client awaits a correlated reply."""
+    name: str = ""
+    """The track a track verb names."""
 
 
 def parse_envelope(raw: str | bytes) -> Envelope:
@@ -82,6 +113,42 @@ def parse_envelope(raw: str | bytes) -> Envelope:
     if scope not in (APPLICATION, RUNTIME):
         raise CommandError(name, f"invalid_scope: {str(scope)[:40]!r}")
     return Envelope(scope, name, params, uploads or {})
+
+
+def parse_control_json(raw: str | bytes) -> ControlIn:
+    """A JSON control-channel message of JS SDK ≥ 2.12: `{type: "notification", event, data}`
+    for track verbs, `{type: "request", method, request_id, data}` for `publish_track`."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("unknown", f"invalid_json: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CommandError("unknown", "invalid_envelope: expected a JSON object")
+    action = doc.get("event") if doc.get("type") == "notification" else doc.get("method")
+    if not isinstance(action, str) or action not in CONTROL_ACTIONS:
+        raise CommandError(str(action)[:64], "unknown_command")
+    data = doc.get("data")
+    name = data.get("name", "") if isinstance(data, dict) else ""
+    request_id = doc.get("request_id", "")
+    return ControlIn(
+        action,
+        request_id if isinstance(request_id, str) else "",
+        name if isinstance(name, str) else "",
+    )
+
+
+def control_response_json(request_id: str, method: str, code: str, message: str) -> str:
+    """The JSON control channel's refusal of a request (the only answer Helios gives there)."""
+    return encode(
+        {
+            "type": "response",
+            "method": method,
+            "request_id": request_id,
+            "error": {"code": code, "message": message},
+        }
+    )
 
 
 def encode(event: Event) -> str:
@@ -143,3 +210,13 @@ def generation_reset() -> Event:
 
 def command_error(command: str, reason: str) -> Event:
     return application_event("command_error", {"command": command, "reason": reason})
+
+
+def event_type(event: Event) -> str:
+    """The `type` of an event in the nested envelope."""
+    return str(event["data"]["type"])
+
+
+def error_code(reason: str) -> str:
+    """The machine-readable head of a rejection reason (`invalid_field: ...` → `invalid_field`)."""
+    return reason.split(":", 1)[0].strip() or "command_error"

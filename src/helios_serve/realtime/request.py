@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Request
 
-from helios_serve.realtime.peer import TrackMapping
+from helios_serve.realtime.peer import RemoteCandidate, TrackMapping
 from helios_serve.realtime.uploads import UploadError
 from helios_serve.web.errors import ApiError, bad_request
 
@@ -144,3 +144,30 @@ async def read_upload_body(request: Request, declared: int, cap: int) -> bytes:
         if len(data) > declared:
             break  # already a mismatch; no need to read the rest
     return bytes(data)
+
+
+MAX_CANDIDATES_PER_POST = 64
+
+
+def parse_ice_candidates(body: dict[str, Any]) -> tuple[list[RemoteCandidate], bool]:
+    """`{candidates: [{candidate, sdp_mid?, sdp_mline_index?}], is_final?}` (trickle ICE)."""
+    raw = body.get("candidates", [])
+    final = body.get("is_final", False)
+    if not isinstance(raw, list) or len(raw) > MAX_CANDIDATES_PER_POST:
+        raise bad_request(
+            f"'candidates' must be a list of at most {MAX_CANDIDATES_PER_POST}", param="candidates"
+        )
+    if not isinstance(final, bool):
+        raise bad_request("'is_final' must be a boolean", param="is_final")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("candidate"), str):
+            raise bad_request("each candidate needs a 'candidate' string", param="candidates")
+        mid, index = item.get("sdp_mid"), item.get("sdp_mline_index")
+        if mid is not None and not isinstance(mid, str):
+            raise bad_request("'sdp_mid' must be a string", param="candidates")
+        if index is not None:
+            index = _int(index, "sdp_mline_index", 0, 1024)
+        if item["candidate"].strip():  # an empty candidate is the browser's end-of-candidates
+            out.append(RemoteCandidate(item["candidate"][:1024], mid, index))
+    return out, final

@@ -1,7 +1,8 @@
 """HTTP routes of Reactor's protocol: local and coordinator sessions, WebRTC signalling, uploads.
 
 Thin: parse, call the `SessionManager`, shape the JSON the SDK reads. Errors use the project's
-error envelope through `ApiError`. Status codes are what SDK 2.9.0 checks (202 for sdp_params).
+error envelope through `ApiError`. Status codes are what the SDKs check: 202 for sdp_params (2.9.0
+and the newer clients), 201 for a registered connection (the newer clients).
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from helios_serve.realtime.capabilities import session_capabilities
-from helios_serve.realtime.handle import Mode, SessionHandle, Status
+from helios_serve.realtime.handle import (
+    LEGACY_CONNECTION,
+    Connection,
+    ConnectionLimitError,
+    Mode,
+    Negotiation,
+    SessionHandle,
+    Status,
+)
 from helios_serve.realtime.manager import SessionLimitError, SessionManager, UnknownSessionError
 from helios_serve.realtime.request import (
     check_versions,
+    parse_ice_candidates,
     parse_sdp_params,
     parse_upload,
     read_json,
@@ -29,6 +39,7 @@ from helios_serve.web.errors import ApiError, bad_request
 from helios_serve.web.responses import CompactJSONResponse
 
 WEBRTC = "/sessions/{session_id}/transport/webrtc"
+CONNECTION = WEBRTC + "/connections/{connection_id}"
 RETRY_AFTER_S = 5
 
 
@@ -68,6 +79,41 @@ def _live(manager: SessionManager, session_id: str) -> SessionHandle:
         return manager.live(session_id)
     except UnknownSessionError:
         raise _not_found(session_id) from None
+
+
+def _connection(handle: SessionHandle, connection_id: str) -> Connection:
+    """A registered connection of the session; 404 for anything else (ids are uint32)."""
+    connection = (
+        handle.connections.get(int(connection_id))
+        if connection_id.isdigit() and len(connection_id) <= 10
+        else None
+    )
+    if connection is None or connection.id == LEGACY_CONNECTION:
+        raise ApiError(
+            404,
+            f"no connection {connection_id[:20]!r} in session {handle.id}",
+            code="not_found",
+            param="connection_id",
+        )
+    return connection
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(
+        503, message, code="service_unavailable", headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
+def _answer(negotiation: Negotiation, connection_id: int | None) -> Response:
+    """GET sdp_params: 202 while negotiating, then the answer (400 if negotiation failed)."""
+    if negotiation.error is not None:
+        raise bad_request(f"negotiation failed: {negotiation.error}", param="sdp_offer")
+    if negotiation.answer is None:
+        return CompactJSONResponse({}, status_code=202)
+    body: dict[str, Any] = {"sdp_answer": negotiation.answer}
+    if connection_id is not None:
+        body["connection_id"] = connection_id
+    return CompactJSONResponse(body)
 
 
 def build_realtime_router(manager: SessionManager) -> APIRouter:
@@ -112,6 +158,15 @@ def _session_routes(manager: SessionManager) -> APIRouter:
     async def create_session(request: Request) -> dict[str, Any]:
         return describe(await create(request, Mode.COORDINATOR), manager)
 
+    @router.get("/session")
+    async def get_local_session(request: Request) -> dict[str, Any]:
+        # Local mode's join: a local runtime serves one session, so this takes no id.
+        wanted = request.query_params.get("session_id")
+        handle = manager.latest_local() if wanted is None else _live(manager, wanted)
+        if handle is None:
+            raise ApiError(404, "no local session is running", code="not_found")
+        return describe(handle, manager)
+
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: str) -> dict[str, Any]:
         try:
@@ -142,23 +197,63 @@ def _transport_routes(manager: SessionManager) -> APIRouter:
         return {"ice_servers": list(manager.config.ice_servers)}
 
     async def offer(session_id: str, request: Request) -> Response:
+        # The 2.9.0 flow: no connection registered, JSON on the "data" channel.
         handle = _live(manager, session_id)
         if handle.status is not Status.ACTIVE:
             raise ApiError(409, "the session has no slot yet (PENDING)", code="conflict")
         sdp, mapping = parse_sdp_params(await read_json(request))
-        await manager.connect(handle, sdp, mapping)
+        await manager.connect(handle, handle.legacy_connection(), sdp, mapping)
         return CompactJSONResponse({}, status_code=202)
 
     router.add_api_route(WEBRTC + "/sdp_params", offer, methods=["POST", "PUT"])
 
     @router.get(WEBRTC + "/sdp_params")
     async def answer(session_id: str) -> Response:
-        negotiation = _live(manager, session_id).negotiation
-        if negotiation.error is not None:
-            raise bad_request(f"negotiation failed: {negotiation.error}", param="sdp_offer")
-        if negotiation.answer is None:
-            return CompactJSONResponse({}, status_code=202)
-        return CompactJSONResponse({"sdp_answer": negotiation.answer})
+        handle = _live(manager, session_id)
+        return _answer(handle.legacy_connection().negotiation, None)
+
+    router.include_router(_connection_routes(manager))
+    return router
+
+
+def _connection_routes(manager: SessionManager) -> APIRouter:
+    """The newer clients' flow (reactor-sdk 1.x, JS SDK >= 2.12): register a connection, trickle
+    ICE candidates to it (some before the offer), offer and poll for the answer on it."""
+    router = APIRouter()
+
+    @router.post(WEBRTC + "/connections", status_code=201)
+    async def register(session_id: str, request: Request) -> dict[str, Any]:
+        handle = _live(manager, session_id)
+        await read_json(request)  # validated, not used: the client sends {}
+        if handle.status is not Status.ACTIVE:
+            raise _unavailable("the session has no slot yet (PENDING); try again later")
+        try:
+            connection = handle.register_connection()
+        except ConnectionLimitError as exc:
+            raise _unavailable(f"{exc}; try again later") from None
+        return {"connection_id": connection.id}
+
+    async def offer(session_id: str, connection_id: str, request: Request) -> Response:
+        handle = _live(manager, session_id)
+        connection = _connection(handle, connection_id)
+        sdp, mapping = parse_sdp_params(await read_json(request))
+        await manager.connect(handle, connection, sdp, mapping)
+        return CompactJSONResponse({"connection_id": connection.id}, status_code=202)
+
+    router.add_api_route(CONNECTION + "/sdp_params", offer, methods=["POST", "PUT"])
+
+    @router.get(CONNECTION + "/sdp_params")
+    async def answer(session_id: str, connection_id: str) -> Response:
+        connection = _connection(_live(manager, session_id), connection_id)
+        return _answer(connection.negotiation, connection.id)
+
+    @router.post(CONNECTION + "/ice_candidates")
+    async def ice_candidates(session_id: str, connection_id: str, request: Request) -> Response:
+        handle = _live(manager, session_id)
+        connection = _connection(handle, connection_id)
+        candidates, final = parse_ice_candidates(await read_json(request))
+        await handle.add_candidates(connection, candidates, final)
+        return CompactJSONResponse({}, status_code=202)
 
     return router
 

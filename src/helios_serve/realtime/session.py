@@ -1,9 +1,12 @@
 """Session: one client's commands applied in order, driving one engine stream chunk by chunk.
 
 Commands go through a queue with one consumer, so they apply in arrival order; the consumer
-changes only the pure `SessionState`. The generation loop reads that state at each chunk
-boundary (`claim_chunk`) and brings the engine stream in line: prompt switches, image anchors,
-the SR scale. Knows nothing of WebRTC: frames go to a `FrameSink`, events to `emit`.
+changes only the pure `SessionState`. A command may carry a `Reply` (the newer clients await one
+per command): it gets the command's own event, or a bare acknowledgement, as soon as the command
+is applied, or its rejection; JSON clients (`receive`) get the same as plain events. The
+generation loop reads that state at each chunk boundary (`claim_chunk`) and brings the engine
+stream in line: prompt switches, image anchors, the SR scale. Knows nothing of WebRTC: frames go
+to a `FrameSink`, events to `emit`.
 
 `StreamDriver` holds the engine stream and its image-strength mapping.
 """
@@ -14,13 +17,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from helios_serve.core.protocols import Engine
 from helios_serve.errors import StreamCancelledError
 from helios_serve.realtime import commands as cmd
 from helios_serve.realtime import protocol as wire
 from helios_serve.realtime import state_machine as sm
-from helios_serve.realtime.capabilities import model_capabilities
+from helios_serve.realtime.capabilities import model_capabilities, openapi_schema
 from helios_serve.realtime.driver import FrameSink, StreamDriver, StreamOptions, Upscaler
 from helios_serve.realtime.images import ImageLoader
 
@@ -28,6 +32,36 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUED_COMMANDS = 256
 Emit = Callable[[wire.Event], None]
+CLIPS_UNSUPPORTED = "clips and recordings are not supported by helios-serve"
+
+
+class Reply(Protocol):
+    """Where one command's outcome goes (a correlated response on the protobuf wire)."""
+
+    def accept(self, event: wire.Event | None) -> None: ...
+
+    def reject(self, command: str, reason: str) -> None: ...
+
+
+REPLY_EVENTS: dict[type, str] = {
+    cmd.SetPrompt: "prompt_accepted",
+    cmd.SchedulePrompt: "prompt_accepted",
+    cmd.SetImage: "image_accepted",
+    cmd.SetConditioning: "image_accepted",
+    cmd.Start: "generation_started",
+    cmd.Pause: "generation_paused",
+    cmd.Resume: "generation_resumed",
+    cmd.Reset: "generation_reset",
+}
+"""The event that answers a command; commands not listed are answered with their `state`."""
+
+
+class _Awaiting:
+    """A command being applied whose reply has not gone out yet."""
+
+    def __init__(self, reply: Reply, event_type: str) -> None:
+        self.reply = reply
+        self.event_type = event_type
 
 
 class RateLimiter:
@@ -65,13 +99,16 @@ class Session:
     ) -> None:
         self._engine = engine
         self._options = options
-        self._emit = emit
+        self._deliver = emit
         self._sink = sink
         self._images = images
         self._upscale = upscale
         self._limiter = RateLimiter(commands_per_second)
         self._state = sm.SessionState()
-        self._queue: asyncio.Queue[cmd.Command] = asyncio.Queue(MAX_QUEUED_COMMANDS)
+        self._queue: asyncio.Queue[tuple[cmd.Command, Reply | None]] = asyncio.Queue(
+            MAX_QUEUED_COMMANDS
+        )
+        self._awaiting: _Awaiting | None = None
         self._wake = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._generator: asyncio.Task[None] | None = None
@@ -90,21 +127,43 @@ class Session:
         self.last_seen = time.monotonic()
         self._emit_state()
 
-    def receive(self, raw: str | bytes) -> None:
-        """Take one data-channel message; every rejection is answered with `command_error`."""
+    def touch(self) -> None:
+        """Any message from the client is liveness."""
         self.last_seen = time.monotonic()
+
+    def admit(self) -> bool:
+        """Count one inbound message against the rate limit; False when over it."""
+        self.touch()
+        return self._limiter.allow()
+
+    def receive(self, raw: str | bytes) -> None:
+        """Take one JSON data-channel message; every rejection is answered with `command_error`."""
         try:
-            if not self._limiter.allow():
+            if not self.admit():
                 raise wire.CommandError("unknown", "rate_limited")
             envelope = wire.parse_envelope(raw)
             if envelope.scope == wire.RUNTIME:
                 self._on_runtime(envelope)
                 return
-            self._queue.put_nowait(cmd.parse_command(envelope))
         except wire.CommandError as exc:
             self._emit(wire.command_error(exc.command, exc.reason))
+            return
+        self.submit(envelope, None)
+
+    def submit(self, envelope: wire.Envelope, reply: Reply | None) -> None:
+        """Queue one application command; a rejection goes to `reply` (or out as an event)."""
+        try:
+            self._queue.put_nowait((cmd.parse_command(envelope), reply))
+        except wire.CommandError as exc:
+            self._reject(reply, exc.command, exc.reason)
         except asyncio.QueueFull:
-            self._emit(wire.command_error("unknown", "rate_limited: too many queued commands"))
+            self._reject(reply, envelope.type[:64], "rate_limited: too many queued commands")
+
+    def _reject(self, reply: Reply | None, command: str, reason: str) -> None:
+        if reply is None:
+            self._emit(wire.command_error(command, reason))
+        else:
+            reply.reject(command, reason)
 
     def _on_runtime(self, envelope: wire.Envelope) -> None:
         name = cmd.canonical_name(envelope.type)
@@ -112,6 +171,12 @@ class Session:
             return  # liveness is the message itself; uploads are already stored by HTTP
         if name in ("request_capabilities", "get_capabilities"):
             self._emit(wire.runtime_event("modelCapabilities", model_capabilities()))
+            return
+        if name == "request_schema":
+            self._emit(wire.runtime_event("modelSchema", openapi_schema()))
+            return
+        if name in ("request_clip", "request_recording"):
+            self._emit(wire.runtime_event("clipFailed", {"reason": CLIPS_UNSUPPORTED}))
             return
         raise wire.CommandError(envelope.type[:64], "unknown_command")
 
@@ -128,14 +193,30 @@ class Session:
     # ------------------------------------------------------------------ commands
     async def _consume(self) -> None:
         while True:
-            command = await self._queue.get()
+            command, reply = await self._queue.get()
+            if reply is not None:
+                self._awaiting = _Awaiting(reply, REPLY_EVENTS.get(type(command), "state"))
             try:
                 await self._apply(command)
             except wire.CommandError as exc:
-                self._emit(wire.command_error(exc.command, exc.reason))
+                self._awaiting = None
+                self._reject(reply, exc.command, exc.reason)
             except Exception:
                 logger.exception("command %s failed", type(command).__name__)
-                self._emit(wire.command_error(cmd.command_name(command), "internal_error"))
+                self._awaiting = None
+                self._reject(reply, cmd.command_name(command), "internal_error")
+            awaiting, self._awaiting = self._awaiting, None
+            if awaiting is not None:
+                awaiting.reply.accept(None)  # applied, and no event of its own to carry
+
+    def _emit(self, event: wire.Event) -> None:
+        """Send an event; the one that answers the command being applied goes as its reply."""
+        awaiting = self._awaiting
+        if awaiting is not None and wire.event_type(event) == awaiting.event_type:
+            self._awaiting = None
+            awaiting.reply.accept(event)
+            return
+        self._deliver(event)
 
     async def _apply(self, command: cmd.Command) -> None:
         s = self._state

@@ -3,7 +3,8 @@
 `FrameBuffer` is the session's `FrameSink`: it holds at most a few chunks, and `put` waits for
 room, which is what paces generation. `PacedVideoTrack.recv()` only dequeues and stamps; when the
 buffer runs dry it repeats the last frame (black before the first) so the peer never stalls.
-A reconnect builds a new track on the same buffer.
+A reconnect builds a new track on the same buffer. A client may pause the track (newer clients'
+`PauseTrack`): nothing is sent until it resumes, the buffer fills and generation waits on it.
 """
 
 from __future__ import annotations
@@ -79,6 +80,24 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
         self._last: Frames = np.zeros((height, width, 3), dtype=np.uint8)
         self._count = 0
         self._start_time: float | None = None
+        self._playing = asyncio.Event()
+        self._playing.set()
+        self._paused_at: float | None = None
+
+    def set_paused(self, paused: bool) -> None:
+        """Stop or restart sending; on restart the clock skips the pause instead of catching up."""
+        if paused and self._playing.is_set():
+            self._playing.clear()
+            self._paused_at = time.time()
+        elif not paused and not self._playing.is_set():
+            if self._start_time is not None and self._paused_at is not None:
+                self._start_time += time.time() - self._paused_at
+            self._paused_at = None
+            self._playing.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._playing.is_set()
 
     async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
         # aiortc's own version is fixed at 30 fps; this one keeps its scheme at our rate.
@@ -93,6 +112,7 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
         return round(self._count * VIDEO_CLOCK_RATE / self._fps), VIDEO_TIME_BASE
 
     async def recv(self) -> Any:
+        await self._playing.wait()
         pts, time_base = await self.next_timestamp()
         frame = self._buffer.pop()
         if frame is not None:
