@@ -272,3 +272,43 @@ def test_engine_failure_pauses_with_an_error() -> None:
         assert rig.session.state.paused is True
 
     run(body)
+
+
+def test_a_restarted_engine_ends_the_session_with_one_clear_event() -> None:
+    async def body(rig: Rig) -> None:
+        rig.send("set_prompt", {"prompt": "a cat [engine-restart]"})
+        rig.send("start")
+        err = await rig.log.wait("command_error")
+        assert err["command"] == "start"
+        assert err["reason"].startswith("engine_restarted")
+        assert rig.session.ended_reason == "engine restarted"
+        await asyncio.sleep(0.2)
+        assert len(rig.log.of("command_error")) == 1  # it stopped, rather than retrying
+        assert len(rig.log.of("chunk_complete")) == 1
+
+    run(body)
+
+
+def test_the_manager_closes_a_session_whose_engine_restarted() -> None:
+    from helios_serve.realtime.config import RealtimeConfig
+    from helios_serve.realtime.handle import Mode, Status
+    from helios_serve.realtime.manager import SessionManager
+
+    async def main() -> None:
+        config = RealtimeConfig(watchdog_interval_s=0.05)
+        manager = SessionManager(FakeEngine(), config, np_upscale)
+        handle = await manager.create(Mode.LOCAL, {})
+        assert handle.session is not None
+        for name, data in (("set_prompt", {"prompt": "x [engine-restart]"}), ("start", {})):
+            message = {"scope": "application", "data": {"type": name, "data": data}}
+            handle.session.receive(json.dumps(message))
+        for _ in range(200):
+            if handle.status is Status.CLOSED:
+                break
+            await asyncio.sleep(0.05)
+        assert handle.status is Status.CLOSED
+        assert handle.closed_reason == "engine restarted"
+        assert manager.active_count == 0
+        await manager.shutdown()
+
+    asyncio.run(main())

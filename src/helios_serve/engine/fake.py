@@ -24,12 +24,14 @@ from helios_serve.core.types import (
     StepProgress,
     Variant,
 )
-from helios_serve.errors import StreamCancelledError
+from helios_serve.errors import EngineRestartedError, StreamCancelledError
 
 FAIL_MARKER = "[fail]"
 """A prompt containing this makes the fake raise `FakeEngineError` at chunk 1."""
 OOM_MARKER = "[oom]"
 """A prompt containing this makes the fake raise an out-of-memory error at chunk 1."""
+RESTART_MARKER = "[engine-restart]"
+"""A prompt containing this makes the fake fail chunk 1 as a restarted engine process does."""
 
 
 class FakeEngineError(RuntimeError):
@@ -105,6 +107,8 @@ class FakeStream:
                 raise FakeEngineError("injected failure")
             if self._index == 1 and OOM_MARKER in self._prompt:
                 raise FakeOutOfMemoryError("CUDA out of memory (injected)")
+            if self._index == 1 and RESTART_MARKER in self._prompt:
+                raise EngineRestartedError("the engine was restarted (injected)")
             frames = self._frames()
             self._index += 1
             total = time.perf_counter() - start

@@ -173,7 +173,10 @@ class SessionManager:
         while True:
             await asyncio.sleep(self.config.watchdog_interval_s)
             for handle in list(self._sessions.values()):
-                if (
+                ended = handle.session.ended_reason if handle.session is not None else None
+                if ended is not None:
+                    await self.close(handle.id, ended)
+                elif (
                     handle.status is Status.ACTIVE
                     and handle.idle_for() > self.config.ping_timeout_s
                 ):

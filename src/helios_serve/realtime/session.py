@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from helios_serve.core.protocols import Engine
-from helios_serve.errors import StreamCancelledError
+from helios_serve.errors import EngineRestartedError, StreamCancelledError
 from helios_serve.realtime import commands as cmd
 from helios_serve.realtime import protocol as wire
 from helios_serve.realtime import state_machine as sm
@@ -114,6 +114,8 @@ class Session:
         self._generator: asyncio.Task[None] | None = None
         self._driver = StreamDriver(engine, options, upscale)
         self._closed = False
+        self.ended_reason: str | None = None
+        """Set when the session cannot go on (its engine was restarted); the manager closes it."""
         self.last_seen = time.monotonic()
 
     @property
@@ -310,6 +312,20 @@ class Session:
                 frames = await self._driver.make_chunk(plan, self._state, self._is_stale)
             except StreamCancelledError:
                 return  # only raised once the epoch moved on (reset) or the session closed
+            except EngineRestartedError as exc:
+                if self._stale(epoch):
+                    return
+                # the stream died with the engine process: end the session, say so once
+                logger.warning("session ends at chunk %d: %s", plan.index, exc)
+                self.ended_reason = "engine restarted"
+                self._emit(
+                    wire.command_error(
+                        "start",
+                        "engine_restarted: the engine stopped and was restarted; this session "
+                        "has ended, start a new one",
+                    )
+                )
+                return
             except Exception as exc:
                 if self._stale(epoch):
                     return
