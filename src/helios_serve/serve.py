@@ -21,7 +21,7 @@ from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.runner import JobRunner
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
 
@@ -58,9 +58,21 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
     swept = files.sweep_temp()
     if swept:
         logger.info("removed %d partial files left by an interrupted run", swept)
+    _drop_finished_work(store, files)
     registry = CollectorRegistry()
     runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
     return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+
+
+def _drop_finished_work(store: JobStore, files: JobFiles) -> None:
+    """Chunk segments of jobs that ended (a crash came between their end and the cleanup)."""
+    for job_id in files.job_ids_with_work():
+        try:
+            finished = store.get(job_id).status.is_terminal
+        except JobNotFoundError:
+            finished = True  # deleted: the sweep of orphan folders is not this one's job
+        if finished:
+            files.remove_work(job_id)
 
 
 def build_upscaler(device: str, sr_weights: Path | None) -> Upscaler:

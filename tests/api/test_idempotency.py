@@ -98,3 +98,26 @@ def test_concurrent_creates_respect_the_queue_limit_and_keys(tmp_path: Path, key
     else:
         assert 10 <= len(ids) <= 11  # 10 queued, plus the one the runner may have claimed
         assert codes.count(429) == 60 - len(ids)
+
+
+def test_ended_jobs_keep_no_working_files(tmp_path: Path) -> None:
+    with make_client(tmp_path, step_delay=0.0) as client:
+        ok = create(client)
+        bad = create(client, prompt="a fox [fail]")
+        assert wait(client, ok["id"])["status"] == "completed"
+        assert wait(client, bad["id"])["status"] == "failed"
+    videos = tmp_path / "videos"
+    assert sorted(p.name for p in (videos / ok["id"]).iterdir()) == [
+        "spritesheet.jpg",
+        "state.safetensors",
+        "tail.mp4",
+        "thumbnail.jpg",
+        "video.mp4",
+    ]
+    assert not (videos / bad["id"] / "chunks").exists()
+    # a crash between "completed" and the cleanup leaves segments: the next start drops them
+    leftover = videos / ok["id"] / "chunks"
+    leftover.mkdir()
+    (leftover / "chunk-000000.mp4").write_bytes(b"x")
+    build_parts(FakeEngine(), tmp_path).store.close()
+    assert not leftover.exists()

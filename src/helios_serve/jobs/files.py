@@ -213,6 +213,14 @@ class JobFiles:
         os.replace(source, target)
         return target
 
+    def job_ids_with_work(self) -> list[str]:
+        """Jobs that have chunk segments or extension bases on disk."""
+        return [
+            job_id
+            for job_id in self.job_ids_on_disk()
+            if any((self.root / job_id / d).is_dir() for d in (CHUNKS_DIR, BASE_DIR))
+        ]
+
     def remove_work(self, job_id: str) -> None:
         """Drop the chunk segments, intermediate states and base copies of a finished job."""
         for folder in (CHUNKS_DIR, BASE_DIR):

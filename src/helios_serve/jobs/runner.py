@@ -279,5 +279,7 @@ class JobRunner:
             await asyncio.to_thread(self._store.fail, job_id, code, message)
         except JobNotFoundError:
             await asyncio.to_thread(self._files.remove, job_id)
+        else:  # a failed job never runs again: its saved chunks are of no use
+            await asyncio.to_thread(self._files.remove_work, job_id)
         if self._metrics is not None:
             self._metrics.job_finished("failed")
