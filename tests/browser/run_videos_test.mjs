@@ -216,7 +216,18 @@ async function runWithoutKey() {
   await page.fill("#prompt", "A long video to cancel");
   await page.selectOption("#length-unit", "frames");
   await page.fill("#length", "99");
-  await page.click("#reference-clear");
+  // Drag and drop works as well as the picker (a drop event carrying a PNG, as a drag would).
+  await page.evaluate(async (b64) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+    const zone = document.getElementById("dropzone");
+    zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true }));
+    zone.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+  }, (await makePng(page, 128, 128)).toString("base64"));
+  const dropped = await page.textContent("#reference-text");
+  if (!dropped.startsWith("dropped.png") || !dropped.includes("I2V")) throw new Error(`drop: ${dropped}`);
+  await page.click("#reference-clear"); // this job runs without it
   await page.focus("#prompt");
   await page.keyboard.press("Control+Enter"); // the keyboard shortcut submits too
   const doomed = await waitInPage(page, "the job to cancel", (known) => {

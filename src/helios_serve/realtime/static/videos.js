@@ -1,9 +1,11 @@
 // Helios videos: a dependency-free client of the /v1/videos job API (OpenAI's Videos API shape).
 //
 //   GET  /v1/models                      → the served variant's preset and sizes (video_defaults)
-//   POST /v1/videos (multipart)          → a queued job; then poll GET /v1/videos/{id}, honouring
-//                                          the openai-poll-after-ms header, until completed/failed
-//   GET  /v1/videos?after=&limit=        → the list, newest first ("Load more" = the next cursor)
+//   POST /v1/videos (multipart)          → a queued job, then polled at the interval of the
+//                                          server's openai-poll-after-ms header: the head of the
+//                                          list in one request, GET /v1/videos/{id} for running
+//                                          jobs further down, until completed or failed
+//   GET  /v1/videos?after=&limit=        → the list, newest first ("Load more" = the next page)
 //   GET  /v1/videos/{id}/content?variant=video|thumbnail|spritesheet
 //   POST /v1/videos/{id}/remix {prompt}  · POST /v1/videos/extensions {video:{id}, prompt, seconds}
 //   DELETE /v1/videos/{id}               → cancel (a running job stops at its next step) + delete
@@ -49,11 +51,10 @@ const page = {
   model: null, // the served model's /v1/models entry
   defaults: null, // its video_defaults
   cards: new Map(), // video id → {job, li, parts, media: {variant: url}}
-  cursor: null, // last_id of the list pages loaded so far
   hasMore: false,
   pollAfterMs: DEFAULT_POLL_MS,
   extensions: null, // null: unknown, false: the server answered 404/405 to an extension
-  requests: [], // "METHOD path status" of every API call (bounded), for the test
+  requests: [], // "METHOD path status" of the API calls (the last 500), for debugging
 };
 window.videosPage = page;
 
@@ -276,17 +277,32 @@ function resetKnobs() {
   el.cfgZero.checked = p.use_cfg_zero_star;
   el.amplify.checked = Boolean(p.amplify_first_chunk);
   el.fps.value = String(d.fps);
-  el.presetSummary.textContent = presetText(p);
+  updatePresetSummary();
 }
 
-function presetText(p) {
-  const parts = [`${page.defaults.variant} preset`];
-  if (p.pyramid_steps) parts.push(`pyramid ${p.pyramid_steps.join("·")}`);
-  if (p.num_inference_steps !== undefined) parts.push(`${p.num_inference_steps} steps`);
-  parts.push(`guidance ${p.guidance_scale}`);
-  if (p.use_cfg_zero_star) parts.push("CFG-Zero*");
-  if (p.amplify_first_chunk) parts.push("amplified first chunk");
-  return parts.join(", ");
+/** The knobs as they stand, in the preset's own shape. */
+function currentKnobs() {
+  const p = page.defaults.preset;
+  const knobs = { guidance_scale: Number(el.guidance.value), use_cfg_zero_star: el.cfgZero.checked };
+  if (p.pyramid_steps) knobs.pyramid_steps = p.pyramid_steps.map((_, i) => Number($(`pyramid-${i}`).value));
+  if (p.num_inference_steps !== undefined) knobs.num_inference_steps = Number(el.steps.value);
+  if (p.amplify_first_chunk !== undefined) knobs.amplify_first_chunk = el.amplify.checked;
+  return knobs;
+}
+
+/** The line on the closed "Advanced" section: the preset, or what was changed from it. */
+function updatePresetSummary() {
+  const p = page.defaults.preset;
+  const k = currentKnobs();
+  const changed = Object.keys(k).some((key) => JSON.stringify(k[key]) !== JSON.stringify(p[key]));
+  const parts = [changed ? "changed" : `${page.defaults.variant} preset`];
+  if (k.pyramid_steps) parts.push(`pyramid ${k.pyramid_steps.join("·")}`);
+  if (k.num_inference_steps !== undefined) parts.push(`${k.num_inference_steps} steps`);
+  parts.push(`guidance ${k.guidance_scale}`);
+  if (k.use_cfg_zero_star) parts.push("CFG-Zero*");
+  if (k.amplify_first_chunk) parts.push("amplified first chunk");
+  el.presetSummary.textContent = parts.join(", ");
+  el.presetSummary.classList.toggle("changed", changed);
 }
 
 /** Frames the request asks for, and what the video will really have: whole 33-frame chunks,
@@ -328,10 +344,8 @@ function createRequest() {
     form.append("num_inference_steps", el.steps.value);
   }
   const extra = {};
-  if (p.pyramid_steps) {
-    const steps = p.pyramid_steps.map((_, i) => Number($(`pyramid-${i}`).value));
-    if (steps.some((s, i) => s !== p.pyramid_steps[i])) extra.pyramid_num_inference_steps_list = steps;
-  }
+  const steps = currentKnobs().pyramid_steps;
+  if (steps && steps.some((s, i) => s !== p.pyramid_steps[i])) extra.pyramid_num_inference_steps_list = steps;
   if (el.cfgZero.checked !== p.use_cfg_zero_star) extra.use_cfg_zero_star = el.cfgZero.checked;
   if (p.amplify_first_chunk !== undefined && el.amplify.checked !== p.amplify_first_chunk) {
     extra.is_amplify_first_chunk = el.amplify.checked;
@@ -401,6 +415,7 @@ el.lengthUnit.addEventListener("change", () => {
   updateLengthHint();
 });
 el.presetReset.addEventListener("click", resetKnobs);
+el.advanced.addEventListener("input", () => { if (page.defaults) updatePresetSummary(); });
 
 // ───────────────────────────── the reference file ─────────────────────────────
 
@@ -447,10 +462,14 @@ el.dropzone.addEventListener("dragover", (ev) => {
 el.dropzone.addEventListener("dragleave", () => el.dropzone.classList.remove("over"));
 el.dropzone.addEventListener("drop", (ev) => {
   ev.preventDefault();
+  ev.stopPropagation();
   el.dropzone.classList.remove("over");
   const file = ev.dataTransfer?.files?.[0];
   if (file) setReference(file);
 });
+// A file dropped just beside the drop zone would make the browser open it, leaving the page.
+window.addEventListener("dragover", (ev) => ev.preventDefault());
+window.addEventListener("drop", (ev) => ev.preventDefault());
 
 // ───────────────────────────── job cards ─────────────────────────────
 
@@ -651,7 +670,6 @@ async function play(card) {
   hideSprite(card);
   p.playOverlay.hidden = true;
   p.play.textContent = "Stop";
-  p.play.setAttribute("aria-pressed", "true");
   try {
     const url = await mediaUrl(card, "video");
     if (card.mode !== "playing") return;
@@ -675,13 +693,11 @@ function stop(card) {
   p.thumb.hidden = !p.thumb.src;
   p.playOverlay.hidden = card.job.status !== "completed";
   p.play.textContent = "Play";
-  p.play.setAttribute("aria-pressed", "false");
 }
 
 function wireCard(card) {
   const p = card.parts;
   const id = () => card.job.id;
-  p.play.setAttribute("aria-pressed", "false");
   p.play.addEventListener("click", () => (card.mode === "playing" ? stop(card) : play(card)));
   p.playOverlay.addEventListener("click", () => play(card));
   p.media.addEventListener("pointermove", (ev) => {
@@ -862,13 +878,15 @@ async function deleteJob(card) {
 async function loadPage() {
   const gen = generation;
   const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
-  if (page.cursor) query.set("after", page.cursor);
+  // The cursor is the oldest card shown: new cards only ever go on top, and a deleted one
+  // (which the server could no longer find) is never the cursor.
+  const oldest = el.jobs.lastElementChild?.dataset.id;
+  if (oldest) query.set("after", oldest);
   el.loadMore.disabled = true;
   try {
     const list = await api(`/v1/videos?${query}`);
     if (gen !== generation) return;
     for (const job of list.data) addCard(job);
-    page.cursor = list.last_id ?? page.cursor;
     page.hasMore = list.has_more;
     updateCounts();
   } finally {
@@ -889,12 +907,12 @@ async function refresh() {
     renderCard(card, job);
     previous = card.li;
   }
-  if (!page.cursor && head.data.length) {
-    page.cursor = head.last_id;
+  const seen = new Set(head.data.map((j) => j.id));
+  // Only the head is shown (the list was empty, say): whether more exist is the head's to say.
+  if ([...page.cards.keys()].every((id) => seen.has(id))) {
     page.hasMore = head.has_more;
     updateCounts();
   }
-  const seen = new Set(head.data.map((j) => j.id));
   for (const card of [...page.cards.values()]) {
     if (seen.has(card.job.id) || !ACTIVE.has(card.job.status)) continue;
     try {
@@ -951,7 +969,6 @@ async function start() {
   page.ready = false;
   el.generate.disabled = true;
   for (const id of [...page.cards.keys()]) removeCard(id);
-  page.cursor = null;
   page.hasMore = false;
   el.model.dataset.state = "connecting";
   el.model.textContent = "connecting…";
