@@ -78,7 +78,7 @@ async function generate() {
 }
 
 /** Waits for the card's progress bar to reach 100 and its status to be completed, sampling the
- * card's box all along: while a job is queued or running its card must not change size. */
+ * card's box every 50 ms all along: it must not change size while the job runs or when it ends. */
 async function waitCompleted(id) {
   await page.evaluate((sel) => {
     const li = document.querySelector(sel);
@@ -101,9 +101,13 @@ async function waitCompleted(id) {
   }, card(id), budget);
   const samples = await page.evaluate(() => { clearInterval(window.__sampler); return window.__samples; });
   if (final.failed) throw new Error(`${id} failed: ${final.failed}`);
+  // Queued, running and finished, the card keeps one size: nothing around it moves.
   const running = samples.filter((s) => s.status === "queued" || s.status === "in_progress");
-  const sizes = [...new Set(running.map((s) => `${s.width}x${s.height}`))];
-  if (sizes.length > 1) throw new Error(`the card of ${id} changed size while running: ${sizes.join(", ")}`);
+  const sizes = [...new Set(samples.map((s) => `${s.width}x${s.height}`))];
+  if (sizes.length > 1) {
+    const seen = new Set(samples.map((s) => `${s.status} ${s.width}x${s.height}`));
+    throw new Error(`the card of ${id} changed size: ${[...seen].join(", ")}`);
+  }
   const progress = samples.map((s) => s.progress);
   if (progress.some((p, i) => i > 0 && p < progress[i - 1])) throw new Error(`progress went back: ${progress}`);
   return { progress_seen: [...new Set(progress)], running_samples: running.length, card_size: sizes[0] ?? null };
@@ -151,6 +155,9 @@ async function runWithoutKey() {
   const refText = await page.textContent("#reference-text");
   if (!refText.includes("I2V")) throw new Error(`reference not shown as I2V: ${refText}`);
   await page.click("#advanced summary");
+  // Distilled's knobs only: steps per pyramid stage and the amplified first chunk, no Base steps.
+  const knobs = await Promise.all(["#pyramid-2", "#amplify", "#steps"].map((s) => page.isVisible(s)));
+  if (knobs.join() !== "true,true,false") throw new Error(`Distilled knobs shown: ${knobs}`);
   for (const i of [0, 1, 2]) await page.fill(`#pyramid-${i}`, "1");
   const first = await generate();
   summary.first = first;
