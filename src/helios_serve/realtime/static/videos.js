@@ -525,9 +525,12 @@ function removeCard(id) {
   updateCounts();
 }
 
+const EMPTY_TEXT = "No videos yet. Write a prompt and press Generate.";
+
 function updateCounts() {
   const n = page.cards.size;
   el.jobsEmpty.hidden = n > 0 || !page.ready;
+  el.jobsEmpty.textContent = EMPTY_TEXT;
   el.jobsCount.textContent = n ? `${n} shown${page.hasMore ? ", more below" : ""}` : "";
   el.loadMore.hidden = !page.hasMore;
 }
@@ -988,6 +991,10 @@ async function start() {
     if (gen !== generation) return;
     el.model.dataset.state = "disconnected";
     el.model.textContent = err.status === 401 ? "API key needed" : "not connected";
+    // The list says why it is empty, after the message above is dismissed too.
+    el.jobsEmpty.textContent = err.status === 401
+      ? "The videos appear once the server has accepted an API key." : "Waiting for the server…";
+    el.jobsEmpty.hidden = false;
     notifyError(err, "Loading");
     // Keep trying (the server may still be starting), unless only a new key can help.
     if (err.status !== 401) setTimeout(() => { if (gen === generation) start(); }, IDLE_POLL_MS);
