@@ -217,7 +217,7 @@ async function runWithoutKey() {
   const remixJob = (await server("GET", `/v1/videos/${remix}`)).body;
   if (remixJob.remixed_from_video_id !== first) throw new Error(`remix not linked: ${JSON.stringify(remixJob)}`);
   const detail = await page.getAttribute(`${card(remix)} .job-detail`, "title");
-  if (!detail.includes(`remix of ${first}`)) throw new Error(`remix detail: ${detail}`);
+  if (!detail.includes("remix of") || !detail.includes(`(from ${first})`)) throw new Error(`remix detail: ${detail}`);
 
   step("cancel a job while it is queued or running");
   await page.fill("#prompt", "A long video to cancel");

@@ -560,8 +560,8 @@ function renderCard(card, job) {
   p.bar.style.transform = `scaleX(${progress / 100})`;
   p.progressText.textContent = `${progress}%`;
   p.detail.textContent = detailText(job);
-  p.detail.title = job.remixed_from_video_id
-    ? `${p.detail.textContent} (remix of ${job.remixed_from_video_id})` : p.detail.textContent;
+  const source = job.remixed_from_video_id ?? job.extended_from_video_id;
+  p.detail.title = source ? `${p.detail.textContent} (from ${source})` : p.detail.textContent;
   p.mediaPercent.textContent = status === "failed" ? "!" : `${progress}%`;
   p.mediaCaption.textContent = status === "failed"
     ? `${job.error?.code ?? "failed"}: ${job.error?.message ?? ""}`
@@ -605,12 +605,15 @@ function detailText(job) {
   const frames = ACTIVE.has(job.status)
     ? `${Math.min(job.frames_done ?? 0, job.num_frames)}/${job.num_frames} frames`
     : `${job.num_frames} frames · ${job.seconds} s`;
-  const bits = [job.size, frames, `seed ${job.seed}`];
+  const bits = [job.size, frames];
+  // Where it came from, before the seed: ids are long, so the source's is shortened here (the
+  // line's tooltip has it in full).
+  if (job.remixed_from_video_id) bits.push(`remix of ${job.remixed_from_video_id.slice(0, 14)}…`);
+  if (job.extended_from_video_id) bits.push(`extends ${job.extended_from_video_id.slice(0, 14)}…`);
+  bits.push(`seed ${job.seed}`);
   if (job.status === "completed" && job.inference_time_s != null) {
     bits.push(`made in ${Number(job.inference_time_s).toFixed(1)} s`);
   }
-  // Ids are long: the source's is shortened here (the line's tooltip has it in full).
-  if (job.remixed_from_video_id) bits.push(`remix of ${job.remixed_from_video_id.slice(0, 14)}…`);
   return bits.join(" · ");
 }
 
@@ -769,10 +772,10 @@ function toggleForm(card, kind) {
   p.formSecondsRow.hidden = !extend;
   p.formSeconds.required = extend;
   if (extend) {
-    // `seconds` is the total length of the extended video, so it must exceed the current one.
-    const now = Math.ceil(Number(card.job.seconds) || 1);
-    p.formSeconds.min = String(now + 1);
-    p.formSeconds.value = String(now + 4);
+    // OpenAI's `seconds`: the length of the new part (4 is its shortest); the result is the
+    // original followed by it.
+    p.formSeconds.min = "1";
+    p.formSeconds.value = "4";
   }
   showFormMessage(card, extend && page.extensions === false ? unsupportedText() : "");
   p.remix.setAttribute("aria-expanded", String(!extend));
