@@ -1,6 +1,7 @@
-"""Real browsers against a real `helios serve`: Reactor's js-sdk and the playground page.
+"""Real browsers against a real `helios serve`: the js-sdk, the playground, the videos page.
 
-The tests (the SDK in local and in coordinator mode, the playground) drive headless Chromium
+The tests (the SDK in local and in coordinator mode, the playground, the videos page without and
+with `--api-key`) drive headless Chromium
 (Debian's `/usr/bin/chromium`) through the Node harness in this folder (`package.json`:
 `@reactor-team/js-sdk@2.9.0`, esbuild, playwright-core). They skip
 where Chromium, node or npm is missing, so the Python suite runs anywhere; CI installs them.
@@ -75,6 +76,7 @@ class Server:
     """`helios serve --model tiny` in a subprocess on a free loopback port."""
 
     data_dir: Path
+    extra_args: tuple[str, ...] = ()
     port: int = field(default_factory=free_port)
     log: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
@@ -95,6 +97,7 @@ class Server:
             str(self.data_dir),
             "--port",
             str(self.port),
+            *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
@@ -134,6 +137,20 @@ def helios(tmp_path: Path) -> Iterator[Server]:
     """A fresh server per test: local mode has a single session, so a test that fails midway
     cannot leave it taken for the next one."""
     server = Server(tmp_path / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+API_KEY = "browser-test-key"
+
+
+@pytest.fixture
+def helios_with_key(tmp_path: Path) -> Iterator[Server]:
+    """Keys required, and a queue of one so that the page can be shown a real 429."""
+    server = Server(tmp_path / "data", ("--api-key", API_KEY, "--max-queue", "1"))
     server.start()
     try:
         yield server
@@ -210,3 +227,39 @@ def test_playground_page_drives_a_session(node_harness: Path, helios: Server) ->
     counts = summary["event_counts"]
     assert isinstance(counts, dict)
     assert counts.get("generation_reset", 0) >= 1
+
+
+def test_videos_page_makes_watches_remixes_and_deletes(node_harness: Path, helios: Server) -> None:
+    """Playground → Videos; a job (I2V, custom pyramid steps) to 100 %; thumbnail, spritesheet
+    scrub, play, download; remix; cancel; Load more; delete; `videos.png` at 1280x800."""
+    summary = _run_node_test("run_videos_test.mjs", helios, "videos.png")
+    video = summary["video"]
+    assert isinstance(video, dict)
+    assert (video["width"], video["height"]) == (192, 128)
+    assert video["advanced"] >= 0.5
+    for key in ("first_progress", "remix_progress"):
+        progress = summary[key]
+        assert isinstance(progress, dict)
+        assert progress["progress_seen"][-1] == 100
+        assert progress["card_size"] is not None  # sampled while the job ran
+    assert summary["scrub_frame"] == "12"
+    assert isinstance(summary["download_bytes"], int)
+    assert summary["download_bytes"] > 1000
+
+
+def test_videos_page_with_an_api_key(node_harness: Path, helios_with_key: Server) -> None:
+    """401 without and with a wrong key, the key kept in localStorage and sent as a bearer
+    token on every call (media through blob: URLs), 429 from a full queue, 503, Forget."""
+    summary = _run_node_test(
+        "run_videos_test.mjs", helios_with_key, "videos-api-key.png", {"HELIOS_API_KEY": API_KEY}
+    )
+    video = summary["video"]
+    assert isinstance(video, dict)
+    assert video["src"] == "blob:"
+    assert video["width"] == 192
+    paths = summary["bearer_paths"]
+    assert isinstance(paths, list)
+    assert "POST /v1/videos" in paths
+    assert "GET /v1/videos/{id}/content?variant=video" in paths
+    assert "Try again in 10 s" in str(summary["message_429"])
+    assert "(503)" in str(summary["message_503"])

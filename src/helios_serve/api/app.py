@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from helios_serve import __version__
 from helios_serve.api.auth import install_auth
 from helios_serve.api.system import StoreCollector, build_system_router
+from helios_serve.api.videos.defaults import video_defaults
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.router import build_router
 from helios_serve.api.videos.service import VideosService
@@ -72,6 +73,12 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
     )
     app.include_router(build_router(service, model, config.limits))
     app.include_router(
-        build_system_router(model, int(time.time()), parts.registry, parts.engine.is_healthy)
+        build_system_router(
+            model,
+            int(time.time()),
+            parts.registry,
+            parts.engine.is_healthy,
+            video_defaults(model, config.limits),
+        )
     )
     return app

@@ -12,6 +12,10 @@ from fastapi.responses import Response
 from helios_serve.web.errors import ApiError
 
 OPEN_PATHS = frozenset({"/health"})
+PAGE_PATHS = frozenset({"/", "/videos"})
+PAGE_PREFIXES = ("/static/",)
+"""The browser pages (the playground at `/`, the videos page) and their files: static, with no
+data in them, and they must load before the person has typed a key into them (GET only)."""
 _PRESIGNED_UPLOAD = re.compile(r"^/sessions/[^/]+/uploads/[^/]+$")
 """Upload PUTs carry no header (browsers PUT to the presigned URL verbatim): the unguessable
 upload id in the URL is the credential, as with any presigned URL."""
@@ -26,7 +30,8 @@ def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
 
 
 def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
-    """Require `Authorization: Bearer <key>` on every route except OPEN_PATHS and CORS preflight."""
+    """Require `Authorization: Bearer <key>` on every route except OPEN_PATHS, GETs of the
+    pages and their static files, and CORS preflight."""
     if not keys:
         return
 
@@ -37,6 +42,10 @@ def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
         path = request.url.path
         if (
             path in OPEN_PATHS
+            or (
+                request.method in ("GET", "HEAD")
+                and (path in PAGE_PATHS or path.startswith(PAGE_PREFIXES))
+            )
             or request.method == "OPTIONS"
             or (request.method == "PUT" and _PRESIGNED_UPLOAD.match(path))
         ):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -37,8 +38,13 @@ class StoreCollector(Collector):
 
 
 def build_system_router(
-    model: ModelInfo, created: int, registry: CollectorRegistry, engine_healthy: Callable[[], bool]
+    model: ModelInfo,
+    created: int,
+    registry: CollectorRegistry,
+    engine_healthy: Callable[[], bool],
+    video_defaults: Mapping[str, Any] | None = None,
 ) -> APIRouter:
+    """`video_defaults` (what a bare create request gets) rides along in `/v1/models`."""
     router = APIRouter()
 
     @router.get("/health")
@@ -69,6 +75,7 @@ def build_system_router(
                 "owned_by": "helios-serve",
                 "variant": model.variant.value,
                 "tiny": model.is_tiny,
+                **({"video_defaults": video_defaults} if video_defaults is not None else {}),
             }
             for name in ids
         ]

@@ -19,7 +19,7 @@ from helios_serve.realtime.routes import build_realtime_router, install_cors
 from helios_serve.realtime.ws_video import build_ws_video_router
 
 STATIC_DIR = Path(__file__).parent / "static"
-"""The playground page: plain browser JavaScript, no build step."""
+"""The browser pages (the playground, the videos page): plain JavaScript, no build step."""
 
 
 def _mount_playground(app: FastAPI) -> None:
@@ -28,6 +28,12 @@ def _mount_playground(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def playground() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/videos", include_in_schema=False)
+    async def videos_page() -> FileResponse:
+        """Video jobs in the browser: a client of `/v1/videos` (it shares the playground's
+        look, so it is served from the same folder)."""
+        return FileResponse(STATIC_DIR / "videos.html", media_type="text/html")
 
 
 def install_realtime(

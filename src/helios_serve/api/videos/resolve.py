@@ -60,12 +60,19 @@ class ResolvedParams:
         return self.delivered_frames / self.fps
 
 
-def _settings(req: VideoCreateRequest, model: ModelInfo) -> SamplingSettings:
+def preset_for(model: ModelInfo) -> SamplingSettings:
+    """The served variant's preset, its pyramid fitted to the checkpoint's stage count."""
     preset = PRESETS[model.variant]
-    extra = req.extra
     pyramid = preset.pyramid_steps
     if model.variant is not Variant.BASE and len(pyramid) != model.pyramid_stages:
         pyramid = (pyramid[0],) * max(1, model.pyramid_stages)
+    return preset.with_overrides(pyramid_steps=pyramid)
+
+
+def _settings(req: VideoCreateRequest, model: ModelInfo) -> SamplingSettings:
+    preset = preset_for(model)
+    extra = req.extra
+    pyramid = preset.pyramid_steps
     if extra.pyramid_num_inference_steps_list is not None:
         pyramid = tuple(extra.pyramid_num_inference_steps_list)
 

@@ -14,6 +14,13 @@ from helios_serve.web.errors import bad_request
 
 _SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
 
+TRAINED_SIZE = (640, 384)
+"""The one size every Helios checkpoint was trained at (width, height)."""
+
+_COMMON_SIZES = ((320, 192), (384, 640), (512, 512), (960, 576), (1280, 768))
+"""Sizes worth offering besides the trained and the default one: half, portrait, square,
+1.5x and 2x of the trained size (all multiples of 64, so every variant can run them)."""
+
 
 def nearest_valid(value: int, multiple: int, max_side: int) -> list[int]:
     """The valid sides closest to `value`, below and above (within 1..max_side)."""
@@ -35,8 +42,9 @@ def _check_side(value: int, name: str, param: str, model: ModelInfo, max_side: i
     else:
         kind = f"{model.pyramid_stages}-stage pyramid" if model.pyramid_stages > 1 else "model"
         why = f"is not a multiple of {multiple} (the served {kind} needs multiples of {multiple})"
+    trained = "x".join(map(str, TRAINED_SIZE))
     raise bad_request(
-        f"{name} {value} {why}; nearest valid {name}: {near} (640x384 is the trained size)",
+        f"{name} {value} {why}; nearest valid {name}: {near} ({trained} is the trained size)",
         param=param,
     )
 
@@ -57,3 +65,19 @@ def check_size(
     if height is not None:
         _check_side(height, "height", param_h, model, max_side)
     return width, height
+
+
+def is_valid_size(width: int, height: int, model: ModelInfo, max_side: int) -> bool:
+    multiple = model.size_multiple
+    return all(v % multiple == 0 and multiple <= v <= max_side for v in (width, height))
+
+
+def suggested_sizes(model: ModelInfo, max_side: int) -> list[tuple[int, int]]:
+    """Sizes a form can offer: the trained size first, then the model's default, then common
+    ones; only those the served model can run. Any other valid size is accepted as well."""
+    default = (model.default_width, model.default_height)
+    out: list[tuple[int, int]] = []
+    for size in (TRAINED_SIZE, default, *_COMMON_SIZES):
+        if size not in out and is_valid_size(*size, model, max_side):
+            out.append(size)
+    return out

@@ -1,0 +1,59 @@
+"""What a bare create request gets on the served model, for clients that build a form.
+
+`GET /v1/models` carries it per model as `video_defaults`; the videos page at `/videos` fills
+its form from it instead of repeating the presets and size rules in JavaScript.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helios_serve.api.videos.fields import DEFAULT_FPS
+from helios_serve.api.videos.limits import RequestLimits
+from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, preset_for
+from helios_serve.api.videos.sizes import TRAINED_SIZE, suggested_sizes
+from helios_serve.core.spec import ModelInfo
+from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
+
+
+def _size(width: int, height: int) -> str:
+    return f"{width}x{height}"
+
+
+def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
+    """The served variant's preset, sizes and lengths, in the create request's own terms.
+
+    `preset` holds the knobs a request may override: `num_inference_steps` on Base (single
+    stage), `pyramid_steps` (vLLM-Omni's `pyramid_num_inference_steps_list`) on Mid and
+    Distilled, `guidance_scale`, `use_cfg_zero_star`, and `amplify_first_chunk`
+    (`is_amplify_first_chunk`, Distilled only). Other valid sizes than `sizes` work too: any
+    multiple of `size_multiple` up to `max_side`.
+    """
+    preset = preset_for(model)
+    pyramid = model.variant is not Variant.BASE
+    knobs: dict[str, Any] = {
+        "guidance_scale": preset.guidance_scale,
+        "use_cfg_zero_star": preset.use_cfg_zero_star,
+        "negative_prompt": preset.negative_prompt,
+    }
+    if pyramid:
+        knobs["pyramid_steps"] = list(preset.pyramid_steps)
+    else:
+        knobs["num_inference_steps"] = preset.num_inference_steps
+    if model.variant is Variant.DISTILLED:
+        knobs["amplify_first_chunk"] = preset.amplify_first_chunk
+    return {
+        "variant": model.variant.value,
+        "preset": knobs,
+        "size": _size(model.default_width, model.default_height),
+        "trained_size": _size(*TRAINED_SIZE),
+        "sizes": [_size(w, h) for w, h in suggested_sizes(model, limits.max_side)],
+        "size_multiple": model.size_multiple,
+        "max_side": limits.max_side,
+        "num_frames": DEFAULT_NUM_FRAMES,
+        "max_num_frames": limits.max_num_frames,
+        "frames_per_chunk": FRAMES_PER_CHUNK,
+        "fps": DEFAULT_FPS,
+        "max_fps": limits.max_fps,
+        "max_reference_bytes": limits.media.max_bytes,
+    }
