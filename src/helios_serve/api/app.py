@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
@@ -19,11 +20,12 @@ from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.router import build_router
 from helios_serve.api.videos.service import VideosService
 from helios_serve.core.protocols import Engine
+from helios_serve.jobs.dispatch import JobDispatch
 from helios_serve.jobs.files import JobFiles
+from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import JobNotFoundError
-from helios_serve.jobs.runner import JobRunner
-from helios_serve.jobs.store import JobStore
-from helios_serve.web.errors import install_error_handlers
+from helios_serve.jobs.records import JobRecords, StoreUnavailableError
+from helios_serve.web.errors import ApiError, install_error_handlers
 from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ class ApiParts:
     """What the app is built around; `serve.py` makes them, tests make their own."""
 
     engine: Engine
-    store: JobStore
+    store: JobRecords
     files: JobFiles
-    runner: JobRunner
+    runner: JobDispatch
     registry: CollectorRegistry
+    mirror: JobMirror | None = None
+    """Cluster mode: the blob store behind `files` (see `VideosService`)."""
 
 
 def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
@@ -66,10 +70,17 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
         default_response_class=CompactJSONResponse,
     )
     install_error_handlers(app, {JobNotFoundError: 404})
+    _answer_store_outages(app)
     install_auth(app, config.api_keys)
     parts.registry.register(StoreCollector(parts.store))
     service = VideosService(
-        parts.store, parts.files, parts.runner, model, config.max_queue, config.limits
+        parts.store,
+        parts.files,
+        parts.runner,
+        model,
+        config.max_queue,
+        config.limits,
+        parts.mirror,
     )
     app.include_router(build_router(service, model, config.limits))
     app.include_router(
@@ -82,3 +93,22 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
         )
     )
     return app
+
+
+STORE_RETRY_AFTER_S = 2
+
+
+def _answer_store_outages(app: FastAPI) -> None:
+    """The database or object store away (restarting, a network cut): 503 with Retry-After,
+    never a 500; the request changed nothing that was acknowledged."""
+
+    async def unavailable(_: Request, exc: Exception) -> Response:
+        logger.warning("store unavailable: %s", exc)
+        return ApiError(
+            503,
+            "The job store is unavailable right now; retry shortly.",
+            code="store_unavailable",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        ).response()
+
+    app.add_exception_handler(StoreUnavailableError, unavailable)

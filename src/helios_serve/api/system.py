@@ -14,14 +14,14 @@ from prometheus_client.registry import Collector
 
 from helios_serve import __version__
 from helios_serve.core.spec import ModelInfo
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.records import JobRecords
 from helios_serve.web.responses import CompactJSONResponse
 
 
 class StoreCollector(Collector):
     """Queue depth and jobs by status, read from the store at scrape time."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobRecords) -> None:
         self._store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -55,6 +55,21 @@ class InvalidTransitionError(HeliosError):
     code = "invalid_state"
 
 
+class StaleAttemptError(InvalidTransitionError):
+    """A write from an attempt that is no longer the job's latest: another worker took the job
+    over (this one was paused or cut off past its lease). The write is refused."""
+
+    code = "stale_attempt"
+
+
+def check_attempt(job: Job, attempt: int | None) -> None:
+    """Fencing: raise `StaleAttemptError` unless `attempt` is None or the job's current one."""
+    if attempt is not None and job.attempts != attempt:
+        raise StaleAttemptError(
+            f"job {job.id} is at attempt {job.attempts}; a write from attempt {attempt} is refused"
+        )
+
+
 class JobNotFoundError(HeliosError):
     """No job has this id (never created, deleted, or not a well-formed id)."""
 
@@ -288,6 +303,32 @@ def back_to_queue(job: Job) -> Job:
     continues after them)."""
     check_transition(job.status, JobStatus.QUEUED)
     return replace(job, status=JobStatus.QUEUED, started_at=None, heartbeat_at=None)
+
+
+def claimed(job: Job, now: float) -> Job:
+    """A queued `job` as a worker claims it: in_progress, one more attempt."""
+    check_transition(job.status, JobStatus.IN_PROGRESS)
+    return replace(
+        job,
+        status=JobStatus.IN_PROGRESS,
+        attempts=job.attempts + 1,
+        started_at=int(now),
+        heartbeat_at=now,
+    )
+
+
+def taken_over(job: Job, max_attempts: int, now: float) -> Job | None:
+    """`job` as the worker the queue handed it to takes it: a queued job is claimed; one still
+    in_progress (its worker was lost, says the queue) gets a new attempt, or fails once out of
+    attempts; a finished job has nothing left to do (None)."""
+    if job.status.is_terminal:
+        return None
+    if job.status is JobStatus.IN_PROGRESS:
+        settled = settle_lost(job, max_attempts, int(now))
+        if settled.status is JobStatus.FAILED:
+            return settled
+        job = settled
+    return claimed(job, now)
 
 
 def settle_lost(job: Job, max_attempts: int, now: int) -> Job:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 
 from helios_serve.core.types import ChunkTimings, StepProgress
 from helios_serve.errors import HeliosError
+from helios_serve.jobs.models import JobNotFoundError, StaleAttemptError
 from helios_serve.jobs.plan import JobPlan
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.records import JobRecords
 
 
 class ProgressTracker:
@@ -21,9 +22,20 @@ class ProgressTracker:
     """
 
     def __init__(
-        self, store: JobStore, job_id: str, plan: JobPlan, steps: list[int], chunks_done: int
+        self,
+        store: JobRecords,
+        job_id: str,
+        plan: JobPlan,
+        steps: list[int],
+        chunks_done: int,
+        *,
+        attempt: int | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
+        """`on_lost` is called when a write finds the job deleted or taken over elsewhere."""
         self._store = store
+        self._attempt = attempt
+        self._on_lost = on_lost
         self._job_id = job_id
         self._plan = plan
         self._steps = [max(1, s) for s in steps]
@@ -39,9 +51,15 @@ class ProgressTracker:
         percent = self._percent(index + within)
         if percent > self._last:
             self._last = percent
-            # Deleted or finished under us: progress no longer matters.
-            with contextlib.suppress(HeliosError):
-                self._store.update_progress(self._job_id, percent, self._frames)
+            try:
+                self._store.update_progress(
+                    self._job_id, percent, self._frames, attempt=self._attempt
+                )
+            except (JobNotFoundError, StaleAttemptError):
+                if self._on_lost is not None:  # deleted, or another attempt owns it: stop
+                    self._on_lost()
+            except HeliosError:  # e.g. the database is away for a moment: progress can wait
+                pass
 
     def chunk_saved(self, index: int, timings: ChunkTimings) -> None:
         """Chunk `index` is on disk with its state: record it (the resume point moves on)."""
@@ -50,7 +68,9 @@ class ProgressTracker:
         if timings.total_s > 0:
             self._denoise_share = min(1.0, timings.transformer_s / timings.total_s)
         self._last = max(self._last, self._percent(self._done))
-        self._store.record_chunk(self._job_id, self._done, self._last, self._frames)
+        self._store.record_chunk(
+            self._job_id, self._done, self._last, self._frames, attempt=self._attempt
+        )
 
     def _percent(self, chunks: float) -> int:
         return min(99, int(chunks * 100 / self._plan.chunks))

@@ -32,10 +32,12 @@ from helios_serve.jobs.assembly import (
 )
 from helios_serve.jobs.files import STATE_NAME, VIDEO_NAME, JobFiles
 from helios_serve.jobs.metrics import JobMetrics
-from helios_serve.jobs.models import Job
+from helios_serve.jobs.mirror import JobMirror
+from helios_serve.jobs.models import Job, StaleAttemptError
 from helios_serve.jobs.plan import JobPlan, plan_for
 from helios_serve.jobs.progress import ProgressTracker
-from helios_serve.jobs.store import JobNotFoundError, JobStore
+from helios_serve.jobs.records import JobRecords
+from helios_serve.jobs.store import JobNotFoundError
 from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
@@ -65,17 +67,22 @@ class JobRunner:
 
     def __init__(
         self,
-        store: JobStore,
+        store: JobRecords,
         files: JobFiles,
         engine: Engine,
         metrics: JobMetrics | None = None,
         idle_poll_s: float = 1.0,
+        mirror: JobMirror | None = None,
     ) -> None:
+        """With a `mirror` (cluster mode), `files` is this machine's scratch copy: each saved
+        chunk and the finished video also go to the blob store, and a job starts by fetching
+        what an earlier attempt (on any machine) saved there."""
         self._store = store
         self._files = files
         self._engine = engine
         self._metrics = metrics
         self._idle_poll_s = idle_poll_s
+        self._mirror = mirror
         self._wake = asyncio.Event()
         self._running: _Running | None = None
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +90,14 @@ class JobRunner:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
+
+    async def submitted(self, job_id: str) -> None:  # noqa: ARG002 (the protocol's shape)
+        """`JobDispatch`: a job was admitted; this runner claims it from the store itself."""
+        self.wake()
+
+    @property
+    def running_job(self) -> str | None:
+        return None if self._running is None else self._running.job_id
 
     async def stop(self) -> None:
         """Stop at the next step; a job cut short goes back to the queue for the next start."""
@@ -112,9 +127,11 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
                 continue
-            await self._run(job)
+            await self.run_claimed(job)
 
-    async def _run(self, job: Job) -> None:
+    async def run_claimed(self, job: Job) -> None:
+        """Run a job already claimed (in_progress at `job.attempts`) to its end; a job cut
+        short by `stop()` goes back to the queue, one taken over elsewhere is left alone."""
         running = _Running(job.id)
         self._running = running
         started = time.perf_counter()
@@ -125,13 +142,16 @@ class JobRunner:
             if not self._stopping:
                 return
             raise
+        except StaleAttemptError as exc:  # taken over elsewhere: that attempt owns the job now
+            logger.warning("job %s: this attempt's write was refused: %s", job.id, exc.message)
+            await asyncio.to_thread(self._files.remove, job.id)
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
             message = (
                 exc.message if isinstance(exc, HeliosError) else f"{type(exc).__name__}: {exc}"
             )
             logger.warning("job %s failed (%s): %s", job.id, code, message)
-            await self._finish_failed(job.id, code, message)
+            await self._finish_failed(job, code, message)
         else:
             elapsed = time.perf_counter() - started
             await self._finish_completed(job, elapsed)
@@ -158,11 +178,13 @@ class JobRunner:
         """Make the job's chunks after its last saved one, then assemble the video."""
         spec, files = job.spec, self._files
         plan = plan_for(spec)
+        if self._mirror is not None:
+            await asyncio.to_thread(self._mirror.pull_all, job.id)
         resume = await asyncio.to_thread(files.resume_point, job.id, plan.first_chunk)
         start = plan.first_chunk if resume is None else resume[0] + 1
         state = None if resume is None else resume[1]
         if resume is not None:
-            await asyncio.to_thread(self._store.mark_resumed, job.id, start)
+            await asyncio.to_thread(self._store.mark_resumed, job.id, start, attempt=job.attempts)
             logger.info("job %s resumes at chunk %d of %d", job.id, start, plan.end_chunk)
             if self._metrics is not None:
                 self._metrics.job_resumed()
@@ -175,6 +197,14 @@ class JobRunner:
         )
         if frames != spec.delivered_frames:
             raise RuntimeError(f"assembled {frames} frames, expected {spec.delivered_frames}")
+        if self._mirror is not None:
+            await self._fenced(job)
+            await asyncio.to_thread(self._mirror.push_final, job.id)
+
+    async def _fenced(self, job: Job) -> None:
+        """Before writing to the shared store: this attempt is still the job's latest (a
+        paused worker that lost its job stops here instead of writing)."""
+        await asyncio.to_thread(self._store.heartbeat, job.id, attempt=job.attempts)
 
     async def _make_chunks(
         self, job: Job, plan: JobPlan, start: int, state: bytes | None, running: _Running
@@ -188,7 +218,13 @@ class JobRunner:
                 await stream.set_prompt(spec.prompt)
             steps = [stream.steps_in_chunk(i) for i in range(plan.first_chunk, plan.end_chunk)]
             tracker = ProgressTracker(
-                self._store, job.id, plan, steps, chunks_done=start - plan.first_chunk
+                self._store,
+                job.id,
+                plan,
+                steps,
+                chunks_done=start - plan.first_chunk,
+                attempt=job.attempts,
+                on_lost=running.cancelled.set,
             )
             for index in range(start, plan.end_chunk):
                 chunk = await stream.next_chunk(
@@ -210,6 +246,15 @@ class JobRunner:
                     chunk.checkpoint,
                     thumbnail=index == 0 and spec.extension is None,
                 )
+                if self._mirror is not None:
+                    await self._fenced(job)
+                    await asyncio.to_thread(
+                        self._mirror.push_chunk,
+                        job.id,
+                        index,
+                        trimmed=plan.is_trimmed(index),
+                        thumbnail=index == 0 and spec.extension is None,
+                    )
                 await asyncio.to_thread(tracker.chunk_saved, index, chunk.timings)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
@@ -266,20 +311,38 @@ class JobRunner:
                 round(elapsed, 3),
                 job.spec.delivered_frames,
                 video_sha256=digest,
+                attempt=job.attempts,
             )
         except JobNotFoundError:  # deleted while finishing: its files go too
             await asyncio.to_thread(self._files.remove, job.id)
+        except StaleAttemptError as exc:  # another attempt owns the result
+            logger.warning("job %s: late completion refused: %s", job.id, exc.message)
+            await asyncio.to_thread(self._files.remove, job.id)
+            return
         else:
-            await asyncio.to_thread(self._files.remove_work, job.id)
+            await self._drop_work(job.id)
         if self._metrics is not None:
             self._metrics.job_finished("completed")
 
-    async def _finish_failed(self, job_id: str, code: str, message: str) -> None:
+    async def _finish_failed(self, job: Job, code: str, message: str) -> None:
         try:
-            await asyncio.to_thread(self._store.fail, job_id, code, message)
+            await asyncio.to_thread(self._store.fail, job.id, code, message, attempt=job.attempts)
         except JobNotFoundError:
-            await asyncio.to_thread(self._files.remove, job_id)
+            await asyncio.to_thread(self._files.remove, job.id)
+        except StaleAttemptError as exc:
+            logger.warning("job %s: late failure refused: %s", job.id, exc.message)
+            await asyncio.to_thread(self._files.remove, job.id)
+            return
         else:  # a failed job never runs again: its saved chunks are of no use
-            await asyncio.to_thread(self._files.remove_work, job_id)
+            await self._drop_work(job.id)
         if self._metrics is not None:
             self._metrics.job_finished("failed")
+
+    async def _drop_work(self, job_id: str) -> None:
+        """An ended job's working files go; in cluster mode this machine keeps none at all
+        (the store has what stays)."""
+        if self._mirror is None:
+            await asyncio.to_thread(self._files.remove_work, job_id)
+            return
+        await asyncio.to_thread(self._mirror.remove_work, job_id)
+        await asyncio.to_thread(self._files.remove, job_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.models import GenerationSpec, Job, JobStatus
@@ -147,7 +148,8 @@ def job_to_row(job: Job) -> Row:
     )
 
 
-def row_to_job(row: sqlite3.Row) -> Job:
+def row_to_job(row: Mapping[str, Any]) -> Job:
+    """A row read by column name (sqlite3.Row, or a psycopg dict row)."""
     return Job(
         id=row["id"],
         model=row["model"],

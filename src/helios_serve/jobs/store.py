@@ -32,10 +32,14 @@ from helios_serve.jobs.models import (
     Job,
     JobNotFoundError,
     JobStatus,
+    StaleAttemptError,
     back_to_queue,
+    check_attempt,
     check_transition,
+    claimed,
     is_valid_job_id,
     settle_lost,
+    taken_over,
 )
 from helios_serve.jobs.schema import (
     ASSIGNMENTS,
@@ -58,6 +62,7 @@ __all__ = [
     "Order",
     "QueueFullError",
     "RecoveryReport",
+    "StaleAttemptError",
 ]
 
 IDEMPOTENCY_TTL_S = 24 * 3600
@@ -194,9 +199,12 @@ class JobStore:
     def _save(conn: sqlite3.Connection, job: Job) -> None:
         conn.execute(f"UPDATE jobs SET {ASSIGNMENTS} WHERE id = ?", (*job_to_row(job), job.id))
 
-    def _transition(self, job_id: str, new: JobStatus, **changes: Any) -> Job:
+    def _transition(
+        self, job_id: str, new: JobStatus, attempt: int | None = None, **changes: Any
+    ) -> Job:
         with self._write() as conn:
             job = self._fetch(conn, job_id)
+            check_attempt(job, attempt)
             check_transition(job.status, new)
             updated = replace(job, status=new, **changes)
             self._save(conn, updated)
@@ -343,23 +351,33 @@ class JobStore:
             ).fetchone()
             if row is None:
                 return None
-            job = row_to_job(row)
-            check_transition(job.status, JobStatus.IN_PROGRESS)
-            now = self._clock()
-            claimed = replace(
-                job,
-                status=JobStatus.IN_PROGRESS,
-                attempts=job.attempts + 1,
-                started_at=int(now),
-                heartbeat_at=now,
-            )
-            self._save(conn, claimed)
-        return claimed
+            job = claimed(row_to_job(row), self._clock())
+            self._save(conn, job)
+        return job
 
-    def update_progress(self, job_id: str, progress: int, frames_done: int) -> Job:
-        """Raise progress and frames written (never lowers either); refreshes the heartbeat."""
+    def take(self, job_id: str, max_attempts: int) -> Job | None:
+        """Claim `job_id` for the worker a queue handed it to (see `models.taken_over`):
+        the job in_progress at a new attempt, failed once out of attempts, or None when it is
+        finished or deleted."""
         with self._write() as conn:
-            job = self._require_running(conn, job_id)
+            try:
+                job = self._fetch(conn, job_id)
+            except JobNotFoundError:
+                return None
+            taken = taken_over(job, max_attempts, self._clock())
+            if taken is not None:
+                self._save(conn, taken)
+        return taken
+
+    def update_progress(
+        self, job_id: str, progress: int, frames_done: int, *, attempt: int | None = None
+    ) -> Job:
+        """Raise progress and frames written (never lowers either); refreshes the heartbeat.
+
+        `attempt` (here and in every write a worker makes) fences the write: it is refused with
+        `StaleAttemptError` once another attempt has taken the job over."""
+        with self._write() as conn:
+            job = self._require_running(conn, job_id, attempt)
             updated = replace(
                 job,
                 progress=max(job.progress, min(100, max(0, int(progress)))),
@@ -369,10 +387,18 @@ class JobStore:
             self._save(conn, updated)
         return updated
 
-    def record_chunk(self, job_id: str, chunks_done: int, progress: int, frames_done: int) -> Job:
+    def record_chunk(
+        self,
+        job_id: str,
+        chunks_done: int,
+        progress: int,
+        frames_done: int,
+        *,
+        attempt: int | None = None,
+    ) -> Job:
         """A chunk's segment and stream state are saved: the next attempt starts after it."""
         with self._write() as conn:
-            job = self._require_running(conn, job_id)
+            job = self._require_running(conn, job_id, attempt)
             updated = replace(
                 job,
                 chunks_done=max(job.chunks_done, int(chunks_done)),
@@ -383,21 +409,25 @@ class JobStore:
             self._save(conn, updated)
         return updated
 
-    def mark_resumed(self, job_id: str, chunk: int) -> Job:
+    def mark_resumed(self, job_id: str, chunk: int, *, attempt: int | None = None) -> Job:
         """This attempt continues an interrupted one at `chunk`."""
         with self._write() as conn:
-            job = replace(self._require_running(conn, job_id), resumed_from_chunk=int(chunk))
+            job = self._require_running(conn, job_id, attempt)
+            job = replace(job, resumed_from_chunk=int(chunk))
             self._save(conn, job)
         return job
 
-    def heartbeat(self, job_id: str) -> None:
+    def heartbeat(self, job_id: str, *, attempt: int | None = None) -> None:
         """Record that the worker running `job_id` is alive."""
         with self._write() as conn:
-            job = self._require_running(conn, job_id)
+            job = self._require_running(conn, job_id, attempt)
             self._save(conn, replace(job, heartbeat_at=self._clock()))
 
-    def _require_running(self, conn: sqlite3.Connection, job_id: str) -> Job:
+    def _require_running(
+        self, conn: sqlite3.Connection, job_id: str, attempt: int | None = None
+    ) -> Job:
         job = self._fetch(conn, job_id)
+        check_attempt(job, attempt)
         if job.status is not JobStatus.IN_PROGRESS:
             raise InvalidTransitionError(f"job {job_id} is {job.status.value}, not in_progress")
         return job
@@ -411,10 +441,12 @@ class JobStore:
         *,
         expires_at: int | None = None,
         video_sha256: str | None = None,
+        attempt: int | None = None,
     ) -> Job:
         return self._transition(
             job_id,
             JobStatus.COMPLETED,
+            attempt,
             progress=100,
             completed_at=self._now(),
             expires_at=expires_at,
@@ -435,17 +467,24 @@ class JobStore:
             ).fetchone()
         return None if row is None else row_to_job(row)
 
-    def fail(self, job_id: str, code: str, message: str) -> Job:
+    def fail(self, job_id: str, code: str, message: str, *, attempt: int | None = None) -> Job:
         # Error text often quotes inputs or exceptions; make it storable whatever it holds.
         safe = message.encode("utf-8", "replace").decode("utf-8")
         return self._transition(
-            job_id, JobStatus.FAILED, completed_at=self._now(), error_code=code, error_message=safe
+            job_id,
+            JobStatus.FAILED,
+            attempt,
+            completed_at=self._now(),
+            error_code=code,
+            error_message=safe,
         )
 
-    def requeue(self, job_id: str) -> Job:
+    def requeue(self, job_id: str, *, attempt: int | None = None) -> Job:
         """Put an in_progress job back in the queue; it keeps its place and attempt count."""
         with self._write() as conn:
-            job = back_to_queue(self._fetch(conn, job_id))
+            job = self._fetch(conn, job_id)
+            check_attempt(job, attempt)
+            job = back_to_queue(job)
             self._save(conn, job)
         return job
 

@@ -17,14 +17,15 @@ from helios_serve.api.videos.protocol import deleted_object, list_object, video_
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.jobs.dispatch import JobDispatch
 from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME, JobFiles
+from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import Extension, GenerationSpec, Job, JobStatus, new_job_id
 from helios_serve.jobs.plan import plan_for
-from helios_serve.jobs.runner import JobRunner
+from helios_serve.jobs.records import JobRecords
 from helios_serve.jobs.store import (
     IdempotencyClaim,
     IdempotencyConflictError,
-    JobStore,
     QueueFullError,
 )
 from helios_serve.media.decode import MediaKind
@@ -77,16 +78,20 @@ class VideosService:
 
     def __init__(
         self,
-        store: JobStore,
+        store: JobRecords,
         files: JobFiles,
-        runner: JobRunner,
+        runner: JobDispatch,
         model: ModelInfo,
         max_queue: int,
         limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+        mirror: JobMirror | None = None,
     ) -> None:
+        """With a `mirror` (a cluster gateway), `files` is only a local cache: inputs go to the
+        blob store before the job is admitted, content is fetched from it when first asked."""
         self._store = store
         self._files = files
         self._runner = runner
+        self._mirror = mirror
         self._model = model
         self._max_queue = max_queue
         self._limits = limits
@@ -133,7 +138,7 @@ class VideosService:
                 self._store.admit, job, max_queue=self._max_queue, claim=claim
             )
         except BaseException as exc:
-            await asyncio.to_thread(self._files.remove, job_id)
+            await asyncio.to_thread(self._remove_files, job_id)
             if isinstance(exc, QueueFullError):
                 raise ApiError(
                     429,
@@ -145,9 +150,15 @@ class VideosService:
                 raise ApiError(409, exc.message, code=exc.code, param=exc.param) from None
             raise
         if not created:  # a concurrent request with the same key won
-            await asyncio.to_thread(self._files.remove, job_id)
-        self._runner.wake()
+            await asyncio.to_thread(self._remove_files, job_id)
+        else:
+            await self._runner.submitted(stored.id)
         return stored
+
+    def _remove_files(self, job_id: str) -> None:
+        self._files.remove(job_id)
+        if self._mirror is not None:
+            self._mirror.remove(job_id)
 
     def _save_inputs(self, job_id: str, spec: GenerationSpec, inputs: _Inputs) -> GenerationSpec:
         if inputs.reference is not None:
@@ -155,11 +166,17 @@ class VideosService:
             name = self._files.save_reference(job_id, data, f".{kind}")
             spec = replace(spec, reference_file=name, reference_kind=kind)
         if inputs.base_from is not None:
-            self._files.link_base(inputs.base_from, job_id, inputs.base_names)
+            if self._mirror is not None:  # the source's files may live on no machine here
+                self._mirror.copy_base(inputs.base_from, job_id, inputs.base_names)
+            else:
+                self._files.link_base(inputs.base_from, job_id, inputs.base_names)
         if inputs.base_frames is not None:
             write_segment(self._files.base_path(job_id, VIDEO_NAME), inputs.base_frames, spec.fps)
             thumb = encode_thumbnail(inputs.base_frames[0])
             self._files.base_path(job_id, THUMBNAIL_NAME).write_bytes(thumb)
+        if self._mirror is not None:
+            self._mirror.push_inputs(job_id)
+            self._files.remove(job_id)  # the workers read the store, not this cache
         return spec
 
     async def get(self, video_id: str) -> dict[str, Any]:
@@ -178,7 +195,7 @@ class VideosService:
         job = await asyncio.to_thread(self._store.delete, video_id)
         if job.status is JobStatus.IN_PROGRESS:
             self._runner.cancel(video_id)  # stops at the next step; the runner cleans up
-        await asyncio.to_thread(self._files.remove, video_id)
+        await asyncio.to_thread(self._remove_files, video_id)
         return deleted_object(video_id)
 
     async def content(self, video_id: str, variant: str) -> ContentFile:
@@ -199,6 +216,8 @@ class VideosService:
             )
         name, media_type = CONTENT_TYPES[variant]
         path = self._files.file_path(video_id, name)
+        if self._mirror is not None:  # finished files never change: fetched once, then cached
+            await asyncio.to_thread(self._mirror.fetch, video_id, name)
         if not path.is_file():
             raise ApiError(404, f"the {variant} of {video_id} is missing", code="not_found")
         suffix = "mp4" if variant == "video" else "jpg"
@@ -219,6 +238,8 @@ class VideosService:
         reference = None
         if spec.reference_file is not None and spec.reference_kind is not None:
             path = self._files.reference_path(source.id, spec.reference_file)
+            if self._mirror is not None:
+                await asyncio.to_thread(self._mirror.fetch, source.id, spec.reference_file)
             reference = (await asyncio.to_thread(path.read_bytes), spec.reference_kind)
         fresh = replace(spec, prompt=prompt, reference_file=None, reference_kind=None)
         job = await self._enqueue(
@@ -250,9 +271,8 @@ class VideosService:
             )
         spec = source.spec
         added = self._added_frames(request.seconds, spec.fps)
-        names = await asyncio.to_thread(
-            self._files.present, source.id, (STATE_NAME, TAIL_NAME, THUMBNAIL_NAME)
-        )
+        present = self._files.present if self._mirror is None else self._mirror.present
+        names = await asyncio.to_thread(present, source.id, (STATE_NAME, TAIL_NAME, THUMBNAIL_NAME))
         if {STATE_NAME, TAIL_NAME} <= set(names) and self._model.answers_to(source.model):
             plan = plan_for(spec)
             base = source.num_frames_delivered - plan.frames_kept(plan.last_chunk)
