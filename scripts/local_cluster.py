@@ -54,9 +54,13 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", PG_USER, "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def _wait_port(port: int, timeout: float, what: str) -> None:
+def _wait_port(
+    port: int, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.1)
@@ -150,7 +154,7 @@ class SeaweedFS:
     def start(self, timeout: float = 60) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("master", "volume", "filer")}
-        grpc = {name: free_port() for name in ("master", "volume", "filer")}
+        grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
         cmd = [
             _weed(),
             "server",
@@ -170,8 +174,12 @@ class SeaweedFS:
         ]
         log = (self.root / "weed.log").open("wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        _wait_port(self.s3_port, timeout, "SeaweedFS S3")
-        self._create_bucket(timeout)
+        try:
+            _wait_port(self.s3_port, timeout, "SeaweedFS S3", self.proc)
+            self._create_bucket(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _create_bucket(self, timeout: float) -> None:
         import boto3

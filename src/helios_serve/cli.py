@@ -16,11 +16,14 @@ from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
 
 if TYPE_CHECKING:
+    from helios_serve.cluster.maintenance import Upkeep
     from helios_serve.core.protocols import Engine
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
 API_KEYS_ENV = "HELIOS_API_KEYS"
+DATABASE_ENV = "HELIOS_DATABASE"
+STORAGE_ENV = "HELIOS_STORAGE"
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -169,6 +172,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="an SR network (spandrel-loadable) for set_sr_scale 2x/4x; "
         "default: bicubic resampling on the model's device",
     )
+    _add_engine_flags(p)
+    p.set_defaults(handler=_run_serve)
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine-isolation",
         choices=["process", "thread"],
@@ -184,7 +192,72 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         help="restart the engine process when a call in flight reports no progress for this "
         "long (default 300: room for a compiled 14B model's first chunk)",
     )
-    p.set_defaults(handler=_run_serve)
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database",
+        required=not os.environ.get(DATABASE_ENV),
+        metavar="URL",
+        help=f"the cluster's PostgreSQL, postgresql://user@host:port/db (also ${DATABASE_ENV})",
+        default=os.environ.get(DATABASE_ENV) or None,
+    )
+    p.add_argument(
+        "--storage",
+        required=not os.environ.get(STORAGE_ENV),
+        metavar="URL",
+        help="s3://bucket/prefix (endpoint and credentials the standard AWS way: "
+        f"AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or a shared folder (also ${STORAGE_ENV})",
+        default=os.environ.get(STORAGE_ENV) or None,
+    )
+    p.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a worker silent this long has lost its job: another one resumes it (default 30)",
+    )
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="attempts a job gets across lost workers before it fails with worker_lost",
+    )
+
+
+def _add_worker(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("worker", help="cluster mode: run jobs from the queue on this GPU")
+    _add_model_flags(p)
+    _add_cluster_flags(p)
+    _add_engine_flags(p)
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--name", default=None, help="this worker's name (default: host-pid)")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often the worker and its running job report in (default 2)",
+    )
+    p.set_defaults(handler=_run_worker)
+
+
+def _add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("gateway", help="cluster mode: the HTTP API, no model")
+    _add_cluster_flags(p)
+    p.add_argument("--data-dir", type=Path, default=None, help="a local cache of job files")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--api-key", action="append", default=None)
+    p.set_defaults(handler=_run_gateway)
+
+
+def _add_db(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("db", help="cluster mode: the PostgreSQL schema")
+    p.add_argument("action", choices=["upgrade"], help="upgrade: migrate to this version")
+    p.add_argument("--database", required=True, metavar="URL")
+    p.set_defaults(handler=_run_db)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_generate(sub)
     _add_tiny_model(sub)
+    _add_worker(sub)
+    _add_gateway(sub)
+    _add_db(sub)
     register_bench(sub)
     register_realtime(sub)
     return parser
@@ -273,11 +349,71 @@ def _run_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    keys = list(args.api_key or [])
+    return keys + [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+
+
+def _upkeep(args: argparse.Namespace) -> Upkeep:
+    from helios_serve.cluster.maintenance import Upkeep
+
+    if args.worker_timeout <= 0 or args.max_attempts < 1:
+        raise InvalidInputError(
+            "--worker-timeout must be positive and --max-attempts at least 1", param="cluster"
+        )
+    return Upkeep(
+        worker_timeout_s=args.worker_timeout,
+        max_attempts=args.max_attempts,
+        interval_s=min(2.0, args.worker_timeout / 4),
+    )
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import socket
+
+    from helios_serve.cluster.worker import WorkerOptions
+    from helios_serve.serve import run_worker
+
+    options = WorkerOptions(
+        name=args.name or f"{socket.gethostname()}-{os.getpid()}",
+        database=args.database,
+        storage=args.storage,
+        data_dir=_data_dir(args),
+        upkeep=_upkeep(args),
+        heartbeat_s=args.heartbeat_interval,
+    )
+    return run_worker(_engine(args), options)
+
+
+def _run_gateway(args: argparse.Namespace) -> int:
+    from helios_serve.cluster.gateway import GatewayOptions, run_gateway
+
+    options = GatewayOptions(
+        database=args.database,
+        storage=args.storage,
+        data_dir=_data_dir(args),
+        host=args.host,
+        port=args.port,
+        api_keys=tuple(_api_keys(args)),
+        max_queue=args.max_queue,
+        upkeep=_upkeep(args),
+    )
+    return run_gateway(options)
+
+
+def _run_db(args: argparse.Namespace) -> int:
+    from helios_serve.cluster.pg_schema import SCHEMA_VERSION
+    from helios_serve.cluster.pg_store import PostgresJobStore
+
+    PostgresJobStore(args.database).close()  # opening migrates
+    print(f"the database is at schema version {SCHEMA_VERSION}")
+    return 0
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from helios_serve.serve import ServerOptions, run_server
 
-    keys = list(args.api_key or [])
-    keys += [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    keys = _api_keys(args)
     if args.max_queue < 1 or args.max_sessions < 1 or args.emission_fps <= 0:
         raise InvalidInputError(
             "--max-queue and --max-sessions must be at least 1, --emission-fps positive",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -24,6 +24,9 @@ from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
+
+if TYPE_CHECKING:
+    from helios_serve.cluster.worker import WorkerOptions
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -143,3 +146,22 @@ def run_server(engine: Engine, options: ServerOptions) -> int:
         parts.store.close()
     print("helios-serve stopped", flush=True)
     return 0
+
+
+def run_worker(engine: Engine, options: WorkerOptions) -> int:
+    """`helios worker`: the engine behind a queue of a cluster (see `cluster.worker`)."""
+    import asyncio
+
+    from helios_serve.cluster.worker import serve_worker
+
+    async def main() -> int:
+        if isinstance(engine, ProcessEngine):
+            await engine.start()
+        try:
+            return await serve_worker(engine, options)
+        finally:
+            await engine.close()
+
+    code = asyncio.run(main())
+    print("helios worker stopped", flush=True)
+    return code
