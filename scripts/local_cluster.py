@@ -92,6 +92,14 @@ class Postgres:
             check=True,
         )
 
+    def create_database(self, name: str) -> str:
+        """Another empty database in this cluster; returns its URL."""
+        subprocess.run(
+            [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, name],
+            check=True,
+        )
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{name}"
+
     def start(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -278,6 +286,8 @@ class LocalCluster:
     s3: SeaweedFS
     storage: str = f"s3://{BUCKET}/videos"
     roles: list[Role] = field(default_factory=list)
+    database: str = ""
+    """The database the roles use (default: the cluster's first one)."""
 
     @classmethod
     def up(cls, root: Path | None = None) -> LocalCluster:
@@ -298,7 +308,7 @@ class LocalCluster:
         return self.s3.env
 
     def common_args(self) -> list[str]:
-        return ["--database", self.postgres.dsn, "--storage", self.storage]
+        return ["--database", self.database or self.postgres.dsn, "--storage", self.storage]
 
     def worker(self, name: str, *extra: str, start: bool = True) -> Role:
         args = [
@@ -333,9 +343,13 @@ class LocalCluster:
             role.start()
         return role
 
-    def close(self) -> None:
+    def stop_roles(self) -> None:
         for role in self.roles:
             role.stop()
+        self.roles.clear()
+
+    def close(self) -> None:
+        self.stop_roles()
         self.s3.stop()
         self.postgres.remove()
         shutil.rmtree(self.root, ignore_errors=True)
