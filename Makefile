@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install browser-deps serve test lint typecheck check bench-cpu proto clean
+.PHONY: install browser-deps cluster-deps cluster serve test lint typecheck check bench-cpu proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ $(BROWSER_STAMP): tests/browser/package-lock.json
 
 browser-deps: $(BROWSER_STAMP)
 
+# PostgreSQL for the cluster tests (apt needs root; the cluster tests skip without it).
+CLUSTER_STAMP := $(VENV)/.cluster-deps
+$(CLUSTER_STAMP): scripts/install-cluster-deps.sh $(STAMP)
+	./scripts/install-cluster-deps.sh
+	touch $(CLUSTER_STAMP)
+
+cluster-deps: $(CLUSTER_STAMP)
+
+# A whole cluster on this machine: PostgreSQL, SeaweedFS (S3), 2 workers and a gateway.
+cluster: $(CLUSTER_STAMP)
+	$(BIN)/python scripts/local_cluster.py $(ARGS)
+
 serve: $(STAMP)
 	$(BIN)/helios serve $(ARGS)
 
@@ -42,7 +54,7 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
-test: $(STAMP) $(BROWSER_STAMP)
+test: $(STAMP) $(BROWSER_STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 # Reactor's wire messages: regenerate the committed gencode after editing the .proto.

@@ -17,9 +17,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from helios_serve.jobs.blobs import check_key
 from helios_serve.jobs.records import StoreUnavailableError
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -45,7 +47,7 @@ class S3BlobStore:
         )
 
     def _key(self, key: str) -> str:
-        return self.prefix + key
+        return self.prefix + check_key(key)
 
     def put_file(self, key: str, path: Path) -> None:
         with _unavailable_on_error():
@@ -73,7 +75,7 @@ class S3BlobStore:
         keys: list[str] = []
         with _unavailable_on_error():
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key(prefix)
+                Bucket=self.bucket, Prefix=self.prefix + prefix
             )
             for page in pages:
                 keys += [str(o["Key"])[len(self.prefix) :] for o in page.get("Contents", [])]
@@ -110,5 +112,5 @@ def _is_missing(exc: ClientError) -> bool:
 def _unavailable_on_error() -> Any:
     try:
         yield
-    except (BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
         raise StoreUnavailableError(f"the object store is unavailable: {exc}") from exc

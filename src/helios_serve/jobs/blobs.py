@@ -41,7 +41,7 @@ class BlobStore(Protocol):
         ...
 
 
-def _check_key(key: str) -> str:
+def check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"not a plain blob key: {key!r}")
@@ -71,7 +71,7 @@ class LocalBlobStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
+        return self.root / check_key(key)
 
     def put_file(self, key: str, path: Path) -> None:
         copy_atomic(path, self._path(key))
