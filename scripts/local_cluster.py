@@ -39,6 +39,23 @@ def free_port() -> int:
         return port
 
 
+def free_port_pair(offset: int = 10000) -> int:
+    """A free port P whose P + offset is free too (SeaweedFS's S3 gateway listens for gRPC
+    on its port + 10000 whatever -s3.port.grpc says)."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 65535 - offset)
+        try:
+            for candidate in (port, port + offset):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
 def _pg_bin(name: str) -> str:
     found = shutil.which(name)
     if found is None:  # Debian keeps the server binaries off PATH
@@ -47,6 +64,16 @@ def _pg_bin(name: str) -> str:
             raise RuntimeError(f"{name} not found: install PostgreSQL (apt-get install postgresql)")
         found = candidates[-1]
     return found
+
+
+def local_cluster_missing() -> str | None:
+    """Why a local cluster cannot start here (a program is not installed), or None."""
+    try:
+        _pg_bin("initdb")
+        _weed()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
 
 
 def _as_pg_user(cmd: list[str]) -> list[str]:
@@ -142,7 +169,7 @@ class SeaweedFS:
     """SeaweedFS (master, volume, filer and S3 gateway in one process) on free ports."""
 
     root: Path
-    s3_port: int = field(default_factory=free_port)
+    s3_port: int = field(default_factory=free_port_pair)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,7 +189,7 @@ class SeaweedFS:
     def start(self, timeout: float = 60) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("master", "volume", "filer")}
-        grpc = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        grpc = {name: free_port() for name in ("master", "volume", "filer", "iceberg")}
         cmd = [
             _weed(),
             "server",
@@ -177,6 +204,8 @@ class SeaweedFS:
             f"-filer.port.grpc={grpc['filer']}",
             "-s3",
             f"-s3.port={self.s3_port}",
+            f"-s3.port.grpc={self.s3_port + 10000}",
+            f"-s3.port.iceberg={grpc['iceberg']}",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=16",
         ]
@@ -215,7 +244,7 @@ class SeaweedFS:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

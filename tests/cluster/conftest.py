@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from local_cluster import BUCKET, LocalCluster, Role
+from local_cluster import BUCKET, LocalCluster, Role, local_cluster_missing
 
 _names = itertools.count(1)
 
@@ -35,10 +35,10 @@ def request(prompt: str, chunks: int, seed: int) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
-    try:
-        cluster = LocalCluster.up()
-    except (RuntimeError, FileNotFoundError) as exc:  # no PostgreSQL or SeaweedFS here
-        pytest.skip(f"cannot start PostgreSQL and SeaweedFS: {exc}")
+    missing = local_cluster_missing()
+    if missing:  # installed by `make test` (scripts/install-cluster-deps.sh)
+        pytest.skip(missing)
+    cluster = LocalCluster.up()  # a start that fails is a failure, never a skip
     yield cluster
     cluster.close()
 
