@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from .conftest import (
@@ -21,6 +22,7 @@ from .conftest import (
     digest,
     get,
     request,
+    start_together,
     stored_keys,
     submit,
     wait_done,
@@ -46,10 +48,17 @@ class Workers:
         return [r for r in self.roles if r.proc is not None and r.proc.poll() is None]
 
     def top_up(self, count: int) -> list[Role]:
-        while len(self.alive()) < count:
-            name = f"worker-{len(self.roles) + 1}"
-            self.roles.append(self.cluster.worker(name, *WORKER_FLAGS, *FAST_UPKEEP))
+        new = []
+        while len(self.alive()) + len(new) < count:
+            name = f"worker-{len(self.roles) + len(new) + 1}"
+            new.append(self.cluster.worker(name, *WORKER_FLAGS, *FAST_UPKEEP, start=False))
+        start_together(new)
+        self.roles += new
         return self.alive()
+
+    def ran(self, video_id: str) -> list[str]:
+        """Which workers' logs say they took `video_id`."""
+        return [r.name for r in self.roles if any(f"job {video_id}: attempt" in x for x in r.log)]
 
     def named(self, name: str) -> Role:
         return next(r for r in self.roles if r.name == name)
@@ -66,9 +75,13 @@ def gateway(cluster: LocalCluster, workers: Workers) -> Role:
     return cluster.gateway("gateway-1", *FAST_UPKEEP)
 
 
+EXTEND = {"prompt": "the storm clears", "seconds": "2"}
+
+
 @pytest.fixture(scope="module")
-def single_node_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The MP4 `helios serve` (SQLite, a local folder, no cluster) makes for `PARITY`."""
+def single_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The MP4s `helios serve` (SQLite, a local folder, no cluster) makes for `PARITY` and
+    for `EXTEND` of it."""
     data = tmp_path_factory.mktemp("single-node")
     from local_cluster import free_port  # type: ignore[import-not-found]
 
@@ -89,13 +102,24 @@ def single_node_digest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     try:
         video_id = submit(server, PARITY)
         assert wait_done(server, video_id)["status"] == "completed"
-        yield digest(server, video_id)
+        longer = extend(server, video_id)
+        assert wait_done(server, longer)["status"] == "completed"
+        yield {"parity": digest(server, video_id), "extension": digest(server, longer)}
     finally:
         server.stop()
 
 
+def extend(gateway: Role, video_id: str) -> str:
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        answer = http.post("/v1/videos/extensions", json={"video": {"id": video_id}, **EXTEND})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["extension_mode"] == "state"
+    longer: str = answer.json()["id"]
+    return longer
+
+
 def test_cluster_mp4_is_byte_identical_to_single_node(
-    gateway: Role, workers: Workers, cluster: LocalCluster, single_node_digest: str
+    gateway: Role, workers: Workers, cluster: LocalCluster, single_node: dict[str, str]
 ) -> None:
     workers.top_up(2)
     video_id = submit(gateway, PARITY)
@@ -103,13 +127,54 @@ def test_cluster_mp4_is_byte_identical_to_single_node(
     assert video["status"] == "completed", video
     assert video["chunks_done"] == 4
     assert video["resumed_from_chunk"] is None
-    assert digest(gateway, video_id) == single_node_digest
+    assert digest(gateway, video_id) == single_node["parity"]
     # what stays in the store: the finished files only (chunks and states are gone)
     assert stored_keys(cluster, video_id) == FINAL_FILES
 
 
+def test_extension_made_on_another_worker_than_its_source(
+    gateway: Role, workers: Workers, cluster: LocalCluster, single_node: dict[str, str]
+) -> None:
+    workers.top_up(2)
+    source = submit(gateway, PARITY)
+    assert wait_done(gateway, source)["status"] == "completed"
+    (maker,) = workers.ran(source)
+    workers.named(maker).signal(signal.SIGSTOP)  # so the other worker must take it
+    try:
+        longer = extend(gateway, source)
+        wait_until(lambda: workers.ran(longer), 120, "a worker to take the extension")
+    finally:
+        workers.named(maker).signal(signal.SIGCONT)
+    video = wait_done(gateway, longer)
+    assert video["status"] == "completed", video
+    assert maker not in workers.ran(longer)
+    assert digest(gateway, longer) == single_node["extension"]
+    assert stored_keys(cluster, longer) == FINAL_FILES  # its base copies are gone too
+
+
+def test_delete_cancels_the_job_on_whichever_worker_runs_it(
+    gateway: Role, workers: Workers, cluster: LocalCluster
+) -> None:
+    workers.top_up(2)
+    video_id = submit(gateway, request("a slow sunrise", chunks=6, seed=4))
+
+    def running() -> bool:
+        video = get(gateway, video_id)
+        return bool(video["status"] == "in_progress" and video["chunks_done"] >= 1)
+
+    wait_until(running, 240, "the job to run", poll_s=0.05)
+    (runner,) = workers.ran(video_id)
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        assert http.delete(f"/v1/videos/{video_id}").status_code == 200
+        assert http.get(f"/v1/videos/{video_id}").status_code == 404
+    log = workers.named(runner).log
+    wait_until(lambda: any(f"job {video_id} cancelled" in x for x in log), 30, "the cancel")
+    time.sleep(1)  # a write the stopped job still made would land now
+    assert stored_keys(cluster, video_id) == []
+
+
 def test_kill_9_worker_mid_job_another_resumes_at_its_checkpoint(
-    gateway: Role, workers: Workers, cluster: LocalCluster, single_node_digest: str
+    gateway: Role, workers: Workers, cluster: LocalCluster, single_node: dict[str, str]
 ) -> None:
     workers.top_up(3)
     jobs = [submit(gateway, PARITY) for _ in range(8)]
@@ -135,12 +200,12 @@ def test_kill_9_worker_mid_job_another_resumes_at_its_checkpoint(
     assert killed["resumed_from_chunk"] >= saved
     assert killed["chunks_done"] == 4
     for video_id in jobs:
-        assert digest(gateway, video_id) == single_node_digest
+        assert digest(gateway, video_id) == single_node["parity"]
         assert stored_keys(cluster, video_id) == FINAL_FILES
 
 
 def test_paused_worker_cannot_overwrite_the_job_it_lost(
-    gateway: Role, workers: Workers, cluster: LocalCluster, single_node_digest: str
+    gateway: Role, workers: Workers, cluster: LocalCluster, single_node: dict[str, str]
 ) -> None:
     alive = workers.top_up(2)
     video_id = submit(gateway, request("a lighthouse in a storm", chunks=6, seed=21))
@@ -175,4 +240,4 @@ def test_paused_worker_cannot_overwrite_the_job_it_lost(
     # and it is a good worker again: a new job on two workers completes
     again = submit(gateway, PARITY)
     assert wait_done(gateway, again)["status"] == "completed"
-    assert digest(gateway, again) == single_node_digest
+    assert digest(gateway, again) == single_node["parity"]

@@ -16,7 +16,7 @@ from helios_serve.jobs.records import StoreUnavailableError
 Conn = psycopg.Connection[dict[str, Any]]
 
 
-def open_pool(dsn: str, *, max_size: int = 4, timeout_s: float = 5.0) -> ConnectionPool[Conn]:
+def open_pool(dsn: str, *, max_size: int = 4, timeout_s: float = 2.0) -> ConnectionPool[Conn]:
     """A pool that checks each connection before lending it: after a database restart, broken
     connections are replaced instead of failing the next request."""
     pool: ConnectionPool[Conn] = ConnectionPool(

@@ -92,8 +92,8 @@ class VideoWorker:
             except StoreUnavailableError:
                 continue  # the lease runs on; the database may be back before it ends
             except (JobNotFoundError, InvalidTransitionError) as exc:
-                logger.warning("job %s: no longer this worker's (%s); stopping it", job.id, exc)
-                self._runner.cancel(job.id)
+                if self._runner.cancel(job.id):  # still running here (not just finishing)
+                    logger.warning("job %s: no longer this worker's (%s); stopping it", job.id, exc)
                 return
 
     async def beat_registry(self) -> None:
@@ -138,18 +138,7 @@ async def _work(
     maintenance = Maintenance(app, store, options.upkeep)
     maintenance.start()
     beats = asyncio.create_task(worker.beat_registry(), name="helios-worker-heartbeat")
-    queue = asyncio.create_task(
-        app.run_worker_async(
-            queues=[VIDEOS_QUEUE],
-            name=options.name,
-            concurrency=1,
-            install_signal_handlers=False,
-            update_heartbeat_interval=options.heartbeat_s,
-            stalled_worker_timeout=options.upkeep.worker_timeout_s,
-            delete_jobs="successful",
-        ),
-        name="helios-queue-worker",
-    )
+    queue = asyncio.create_task(_take_tasks(app, options), name="helios-queue-worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -167,3 +156,22 @@ async def _work(
         task.cancel()
     await asyncio.gather(queue, beats, return_exceptions=True)
     await maintenance.stop()
+
+
+async def _take_tasks(app: procrastinate.App, options: WorkerOptions) -> None:
+    """procrastinate's worker, run again whenever it stops on an error (it stops when the
+    database goes away: this worker waits for it to come back instead of exiting)."""
+    while True:
+        try:
+            await app.run_worker_async(
+                queues=[VIDEOS_QUEUE],
+                name=options.name,
+                concurrency=1,
+                install_signal_handlers=False,
+                update_heartbeat_interval=options.heartbeat_s,
+                stalled_worker_timeout=options.upkeep.worker_timeout_s,
+                delete_jobs="successful",
+            )
+        except Exception as exc:
+            logger.warning("the queue worker stopped (%s); starting it again", exc)
+        await asyncio.sleep(1.0)

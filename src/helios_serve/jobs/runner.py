@@ -36,7 +36,7 @@ from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import Job, StaleAttemptError
 from helios_serve.jobs.plan import JobPlan, plan_for
 from helios_serve.jobs.progress import ProgressTracker
-from helios_serve.jobs.records import JobRecords
+from helios_serve.jobs.records import JobRecords, StoreUnavailableError
 from helios_serve.jobs.store import JobNotFoundError
 from helios_serve.media.decode import load_image, load_video
 
@@ -144,6 +144,9 @@ class JobRunner:
             raise
         except StaleAttemptError as exc:  # taken over elsewhere: that attempt owns the job now
             logger.warning("job %s: this attempt's write was refused: %s", job.id, exc.message)
+            await asyncio.to_thread(self._files.remove, job.id)
+        except StoreUnavailableError as exc:  # the job is not failed: its lease will expire
+            logger.warning("job %s: the store went away (%s); left for recovery", job.id, exc)
             await asyncio.to_thread(self._files.remove, job.id)
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
@@ -319,6 +322,10 @@ class JobRunner:
             logger.warning("job %s: late completion refused: %s", job.id, exc.message)
             await asyncio.to_thread(self._files.remove, job.id)
             return
+        except StoreUnavailableError as exc:  # the next attempt finds every chunk saved
+            logger.warning("job %s: could not record completion (%s)", job.id, exc)
+            await asyncio.to_thread(self._files.remove, job.id)
+            return
         else:
             await self._drop_work(job.id)
         if self._metrics is not None:
@@ -329,8 +336,8 @@ class JobRunner:
             await asyncio.to_thread(self._store.fail, job.id, code, message, attempt=job.attempts)
         except JobNotFoundError:
             await asyncio.to_thread(self._files.remove, job.id)
-        except StaleAttemptError as exc:
-            logger.warning("job %s: late failure refused: %s", job.id, exc.message)
+        except (StaleAttemptError, StoreUnavailableError) as exc:
+            logger.warning("job %s: its failure was not recorded: %s", job.id, exc.message)
             await asyncio.to_thread(self._files.remove, job.id)
             return
         else:  # a failed job never runs again: its saved chunks are of no use

@@ -1,0 +1,126 @@
+"""Outages of the shared parts: PostgreSQL restarted under a running cluster, and a gateway
+killed mid-run. Nothing acknowledged is lost; while the database is away the gateways answer
+503 with Retry-After (never 500), and everything recovers on its own."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from .conftest import (
+    FAST_UPKEEP,
+    WORKER_FLAGS,
+    LocalCluster,
+    Role,
+    request,
+    start_together,
+    submit,
+    wait_done,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: LocalCluster) -> tuple[Role, Role]:
+    workers = [cluster.worker(n, *WORKER_FLAGS, *FAST_UPKEEP, start=False) for n in "ab"]
+    start_together(workers)
+    gateways = [cluster.gateway(f"gateway-{n}", *FAST_UPKEEP, start=False) for n in "ab"]
+    start_together(gateways)
+    return gateways[0], gateways[1]
+
+
+def test_postgres_restart_mid_run_loses_nothing_and_answers_503_meanwhile(
+    cluster: LocalCluster, roles: tuple[Role, Role]
+) -> None:
+    gateway, _ = roles
+    jobs = [
+        submit(gateway, request(f"a kite over a beach {i}", chunks=3, seed=i)) for i in range(4)
+    ]
+    time.sleep(1.0)  # some are running, some wait
+    cluster.postgres.stop("fast")
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            answers = [
+                http.post("/v1/videos", data=request("while away", chunks=1, seed=1)),
+                http.get(f"/v1/videos/{jobs[0]}"),
+                http.get("/v1/videos"),
+                http.get("/ready"),
+            ]
+        for answer in answers:
+            assert answer.status_code == 503, answer.text
+        assert answers[0].json()["error"]["code"] == "store_unavailable"
+        assert answers[0].headers["retry-after"] == "2"
+    finally:
+        cluster.postgres.start()
+
+    def answers_again() -> bool:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            return http.get(f"/v1/videos/{jobs[0]}").status_code == 200
+
+    wait_until(answers_again, 30, "the gateway to answer again", poll_s=0.3)
+    later = submit(gateway, request("after the restart", chunks=1, seed=9))
+    for video_id in [*jobs, later]:
+        assert wait_done(gateway, video_id, timeout=300)["status"] == "completed"
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        ready = wait_until(lambda: http.get("/ready").status_code == 200, 30, "ready again")
+    assert ready
+
+
+def test_idempotency_key_holds_across_gateways(roles: tuple[Role, Role]) -> None:
+    body = request("one job, two gateways", chunks=1, seed=3)
+    answers: list[httpx.Response] = []
+
+    def create(gateway: Role) -> None:
+        with httpx.Client(base_url=gateway.url, timeout=30) as http:
+            headers = {"Idempotency-Key": "across-gateways"}
+            answers.append(http.post("/v1/videos", data=body, headers=headers))
+
+    threads = [threading.Thread(target=create, args=(g,)) for g in (*roles, *roles)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [200] * 4
+    assert len({a.json()["id"] for a in answers}) == 1
+    with httpx.Client(base_url=roles[1].url, timeout=30) as http:
+        other = {**body, "seed": "4"}
+        reused = http.post("/v1/videos", data=other, headers={"Idempotency-Key": "across-gateways"})
+    assert reused.status_code == 409, reused.text
+    assert wait_done(roles[1], answers[0].json()["id"])["status"] == "completed"
+
+
+def test_gateway_killed_mid_run_loses_no_acknowledged_job(
+    cluster: LocalCluster, roles: tuple[Role, Role]
+) -> None:
+    doomed, survivor = roles
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def keep_creating() -> None:
+        with httpx.Client(base_url=doomed.url, timeout=10) as http:
+            for i in range(12):
+                if stop.is_set():
+                    return
+                try:
+                    answer = http.post("/v1/videos", data=request("a gull", chunks=1, seed=i))
+                except httpx.HTTPError:
+                    return  # the gateway is gone: what it acknowledged is what counts
+                if answer.status_code == 200:
+                    acknowledged.append(answer.json()["id"])
+
+    creator = threading.Thread(target=keep_creating)
+    creator.start()
+    wait_until(lambda: len(acknowledged) >= 5, 60, "a few acknowledged creates")
+    doomed.kill()  # SIGKILL, mid-stream
+    stop.set()
+    creator.join(timeout=30)
+    assert acknowledged
+    for video_id in acknowledged:  # every acknowledged job exists and runs, on any gateway
+        assert wait_done(survivor, video_id, timeout=300)["status"] == "completed"
+    doomed.start()  # a restarted gateway serves the same jobs
+    assert wait_done(doomed, acknowledged[0])["status"] == "completed"
