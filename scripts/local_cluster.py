@@ -389,10 +389,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gateways", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="where everything lives")
+    parser.add_argument(
+        "--run",
+        default=None,
+        metavar="CMD",
+        help="run CMD with HELIOS_DATABASE, HELIOS_STORAGE and the AWS variables set, then "
+        "stop everything (e.g. a benchmark)",
+    )
     parser.add_argument("extra", nargs="*", help="flags for every worker (after --)")
     args = parser.parse_args(argv)
     cluster = LocalCluster.up(args.dir)
     try:
+        if args.run is not None:
+            env = {
+                **os.environ,
+                **cluster.env,
+                "HELIOS_DATABASE": cluster.postgres.dsn,
+                "HELIOS_STORAGE": cluster.storage,
+            }
+            return subprocess.run(args.run, shell=True, env=env, check=False).returncode
         for i in range(args.workers):
             cluster.worker(f"worker-{i + 1}", *args.extra)
         gateways = [cluster.gateway(f"gateway-{i + 1}") for i in range(args.gateways)]

@@ -104,9 +104,18 @@ class VideoWorker:
             await asyncio.sleep(self._options.heartbeat_s)
 
 
-async def serve_worker(engine: Engine, options: WorkerOptions) -> int:
-    """Run until SIGTERM/SIGINT: a job cut short goes back to the queue for another worker."""
-    store = await asyncio.to_thread(PostgresJobStore, options.database)
+async def serve_worker(
+    engine: Engine,
+    options: WorkerOptions,
+    *,
+    store: PostgresJobStore | None = None,
+    stop: asyncio.Event | None = None,
+    delete_finished_tasks: bool = True,
+) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set): a job cut short goes back to the queue for
+    another worker. `store` may be given (benchmarks time its calls); it is closed here."""
+    if store is None:
+        store = await asyncio.to_thread(PostgresJobStore, options.database)
     scratch = options.data_dir / "videos"
     shutil.rmtree(scratch, ignore_errors=True)  # a scratch copy: the blob store has the truth
     files = JobFiles(scratch)
@@ -119,7 +128,9 @@ async def serve_worker(engine: Engine, options: WorkerOptions) -> int:
     app.task(name=VIDEO_TASK, queue=VIDEOS_QUEUE)(worker.run_video)
     try:
         async with app.open_async():
-            await _work(app, worker, runner, store, options, engine.info.name)
+            stopping = stop or _signalled()
+            delete = "successful" if delete_finished_tasks else "never"
+            await _work(app, worker, runner, store, options, engine.info.name, stopping, delete)
     finally:
         with contextlib.suppress(HeliosError):
             await asyncio.to_thread(registry.sign_off, options.name)
@@ -134,15 +145,13 @@ async def _work(
     store: PostgresJobStore,
     options: WorkerOptions,
     model_name: str,
+    stop: asyncio.Event,
+    delete_tasks: str,
 ) -> None:
     maintenance = Maintenance(app, store, options.upkeep)
     maintenance.start()
     beats = asyncio.create_task(worker.beat_registry(), name="helios-worker-heartbeat")
-    queue = asyncio.create_task(_take_tasks(app, options), name="helios-queue-worker")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    queue = asyncio.create_task(_take_tasks(app, options, delete_tasks), name="helios-queue-worker")
     print(f"helios worker ready: {options.name} (model {model_name})", flush=True)
     await asyncio.wait(
         [queue, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
@@ -158,7 +167,16 @@ async def _work(
     await maintenance.stop()
 
 
-async def _take_tasks(app: procrastinate.App, options: WorkerOptions) -> None:
+def _signalled() -> asyncio.Event:
+    """Set by SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _take_tasks(app: procrastinate.App, options: WorkerOptions, delete_tasks: str) -> None:
     """procrastinate's worker, run again whenever it stops on an error (it stops when the
     database goes away: this worker waits for it to come back instead of exiting)."""
     while True:
@@ -170,7 +188,7 @@ async def _take_tasks(app: procrastinate.App, options: WorkerOptions) -> None:
                 install_signal_handlers=False,
                 update_heartbeat_interval=options.heartbeat_s,
                 stalled_worker_timeout=options.upkeep.worker_timeout_s,
-                delete_jobs="successful",
+                delete_jobs=delete_tasks,
             )
         except Exception as exc:
             logger.warning("the queue worker stopped (%s); starting it again", exc)
