@@ -17,6 +17,7 @@ from typing import Any
 
 from helios_serve.core.protocols import Engine, Priority
 from helios_serve.core.spec import StreamRequest
+from helios_serve.core.types import ChunkTimings
 from helios_serve.errors import (
     EngineFailedError,
     EngineRestartedError,
@@ -25,6 +26,7 @@ from helios_serve.errors import (
 )
 from helios_serve.jobs.assembly import (
     assemble,
+    center_crop,
     has_v2v_base,
     prepare_v2v_base,
     save_chunk,
@@ -44,6 +46,16 @@ MAX_ENGINE_RESTARTS = 2
 """A second engine failure during one job fails that job instead of looping on it."""
 
 
+def safe_message(exc: BaseException, code: str, job_id: str) -> str:
+    """What a client may read about a failure: our own errors' messages (written for it),
+    else a sentence per code; never an exception's text, a path or a file name."""
+    if isinstance(exc, HeliosError):
+        return exc.message
+    if code == "out_of_memory":
+        return "The engine ran out of memory while making this video; try a smaller size."
+    return f"The server had an error while making this video (the log has it under {job_id})."
+
+
 def failure_code(exc: BaseException) -> str:
     """A stable string code for an exception that escaped the engine."""
     if isinstance(exc, HeliosError):
@@ -55,9 +67,42 @@ def failure_code(exc: BaseException) -> str:
 
 
 @dataclass
+class RunStats:
+    """Seconds per stage over the chunks this run made, and the engine's peak memory."""
+
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    save_s: float = 0.0
+    assemble_s: float = 0.0
+    peak_memory_mb: float | None = None
+
+    def add(self, timings: ChunkTimings, save_s: float, extras: dict[str, float]) -> None:
+        self.denoise_s += timings.transformer_s
+        self.decode_s += timings.decode_s
+        self.save_s += save_s
+        peak = extras.get("peak_memory_mb")
+        if peak is not None:
+            self.peak_memory_mb = max(peak, self.peak_memory_mb or 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        stages = {
+            "denoise": self.denoise_s,
+            "vae_decode": self.decode_s,
+            "encode_and_save": self.save_s,
+            "assemble": self.assemble_s,
+        }
+        peak = None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1)
+        return {
+            "stage_durations": {k: round(v, 3) for k, v in stages.items()},
+            "peak_memory_mb": peak,
+        }
+
+
+@dataclass
 class _Running:
     job_id: str
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stats: RunStats = field(default_factory=RunStats)
 
 
 class JobRunner:
@@ -127,14 +172,12 @@ class JobRunner:
             raise
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
-            message = (
-                exc.message if isinstance(exc, HeliosError) else f"{type(exc).__name__}: {exc}"
-            )
-            logger.warning("job %s failed (%s): %s", job.id, code, message)
-            await self._finish_failed(job.id, code, message)
+            # the log gets the exception, the client a code and a sentence with no internals
+            logger.warning("job %s failed (%s)", job.id, code, exc_info=exc)
+            await self._finish_failed(job.id, code, safe_message(exc, code, job.id))
         else:
             elapsed = time.perf_counter() - started
-            await self._finish_completed(job, elapsed)
+            await self._finish_completed(job, elapsed, running.stats)
         finally:
             self._running = None
 
@@ -170,9 +213,11 @@ class JobRunner:
             state = await asyncio.to_thread(files.base_path(job.id, STATE_NAME).read_bytes)
         if start < plan.end_chunk:
             await self._make_chunks(job, plan, start, state, running)
+        began = time.perf_counter()
         frames = await asyncio.to_thread(
             assemble, files, job.id, plan, spec.fps, extension=spec.extension is not None
         )
+        running.stats.assemble_s = time.perf_counter() - began
         if frames != spec.delivered_frames:
             raise RuntimeError(f"assembled {frames} frames, expected {spec.delivered_frames}")
 
@@ -205,12 +250,13 @@ class JobRunner:
                     job.id,
                     plan,
                     index,
-                    chunk.frames,
+                    center_crop(chunk.frames, spec.output_size),
                     spec.fps,
                     chunk.checkpoint,
                     thumbnail=index == 0 and spec.extension is None,
                 )
                 await asyncio.to_thread(tracker.chunk_saved, index, chunk.timings)
+                running.stats.add(chunk.timings, saved.seconds, chunk.extras)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
                     self._metrics.observe_checkpoint(saved.checkpoint_bytes, saved.seconds)
@@ -256,7 +302,7 @@ class JobRunner:
         logger.info("job %s cancelled", job_id)
         await asyncio.to_thread(self._files.remove, job_id)
 
-    async def _finish_completed(self, job: Job, elapsed: float) -> None:
+    async def _finish_completed(self, job: Job, elapsed: float, stats: RunStats) -> None:
         try:
             digest = await asyncio.to_thread(self._files.sha256, job.id, VIDEO_NAME)
             await asyncio.to_thread(
@@ -266,6 +312,7 @@ class JobRunner:
                 round(elapsed, 3),
                 job.spec.delivered_frames,
                 video_sha256=digest,
+                stats=stats.to_json(),
             )
         except JobNotFoundError:  # deleted while finishing: its files go too
             await asyncio.to_thread(self._files.remove, job.id)

@@ -74,7 +74,25 @@ def _to_v2(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_to_v1, _to_v2)
+_V3 = """
+CREATE TABLE deleted_jobs (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    deleted_at INTEGER NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN stats TEXT;
+"""
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Where deleted jobs stood in the list (a page cursor may name one) and per-job stats."""
+    for statement in _V3.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_to_v1, _to_v2, _to_v3)
 """`MIGRATIONS[n]` takes the schema from version n to n + 1; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -110,7 +128,7 @@ COLUMNS = (
     "id, model, status, progress, created_at, started_at, completed_at, expires_at, spec, "
     "remixed_from_video_id, error_code, error_message, file_name, inference_time_s, "
     "frames_done, num_frames_delivered, attempts, heartbeat_at, chunks_done, resumed_from_chunk, "
-    "video_sha256"
+    "video_sha256, stats"
 )
 PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(",")))
 ASSIGNMENTS = ", ".join(f"{name.strip()} = ?" for name in COLUMNS.split(","))
@@ -144,6 +162,7 @@ def job_to_row(job: Job) -> Row:
         job.chunks_done,
         job.resumed_from_chunk,
         job.video_sha256,
+        None if job.stats is None else json.dumps(job.stats, allow_nan=False),
     )
 
 
@@ -170,4 +189,5 @@ def row_to_job(row: sqlite3.Row) -> Job:
         chunks_done=row["chunks_done"],
         resumed_from_chunk=row["resumed_from_chunk"],
         video_sha256=row["video_sha256"],
+        stats=None if row["stats"] is None else json.loads(row["stats"]),
     )

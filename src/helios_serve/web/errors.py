@@ -125,9 +125,11 @@ def error_body(
     type: str,
     param: str | None = None,
     code: str | None = None,
-) -> dict[str, dict[str, str | None]]:
-    """OpenAI's envelope: `{"error": {"message", "type", "param", "code"}}`."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+) -> dict[str, Any]:
+    """OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`, plus a top-level
+    `detail` string (the message) that clients written for vLLM-Omni's errors read."""
+    error = {"message": message, "type": type, "param": param, "code": code}
+    return {"error": error, "detail": message}
 
 
 def api_error_from_domain(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
 
 from helios_serve.api.videos.extend import read_extend_request
 from helios_serve.api.videos.idempotency import read_claim
@@ -40,26 +42,49 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
 
     @router.post("/sync")
     async def create_video_sync(request: Request) -> Response:
+        """vLLM-Omni's synchronous create: the MP4 in the answer, and no job left behind."""
         video = await service.create(await read_create_request(request, model, limits))
         job = await service.wait(video["id"])
         if job.status is JobStatus.FAILED:
+            await service.discard(job.id)
             raise ApiError(
                 500 if job.error_code == "internal_error" else 422,
                 job.error_message or "generation failed",
                 code=job.error_code or "generation_failed",
             )
         content = await service.content(job.id, "video")
+        stats = job.stats or {}
+        headers = {
+            "x-video-id": job.id,
+            "X-Request-Id": job.id,
+            "X-Model": job.model,
+            "X-Inference-Time-S": f"{job.inference_time_s or 0.0:.3f}",
+            "X-Stage-Durations": json.dumps(stats.get("stage_durations") or {}),
+            "X-Peak-Memory-MB": str(stats.get("peak_memory_mb") or ""),
+        }
         return FileResponse(
             content.path,
             media_type=content.media_type,
             filename=content.download_name,
-            headers={"x-video-id": job.id},
+            headers=headers,
+            background=BackgroundTask(service.discard, job.id),
+        )
+
+    @router.post("/edits")
+    @router.post("/characters")
+    async def unsupported(request: Request) -> Response:
+        """OpenAI routes this server does not offer: a clear 404, not a 405 from /{id}."""
+        raise ApiError(
+            404,
+            f"{request.url.path} is not supported by this server (Helios generates, remixes "
+            "and extends videos)",
+            code="unsupported",
         )
 
     @router.get("")
     async def list_videos(
         after: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        limit: Annotated[int, Query(ge=0, le=100)] = 20,
         order: Literal["asc", "desc"] = "desc",
     ) -> Response:
         return CompactJSONResponse(await service.list(after, limit, order))
@@ -73,8 +98,8 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
         return CompactJSONResponse(await service.delete(video_id))
 
     @router.get("/{video_id}/content")
-    async def download_content(video_id: str, variant: str = "video") -> Response:
-        content = await service.content(video_id, variant)
+    async def download_content(request: Request, video_id: str, variant: str = "video") -> Response:
+        content = await service.content(video_id, variant, request.headers.get("accept", ""))
         return FileResponse(
             content.path, media_type=content.media_type, filename=content.download_name
         )
