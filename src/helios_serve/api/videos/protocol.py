@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from helios_serve.api.videos.wire import video_answer
 from helios_serve.jobs.models import Job, JobStatus
 
 POLL_AFTER_MS = 1000
@@ -28,7 +29,12 @@ def size_of(job: Job) -> tuple[int, int]:
 
 
 def video_object(job: Job) -> dict[str, Any]:
-    """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...)."""
+    """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...),
+    checked against the documented model (`wire.Video`)."""
+    return video_answer(_video_fields(job))
+
+
+def _video_fields(job: Job) -> dict[str, Any]:
     spec = job.spec
     ext = spec.extension
     width, height = size_of(job)
