@@ -11,9 +11,10 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helios_serve.core.protocols import Engine, Priority
 from helios_serve.core.spec import StreamRequest
@@ -41,7 +42,10 @@ from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
 """A second engine failure during one job fails that job instead of looping on it."""
 
@@ -125,6 +129,8 @@ class JobRunner:
         self._running: _Running | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.trouble: str | None = None
+        """Why the runner cannot go on (the store keeps failing); None while healthy."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
@@ -149,15 +155,37 @@ class JobRunner:
             return True
         return False
 
+    @property
+    def healthy(self) -> bool:
+        return self.trouble is None and self._task is not None and not self._task.done()
+
     async def _loop(self) -> None:
+        """Claim and run jobs for ever: no error from the store, the files or a job ends it.
+        While the store keeps failing (a full disk), back off and say so (`trouble`)."""
+        delay = STORE_RETRY_FIRST_S
         while True:
-            job = await asyncio.to_thread(self._store.claim_next)
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
-                continue
-            await self._run(job)
+            try:
+                job = await asyncio.to_thread(self._store.claim_next)
+                if job is None:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                else:
+                    await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error(
+                    "job runner: the job store fails; retrying in %.0f s", delay, exc_info=exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+            else:
+                if self.trouble is not None:
+                    logger.info("job runner: the job store works again")
+                self.trouble = None
+                delay = STORE_RETRY_FIRST_S
 
     async def _run(self, job: Job) -> None:
         running = _Running(job.id)
@@ -302,10 +330,28 @@ class JobRunner:
         logger.info("job %s cancelled", job_id)
         await asyncio.to_thread(self._files.remove, job_id)
 
+    async def _retrying(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store or file write that must happen: retried with backoff while it fails (a full
+        disk), saying so in `trouble`; a deleted job (`JobNotFoundError`) is not retried."""
+        delay = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                result = await asyncio.to_thread(call, *args, **kwargs)
+            except JobNotFoundError:
+                raise
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error("job runner: a write fails; retrying in %.0f s", delay, exc_info=exc)
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+                continue
+            self.trouble = None
+            return result
+
     async def _finish_completed(self, job: Job, elapsed: float, stats: RunStats) -> None:
         try:
             digest = await asyncio.to_thread(self._files.sha256, job.id, VIDEO_NAME)
-            await asyncio.to_thread(
+            await self._retrying(
                 self._store.complete,
                 job.id,
                 VIDEO_NAME,
@@ -323,7 +369,7 @@ class JobRunner:
 
     async def _finish_failed(self, job_id: str, code: str, message: str) -> None:
         try:
-            await asyncio.to_thread(self._store.fail, job_id, code, message)
+            await self._retrying(self._store.fail, job_id, code, message)
         except JobNotFoundError:
             await asyncio.to_thread(self._files.remove, job_id)
         else:  # a failed job never runs again: its saved chunks are of no use

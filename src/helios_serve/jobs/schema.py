@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+from helios_serve.core.settings import SamplingSettings
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.models import GenerationSpec, Job, JobStatus
 
@@ -190,4 +191,50 @@ def row_to_job(row: sqlite3.Row) -> Job:
         resumed_from_chunk=row["resumed_from_chunk"],
         video_sha256=row["video_sha256"],
         stats=None if row["stats"] is None else json.loads(row["stats"]),
+    )
+
+
+CORRUPT_RECORD = "corrupt_record"
+PLACEHOLDER_SPEC = GenerationSpec(
+    prompt="",
+    negative_prompt="",
+    width=16,
+    height=16,
+    num_frames=1,
+    fps=24,
+    seed=0,
+    settings=SamplingSettings(),
+)
+"""Stands in for a spec that cannot be read, so the row can still be listed and deleted."""
+
+
+def is_readable(row: sqlite3.Row) -> bool:
+    try:
+        row_to_job(row)
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def quarantined(row: sqlite3.Row, now: int) -> Job:
+    """A row that cannot be read, as a failed job with `corrupt_record` (nothing else kept)."""
+    return Job(
+        id=str(row["id"]),
+        model=str(row["model"]),
+        status=JobStatus.FAILED,
+        progress=0,
+        created_at=int(row["created_at"]),
+        started_at=None,
+        completed_at=now,
+        expires_at=None,
+        spec=PLACEHOLDER_SPEC,
+        remixed_from_video_id=None,
+        error_code=CORRUPT_RECORD,
+        error_message="This video's record is damaged and cannot be read; delete it.",
+        file_name=None,
+        inference_time_s=None,
+        frames_done=0,
+        num_frames_delivered=0,
+        attempts=0,
+        heartbeat_at=None,
     )

@@ -42,8 +42,10 @@ from helios_serve.jobs.schema import (
     COLUMNS,
     PLACEHOLDERS,
     JobStoreError,
+    is_readable,
     job_to_row,
     migrate,
+    quarantined,
     row_to_job,
 )
 
@@ -176,6 +178,13 @@ class JobStore:
         row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        return JobStore._readable(row)
+
+    @staticmethod
+    def _readable(row: sqlite3.Row) -> Job:
+        """The row's job, or a failed `corrupt_record` stand-in when it cannot be read."""
+        if not is_readable(row):
+            return quarantined(row, int(row["created_at"]))
         return row_to_job(row)
 
     @staticmethod
@@ -320,7 +329,7 @@ class JobStore:
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
-        jobs = [row_to_job(row) for row in rows]
+        jobs = [self._readable(row) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
     def delete(self, job_id: str) -> Job:
@@ -356,6 +365,10 @@ class JobStore:
                 f"SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is None:
+                return None
+            if not is_readable(row):  # quarantine it, so one bad row never stops the queue
+                self._save(conn, quarantined(row, self._now()))
+                logger.error("job %s has an unreadable record: quarantined", row["id"])
                 return None
             job = row_to_job(row)
             check_transition(job.status, JobStatus.IN_PROGRESS)
@@ -486,12 +499,28 @@ class JobStore:
         requeued: builtins.list[str] = []
         failed: builtins.list[str] = []
         with self._write() as conn:
-            for job in [row_to_job(row) for row in conn.execute(query + " ORDER BY seq", params)]:
+            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+            for job in [self._readable(row) for row in rows if is_readable(row)]:
                 self._save(conn, settle_lost(job, max_attempts, self._now()))
                 (requeued if job.attempts < max_attempts else failed).append(job.id)
         return RecoveryReport(tuple(requeued), tuple(failed))
 
     # -- maintenance ------------------------------------------------------------------------
+
+    def quarantine_unreadable(self) -> builtins.list[str]:
+        """Mark every row that cannot be read failed (`corrupt_record`); returns their ids."""
+        found: builtins.list[str] = []
+        with self._write() as conn:
+            for row in conn.execute(f"SELECT {COLUMNS} FROM jobs").fetchall():
+                if not is_readable(row):
+                    logger.error(
+                        "job %s has an unreadable record (spec %r): quarantined as failed",
+                        row["id"],
+                        str(row["spec"])[:500],
+                    )
+                    self._save(conn, quarantined(row, self._now()))
+                    found.append(str(row["id"]))
+        return found
 
     def integrity_check(self) -> str:
         """`"ok"`, or SQLite's description of what is damaged."""
