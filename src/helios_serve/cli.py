@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helios_serve.config import default_data_dir
+from helios_serve.core.requests import RequestError
 from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
 
@@ -21,6 +21,23 @@ if TYPE_CHECKING:
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
+
+FLAGS = {
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "num_inference_steps": "--steps",
+    "pyramid_num_inference_steps_list": "--pyramid-steps",
+    "guidance_scale": "--guidance",
+    "is_amplify_first_chunk": "--amplify-first-chunk",
+    "preset": "--preset",
+    "width": "--width",
+    "height": "--height",
+    "num_frames": "--num-frames",
+    "seconds": "--seconds",
+    "fps": "--fps",
+    "seed": "--seed",
+}
+"""The request vocabulary's names (`core.requests`) as `helios generate` spells them."""
 API_KEYS_ENV = "HELIOS_API_KEYS"
 DATABASE_ENV = "HELIOS_DATABASE"
 STORAGE_ENV = "HELIOS_STORAGE"
@@ -106,7 +123,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--num-frames", type=int, default=None)
-    length.add_argument("--seconds", type=float, default=None)
+    length.add_argument("--seconds", type=int, default=None, help="whole seconds at --fps")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--fps", type=int, default=24)
@@ -177,6 +194,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a web origin (https://app.example.com) allowed to call /v1/videos and /metrics "
+        "from a browser (repeatable); by default only the real-time routes take cross-origin "
+        "calls, as Reactor's SDK needs",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections and requests at once; more get 503 (default 256)",
+    )
     p.add_argument(
         "--engine-isolation",
         choices=["process", "thread"],
@@ -305,7 +337,10 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     image = load_image(_existing(args.image, "--image")) if args.image else None
     video = load_video(_existing(args.video, "--video")) if args.video else None
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from helios_serve.core.requests import check_seed, draw_seed
+
+    seed = check_seed(args.seed)
+    seed = draw_seed() if seed is None else seed
     opts = GenerateOptions(
         prompt=args.prompt,
         out=args.out,
@@ -351,11 +386,6 @@ def _run_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _api_keys(args: argparse.Namespace) -> list[str]:
-    keys = list(args.api_key or [])
-    return keys + [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
-
-
 def _upkeep(args: argparse.Namespace) -> Upkeep:
     from helios_serve.cluster.maintenance import Upkeep
 
@@ -384,7 +414,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         upkeep=_upkeep(args),
         heartbeat_s=args.heartbeat_interval,
     )
-    return run_worker(_engine(args), options)
+    from helios_serve.jobs.datadir import DataDirLock
+
+    with DataDirLock(options.data_dir):  # its scratch folder is emptied at start: one owner
+        return run_worker(_engine(args), options)
 
 
 def _run_gateway(args: argparse.Namespace) -> int:
@@ -400,7 +433,10 @@ def _run_gateway(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         upkeep=_upkeep(args),
     )
-    return run_gateway(options)
+    from helios_serve.jobs.datadir import DataDirLock
+
+    with DataDirLock(options.data_dir):
+        return run_gateway(options)
 
 
 def _run_db(args: argparse.Namespace) -> int:
@@ -413,6 +449,7 @@ def _run_db(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from helios_serve.jobs.datadir import DataDirLock
     from helios_serve.serve import ServerOptions, run_server
 
     keys = _api_keys(args)
@@ -431,8 +468,34 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         emission_fps=args.emission_fps,
         sr_weights=args.sr_weights,
+        cors_origins=tuple(args.cors_origin or ()),
+        max_connections=args.max_connections,
     )
-    return run_server(_engine(args), options)
+    # before the model loads: a second server on this folder must stop at once
+    with DataDirLock(options.data_dir):
+        return run_server(_engine(args), options)
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    """The keys from --api-key and $HELIOS_API_KEYS; an empty one (an unset variable in a
+    shell command) would let anyone in, so it stops the start."""
+    keys = list(args.api_key or [])
+    if any(not k.strip() for k in keys):
+        raise InvalidInputError(
+            "--api-key is empty (an unset variable?): refusing to start with auth that any "
+            "empty token passes",
+            param="api_key",
+        )
+    env = os.environ.get(API_KEYS_ENV)
+    if env is not None:
+        from_env = [k.strip() for k in env.split(",")]
+        if not any(from_env) or any(not k for k in from_env):
+            raise InvalidInputError(
+                f"${API_KEYS_ENV} is set but holds an empty key: unset it, or give real keys",
+                param="api_key",
+            )
+        keys += from_env
+    return [k.strip() for k in keys]
 
 
 def _engine(args: argparse.Namespace) -> Engine:
@@ -475,7 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except HeliosError as exc:
-        print(f"helios {args.command}: error: {exc.message}", file=sys.stderr)
+        flag = FLAGS.get(exc.param or "") if isinstance(exc, RequestError) else None
+        where = f"{flag}: " if flag else ""
+        print(f"helios {args.command}: error: {where}{exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"helios {args.command}: interrupted", file=sys.stderr)

@@ -18,12 +18,14 @@ from helios_serve.core.protocols import Engine
 from helios_serve.engine.metrics import EngineMetrics
 from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
+from helios_serve.jobs.datadir import check_not_lost, open_store, sweep_orphans
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.web.http_protocol import HeadDeadlineProtocol
 
 if TYPE_CHECKING:
     from helios_serve.cluster.worker import WorkerOptions
@@ -44,12 +46,16 @@ class ServerOptions:
     max_sessions: int = 1
     emission_fps: float = 24.0
     sr_weights: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_connections: int = 256
 
 
 def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> ApiParts:
     """Open the job store (recovering from any crash) and build the runner around `engine`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(data_dir / "jobs.db")
+    store = open_store(data_dir)
+    files = JobFiles(data_dir / "videos")
+    check_not_lost(store, files)
+    store.quarantine_unreadable()
     report = store.recover_after_restart(MAX_ATTEMPTS)
     if report.requeued or report.failed:
         logger.warning(
@@ -57,11 +63,11 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
             report.requeued,
             report.failed,
         )
-    files = JobFiles(data_dir / "videos")
     swept = files.sweep_temp()
     if swept:
         logger.info("removed %d partial files left by an interrupted run", swept)
     _drop_finished_work(store, files)
+    sweep_orphans(store, files)
     registry = CollectorRegistry()
     runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
     return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
@@ -114,15 +120,28 @@ def run_server(engine: Engine, options: ServerOptions) -> int:
     if isinstance(engine, ProcessEngine):
         metrics = EngineMetrics(parts.registry)
         engine.on_restart = metrics.restarted
-    app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
+    api = ApiConfig(
+        api_keys=options.api_keys, cors_origins=options.cors_origins, max_queue=options.max_queue
+    )
+    app = create_app(parts, api)
     realtime = RealtimeConfig(
         max_sessions=options.max_sessions,
         emission_fps=options.emission_fps,
         server_version=f"helios-serve {__version__}",
     )
-    install_realtime(app, engine, realtime, build_upscaler(info.device, options.sr_weights))
+    upscaler = build_upscaler(info.device, options.sr_weights)
+    install_realtime(app, engine, realtime, upscaler, options.cors_origins)
     _manage_engine(app, engine)
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        http=HeadDeadlineProtocol,  # a request head must arrive in time (slowloris)
+        limit_concurrency=options.max_connections,  # beyond: 503, before descriptors run out
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,  # request line and headers: 64 KiB at most
+    )
     url = f"http://{options.host}:{options.port}"
 
     class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]

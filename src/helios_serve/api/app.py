@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ApiConfig:
     api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     max_queue: int = 64
     limits: RequestLimits = field(default_factory=lambda: DEFAULT_REQUEST_LIMITS)
 
@@ -49,6 +50,11 @@ class ApiParts:
     registry: CollectorRegistry
     mirror: JobMirror | None = None
     """Cluster mode: the blob store behind `files` (see `VideosService`)."""
+
+
+def _ready(parts: ApiParts) -> bool:
+    """Ready: the engine answers and the job runner can go on (its store works)."""
+    return parts.engine.is_healthy() and parts.runner.trouble is None
 
 
 def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
@@ -71,7 +77,7 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
     )
     install_error_handlers(app, {JobNotFoundError: 404})
     _answer_store_outages(app)
-    install_auth(app, config.api_keys)
+    install_auth(app, config.api_keys, config.cors_origins)
     parts.registry.register(StoreCollector(parts.store))
     service = VideosService(
         parts.store,
@@ -88,7 +94,7 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
             model,
             int(time.time()),
             parts.registry,
-            parts.engine.is_healthy,
+            lambda: _ready(parts),
             video_defaults(model, config.limits),
         )
     )

@@ -43,11 +43,18 @@ CREATE TABLE helios_jobs (
     heartbeat_at DOUBLE PRECISION,
     chunks_done INTEGER NOT NULL DEFAULT 0,
     resumed_from_chunk INTEGER,
-    video_sha256 TEXT
+    video_sha256 TEXT,
+    stats TEXT
 );
 CREATE INDEX helios_jobs_by_status ON helios_jobs (status, seq);
 CREATE INDEX helios_jobs_by_created ON helios_jobs (created_at, seq);
 CREATE INDEX helios_jobs_by_video_sha256 ON helios_jobs (video_sha256);
+CREATE TABLE helios_deleted_jobs (
+    id TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    deleted_at BIGINT NOT NULL
+);
 CREATE TABLE helios_idempotency (
     key TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,

@@ -33,7 +33,14 @@ from helios_serve.jobs.models import (
     taken_over,
 )
 from helios_serve.jobs.records import Order
-from helios_serve.jobs.schema import COLUMNS, JobStoreError, job_to_row, row_to_job
+from helios_serve.jobs.schema import (
+    COLUMNS,
+    JobStoreError,
+    is_readable,
+    job_to_row,
+    quarantined,
+    row_to_job,
+)
 from helios_serve.jobs.store import (
     IDEMPOTENCY_TTL_S,
     IdempotencyClaim,
@@ -78,6 +85,13 @@ class PostgresJobStore:
         ).fetchone()
         if row is None:
             raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        return PostgresJobStore._readable(row)
+
+    @staticmethod
+    def _readable(row: dict[str, Any]) -> Job:
+        """The row's job, or a failed `corrupt_record` stand-in when it cannot be read."""
+        if not is_readable(row):
+            return quarantined(row, int(row["created_at"]))
         return row_to_job(row)
 
     @staticmethod
@@ -183,8 +197,8 @@ class PostgresJobStore:
     def list(
         self, after: str | None = None, limit: int = 20, order: Order = "desc"
     ) -> tuple[builtins.list[Job], bool]:
-        if limit < 1:
-            raise InvalidInputError(f"limit must be at least 1, got {limit}", param="limit")
+        if limit < 0:
+            raise InvalidInputError(f"limit must not be negative, got {limit}", param="limit")
         if order not in ("asc", "desc"):
             raise InvalidInputError(f"order must be asc or desc, got {order!r}", param="order")
         op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
@@ -192,30 +206,42 @@ class PostgresJobStore:
         params: tuple[int, ...] = ()
         with transaction(self.pool) as conn:
             if after is not None:
-                params = self._position(conn, after)
+                position = self._position(conn, after)
+                if position is None:  # never existed: an empty page, as SQLite's store
+                    return [], False
+                params = position
                 where = f"WHERE (created_at, seq) {op} (%s, %s)"
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM helios_jobs {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT %s",
                 (*params, limit + 1),
             ).fetchall()
-        jobs = [row_to_job(row) for row in rows]
+        jobs = [self._readable(row) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
     @staticmethod
-    def _position(conn: Conn, job_id: str) -> tuple[int, int]:
-        row = None
-        if is_valid_job_id(job_id):
+    def _position(conn: Conn, job_id: str) -> tuple[int, int] | None:
+        """The job's sort key in `list`, (created_at, seq), also for a deleted one."""
+        if not is_valid_job_id(job_id):
+            return None
+        for table in ("helios_jobs", "helios_deleted_jobs"):
             row = conn.execute(
-                "SELECT created_at, seq FROM helios_jobs WHERE id = %s", (job_id,)
+                f"SELECT created_at, seq FROM {table} WHERE id = %s", (job_id,)
             ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no video with id {job_id!r}", param="after")
-        return int(row["created_at"]), int(row["seq"])
+            if row is not None:
+                return int(row["created_at"]), int(row["seq"])
+        return None
 
     def delete(self, job_id: str) -> Job:
+        """Remove the record whatever its status (its place in the list is remembered)."""
         with transaction(self.pool) as conn:
             job = self._fetch(conn, job_id, lock=True)
+            conn.execute(
+                "INSERT INTO helios_deleted_jobs (id, created_at, seq, deleted_at) "
+                "SELECT id, created_at, seq, %s FROM helios_jobs WHERE id = %s "
+                "ON CONFLICT (id) DO NOTHING",
+                (self._now(), job_id),
+            )
             conn.execute("DELETE FROM helios_jobs WHERE id = %s", (job_id,))
         return job
 
@@ -261,6 +287,9 @@ class PostgresJobStore:
                 "ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
             ).fetchone()
             if row is None:
+                return None
+            if not is_readable(row):  # quarantined, so one bad row never stops the queue
+                self._save(conn, quarantined(row, self._now()))
                 return None
             job = claimed(row_to_job(row), self._clock())
             self._save(conn, job)
@@ -329,6 +358,7 @@ class PostgresJobStore:
         *,
         expires_at: int | None = None,
         video_sha256: str | None = None,
+        stats: dict[str, Any] | None = None,
         attempt: int | None = None,
     ) -> Job:
         return self._transition(
@@ -343,6 +373,7 @@ class PostgresJobStore:
             frames_done=num_frames_delivered,
             num_frames_delivered=num_frames_delivered,
             video_sha256=video_sha256,
+            stats=stats,
         )
 
     def fail(self, job_id: str, code: str, message: str, *, attempt: int | None = None) -> Job:

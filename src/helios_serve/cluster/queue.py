@@ -69,6 +69,7 @@ class QueueDispatch:
 
     def __init__(self, app: procrastinate.App) -> None:
         self._app = app
+        self.trouble: str | None = None  # a store outage is answered per request (503)
 
     def start(self) -> None:
         return None

@@ -13,6 +13,9 @@ from typing import Protocol
 
 
 class JobDispatch(Protocol):
+    trouble: str | None
+    """Why jobs cannot go on right now (the store keeps failing), or None; `/ready` says it."""
+
     def start(self) -> None:
         """Begin (with the app's event loop)."""
         ...

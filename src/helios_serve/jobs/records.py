@@ -10,7 +10,7 @@ every worker write by attempt (`StaleAttemptError`).
 from __future__ import annotations
 
 import builtins
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.models import Job, JobStatus
@@ -83,6 +83,7 @@ class JobRecords(Protocol):
         *,
         expires_at: int | None = None,
         video_sha256: str | None = None,
+        stats: dict[str, Any] | None = None,
         attempt: int | None = None,
     ) -> Job: ...
 

@@ -11,12 +11,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helios_serve.core.protocols import Engine, Priority
 from helios_serve.core.spec import StreamRequest
+from helios_serve.core.types import ChunkTimings
 from helios_serve.errors import (
     EngineFailedError,
     EngineRestartedError,
@@ -25,6 +27,7 @@ from helios_serve.errors import (
 )
 from helios_serve.jobs.assembly import (
     assemble,
+    center_crop,
     has_v2v_base,
     prepare_v2v_base,
     save_chunk,
@@ -33,7 +36,7 @@ from helios_serve.jobs.assembly import (
 from helios_serve.jobs.files import STATE_NAME, VIDEO_NAME, JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.mirror import JobMirror
-from helios_serve.jobs.models import Job, StaleAttemptError
+from helios_serve.jobs.models import InvalidTransitionError, Job, StaleAttemptError
 from helios_serve.jobs.plan import JobPlan, plan_for
 from helios_serve.jobs.progress import ProgressTracker
 from helios_serve.jobs.records import JobRecords, StoreUnavailableError
@@ -41,9 +44,22 @@ from helios_serve.jobs.store import JobNotFoundError
 from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
 """A second engine failure during one job fails that job instead of looping on it."""
+
+
+def safe_message(exc: BaseException, code: str, job_id: str) -> str:
+    """What a client may read about a failure: our own errors' messages (written for it),
+    else a sentence per code; never an exception's text, a path or a file name."""
+    if isinstance(exc, HeliosError):
+        return exc.message
+    if code == "out_of_memory":
+        return "The engine ran out of memory while making this video; try a smaller size."
+    return f"The server had an error while making this video (the log has it under {job_id})."
 
 
 def failure_code(exc: BaseException) -> str:
@@ -57,9 +73,42 @@ def failure_code(exc: BaseException) -> str:
 
 
 @dataclass
+class RunStats:
+    """Seconds per stage over the chunks this run made, and the engine's peak memory."""
+
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    save_s: float = 0.0
+    assemble_s: float = 0.0
+    peak_memory_mb: float | None = None
+
+    def add(self, timings: ChunkTimings, save_s: float, extras: dict[str, float]) -> None:
+        self.denoise_s += timings.transformer_s
+        self.decode_s += timings.decode_s
+        self.save_s += save_s
+        peak = extras.get("peak_memory_mb")
+        if peak is not None:
+            self.peak_memory_mb = max(peak, self.peak_memory_mb or 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        stages = {
+            "denoise": self.denoise_s,
+            "vae_decode": self.decode_s,
+            "encode_and_save": self.save_s,
+            "assemble": self.assemble_s,
+        }
+        peak = None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1)
+        return {
+            "stage_durations": {k: round(v, 3) for k, v in stages.items()},
+            "peak_memory_mb": peak,
+        }
+
+
+@dataclass
 class _Running:
     job_id: str
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stats: RunStats = field(default_factory=RunStats)
 
 
 class JobRunner:
@@ -87,6 +136,8 @@ class JobRunner:
         self._running: _Running | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.trouble: str | None = None
+        """Why the runner cannot go on (the store keeps failing); None while healthy."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
@@ -119,15 +170,37 @@ class JobRunner:
             return True
         return False
 
+    @property
+    def healthy(self) -> bool:
+        return self.trouble is None and self._task is not None and not self._task.done()
+
     async def _loop(self) -> None:
+        """Claim and run jobs for ever: no error from the store, the files or a job ends it.
+        While the store keeps failing (a full disk), back off and say so (`trouble`)."""
+        delay = STORE_RETRY_FIRST_S
         while True:
-            job = await asyncio.to_thread(self._store.claim_next)
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
-                continue
-            await self.run_claimed(job)
+            try:
+                job = await asyncio.to_thread(self._store.claim_next)
+                if job is None:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                else:
+                    await self.run_claimed(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error(
+                    "job runner: the job store fails; retrying in %.0f s", delay, exc_info=exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+            else:
+                if self.trouble is not None:
+                    logger.info("job runner: the job store works again")
+                self.trouble = None
+                delay = STORE_RETRY_FIRST_S
 
     async def run_claimed(self, job: Job) -> None:
         """Run a job already claimed (in_progress at `job.attempts`) to its end; a job cut
@@ -150,14 +223,12 @@ class JobRunner:
             await asyncio.to_thread(self._files.remove, job.id)
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
-            message = (
-                exc.message if isinstance(exc, HeliosError) else f"{type(exc).__name__}: {exc}"
-            )
-            logger.warning("job %s failed (%s): %s", job.id, code, message)
-            await self._finish_failed(job, code, message)
+            # the log gets the exception, the client a code and a sentence with no internals
+            logger.warning("job %s failed (%s)", job.id, code, exc_info=exc)
+            await self._finish_failed(job, code, safe_message(exc, code, job.id))
         else:
             elapsed = time.perf_counter() - started
-            await self._finish_completed(job, elapsed)
+            await self._finish_completed(job, elapsed, running.stats)
         finally:
             self._running = None
 
@@ -195,9 +266,11 @@ class JobRunner:
             state = await asyncio.to_thread(files.base_path(job.id, STATE_NAME).read_bytes)
         if start < plan.end_chunk:
             await self._make_chunks(job, plan, start, state, running)
+        began = time.perf_counter()
         frames = await asyncio.to_thread(
             assemble, files, job.id, plan, spec.fps, extension=spec.extension is not None
         )
+        running.stats.assemble_s = time.perf_counter() - began
         if frames != spec.delivered_frames:
             raise RuntimeError(f"assembled {frames} frames, expected {spec.delivered_frames}")
         if self._mirror is not None:
@@ -244,7 +317,7 @@ class JobRunner:
                     job.id,
                     plan,
                     index,
-                    chunk.frames,
+                    center_crop(chunk.frames, spec.output_size),
                     spec.fps,
                     chunk.checkpoint,
                     thumbnail=index == 0 and spec.extension is None,
@@ -259,6 +332,7 @@ class JobRunner:
                         thumbnail=index == 0 and spec.extension is None,
                     )
                 await asyncio.to_thread(tracker.chunk_saved, index, chunk.timings)
+                running.stats.add(chunk.timings, saved.seconds, chunk.extras)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
                     self._metrics.observe_checkpoint(saved.checkpoint_bytes, saved.seconds)
@@ -304,10 +378,28 @@ class JobRunner:
         logger.info("job %s cancelled", job_id)
         await asyncio.to_thread(self._files.remove, job_id)
 
-    async def _finish_completed(self, job: Job, elapsed: float) -> None:
+    async def _retrying(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store or file write that must happen: retried with backoff while it fails (a full
+        disk), saying so in `trouble`; a deleted job (`JobNotFoundError`) is not retried."""
+        delay = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                result = await asyncio.to_thread(call, *args, **kwargs)
+            except (JobNotFoundError, InvalidTransitionError):  # refusals, not faults: deleted,
+                raise  # or (cluster) another attempt owns the job now
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error("job runner: a write fails; retrying in %.0f s", delay, exc_info=exc)
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+                continue
+            self.trouble = None
+            return result
+
+    async def _finish_completed(self, job: Job, elapsed: float, stats: RunStats) -> None:
         try:
             digest = await asyncio.to_thread(self._files.sha256, job.id, VIDEO_NAME)
-            await asyncio.to_thread(
+            await self._retrying(
                 self._store.complete,
                 job.id,
                 VIDEO_NAME,
@@ -315,15 +407,12 @@ class JobRunner:
                 job.spec.delivered_frames,
                 video_sha256=digest,
                 attempt=job.attempts,
+                stats=stats.to_json(),
             )
         except JobNotFoundError:  # deleted while finishing: its files go too
             await asyncio.to_thread(self._files.remove, job.id)
-        except StaleAttemptError as exc:  # another attempt owns the result
+        except InvalidTransitionError as exc:  # another attempt owns the result (cluster)
             logger.warning("job %s: late completion refused: %s", job.id, exc.message)
-            await asyncio.to_thread(self._files.remove, job.id)
-            return
-        except StoreUnavailableError as exc:  # the next attempt finds every chunk saved
-            logger.warning("job %s: could not record completion (%s)", job.id, exc)
             await asyncio.to_thread(self._files.remove, job.id)
             return
         else:
@@ -333,10 +422,10 @@ class JobRunner:
 
     async def _finish_failed(self, job: Job, code: str, message: str) -> None:
         try:
-            await asyncio.to_thread(self._store.fail, job.id, code, message, attempt=job.attempts)
+            await self._retrying(self._store.fail, job.id, code, message, attempt=job.attempts)
         except JobNotFoundError:
             await asyncio.to_thread(self._files.remove, job.id)
-        except (StaleAttemptError, StoreUnavailableError) as exc:
+        except InvalidTransitionError as exc:
             logger.warning("job %s: its failure was not recorded: %s", job.id, exc.message)
             await asyncio.to_thread(self._files.remove, job.id)
             return

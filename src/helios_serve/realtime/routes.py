@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from helios_serve.realtime.capabilities import session_capabilities
@@ -41,18 +40,6 @@ from helios_serve.web.responses import CompactJSONResponse
 WEBRTC = "/sessions/{session_id}/transport/webrtc"
 CONNECTION = WEBRTC + "/connections/{connection_id}"
 RETRY_AFTER_S = 5
-
-
-def install_cors(app: FastAPI) -> None:
-    """Browsers on any origin may call every route, the presigned upload PUT included."""
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["*"],
-        expose_headers=["*"],
-        max_age=600,
-    )
 
 
 def describe(handle: SessionHandle, manager: SessionManager) -> dict[str, Any]:
@@ -131,7 +118,8 @@ def _session_routes(manager: SessionManager) -> APIRouter:
     async def create(request: Request, mode: Mode) -> SessionHandle:
         body = await read_json(request)
         try:
-            return await manager.create(mode, stream_overrides(body.get("extra_args")))
+            overrides = stream_overrides(body.get("extra_args"), manager.engine.info)
+            return await manager.create(mode, overrides)
         except SessionLimitError as exc:
             raise ApiError(
                 503,

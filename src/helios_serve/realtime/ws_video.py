@@ -24,7 +24,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from helios_serve.core.protocols import Priority, Stream
-from helios_serve.errors import StreamCancelledError
+from helios_serve.errors import HeliosError, StreamCancelledError
 from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.manager import SessionLimitError, SessionManager
 from helios_serve.realtime.ws_video_start import (
@@ -212,7 +212,8 @@ class VideoSocket:
             pass  # only raised once the client stopped or went away
         except Exception as exc:
             logger.exception("%s: generation failed", self.request_id)
-            await queue.put(f"generation failed: {exc}"[:300])
+            code = exc.code if isinstance(exc, HeliosError) else "internal_error"
+            await queue.put(f"generation failed ({code}); the server log has the details")
             return
         finally:
             if stream is not None:
