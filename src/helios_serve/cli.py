@@ -265,6 +265,19 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--served-model-name", default=None)
     p.add_argument("--name", default=None, help="this worker's name (default: host-pid)")
     p.add_argument(
+        "--session-port",
+        type=int,
+        default=None,
+        help="serve real-time sessions on this port (gateways place sessions here and relay "
+        "their signalling; the media flows between this worker and the client); off by default",
+    )
+    p.add_argument(
+        "--session-host",
+        default="127.0.0.1",
+        help="the address gateways reach the session port at (bound too; default 127.0.0.1)",
+    )
+    p.add_argument("--max-sessions", type=int, default=1, help="real-time sessions at once")
+    p.add_argument(
         "--heartbeat-interval",
         type=float,
         default=2.0,
@@ -413,6 +426,9 @@ def _run_worker(args: argparse.Namespace) -> int:
         data_dir=_data_dir(args),
         upkeep=_upkeep(args),
         heartbeat_s=args.heartbeat_interval,
+        session_host=args.session_host,
+        session_port=args.session_port,
+        max_sessions=args.max_sessions,
     )
     from helios_serve.jobs.datadir import DataDirLock
 

@@ -25,6 +25,7 @@ from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.web.errors import install_error_handlers
 from helios_serve.web.http_protocol import HeadDeadlineProtocol
 
 if TYPE_CHECKING:
@@ -173,11 +174,20 @@ def run_worker(engine: Engine, options: WorkerOptions) -> int:
 
     from helios_serve.cluster.worker import serve_worker
 
+    sessions = None
+    if options.session_port is not None:  # Reactor's routes on this worker's engine
+        sessions = FastAPI(title="helios-serve worker sessions", version=__version__)
+        install_error_handlers(sessions, {})
+        realtime = RealtimeConfig(
+            max_sessions=options.max_sessions, server_version=f"helios-serve {__version__}"
+        )
+        install_realtime(sessions, engine, realtime, build_upscaler(engine.info.device, None))
+
     async def main() -> int:
         if isinstance(engine, ProcessEngine):
             await engine.start()
         try:
-            return await serve_worker(engine, options)
+            return await serve_worker(engine, options, session_app=sessions)
         finally:
             await engine.close()
 

@@ -1,6 +1,7 @@
 """`helios gateway`: the HTTP API of a cluster, with no model. Run any number behind any load
 balancer: every request is answered from PostgreSQL and the blob store, so any gateway can
-answer for a job another one created.
+answer for a job another one created; Reactor's session signalling is relayed to the worker
+that runs the session (`session_proxy`).
 
 The served model's description (sizes, presets: what requests are checked against) comes from
 the workers' registry; a gateway that starts before any worker ever ran waits for the first
@@ -29,6 +30,7 @@ from helios_serve.cluster.maintenance import Maintenance, Upkeep
 from helios_serve.cluster.pg_store import PostgresJobStore
 from helios_serve.cluster.queue import QueueDispatch, build_queue_app
 from helios_serve.cluster.registry import WorkerRegistry
+from helios_serve.cluster.session_proxy import SessionProxy, build_session_router
 from helios_serve.cluster.storage import open_blob_store
 from helios_serve.core.protocols import Priority, Stream
 from helios_serve.core.spec import ModelInfo, StreamRequest
@@ -126,6 +128,8 @@ def build_gateway(
     app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
     registry.register(ClusterCollector(engine, store))
     workers = WorkerRegistry(store.pool)
+    proxy = SessionProxy(workers, options.upkeep.worker_timeout_s)
+    app.include_router(build_session_router(proxy))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -140,6 +144,7 @@ def build_gateway(
             finally:
                 watch.cancel()
                 await maintenance.stop()
+                await proxy.close()
 
     app.router.lifespan_context = lifespan
     return app

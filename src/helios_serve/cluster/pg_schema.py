@@ -67,13 +67,21 @@ CREATE TABLE helios_workers (
     model_info TEXT NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
     heartbeat_at DOUBLE PRECISION NOT NULL,
-    running_job TEXT
+    running_job TEXT,
+    session_url TEXT,
+    max_sessions INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE helios_sessions (
+    session_id TEXT PRIMARY KEY,
+    worker TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
 );
 """
 
 
 def _to_v1(conn: psycopg.Connection[Any]) -> None:
-    """Job records, idempotency keys, the worker registry, and procrastinate's queue."""
+    """Job records, idempotency keys, the worker registry, where each real-time session runs,
+    and procrastinate's queue."""
     conn.execute(_V1)
     conn.execute(SchemaManager.get_schema())
 

@@ -17,6 +17,7 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import procrastinate
 
@@ -44,6 +45,17 @@ class WorkerOptions:
     data_dir: Path
     upkeep: Upkeep = field(default_factory=Upkeep)
     heartbeat_s: float = 2.0
+    session_host: str = "127.0.0.1"
+    session_port: int | None = None
+    """Where this worker serves real-time sessions (gateways relay their signalling here; the
+    media flows between this worker and the client). None: jobs only."""
+    max_sessions: int = 1
+
+    @property
+    def session_url(self) -> str | None:
+        if self.session_port is None:
+            return None
+        return f"http://{self.session_host}:{self.session_port}"
 
 
 class VideoWorker:
@@ -111,6 +123,7 @@ async def serve_worker(
     store: PostgresJobStore | None = None,
     stop: asyncio.Event | None = None,
     delete_finished_tasks: bool = True,
+    session_app: Any = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set): a job cut short goes back to the queue for
     another worker. `store` may be given (benchmarks time its calls); it is closed here."""
@@ -122,7 +135,14 @@ async def serve_worker(
     mirror = JobMirror(files, open_blob_store(options.storage, options.data_dir))
     runner = JobRunner(store, files, engine, None, mirror=mirror)
     registry = WorkerRegistry(store.pool)
-    await asyncio.to_thread(registry.register, options.name, engine.info)
+    sessions = None if session_app is None else _serve_sessions(session_app, options)
+    await asyncio.to_thread(
+        registry.register,
+        options.name,
+        engine.info,
+        options.session_url if session_app is not None else None,
+        options.max_sessions if session_app is not None else 0,
+    )
     worker = VideoWorker(options, store, runner, registry, mirror)
     app = build_queue_app(options.database)
     app.task(name=VIDEO_TASK, queue=VIDEOS_QUEUE)(worker.run_video)
@@ -132,10 +152,25 @@ async def serve_worker(
             delete = "successful" if delete_finished_tasks else "never"
             await _work(app, worker, runner, store, options, engine.info.name, stopping, delete)
     finally:
+        if sessions is not None:
+            sessions.should_exit = True
         with contextlib.suppress(HeliosError):
             await asyncio.to_thread(registry.sign_off, options.name)
         await asyncio.to_thread(store.close)
     return 0
+
+
+def _serve_sessions(app: Any, options: WorkerOptions) -> Any:
+    """The worker's session server (Reactor's routes on its own engine), started now."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=options.session_host, port=options.session_port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # the worker handles SIGTERM itself
+    asyncio.get_running_loop().create_task(server.serve(), name="helios-worker-sessions")
+    return server
 
 
 async def _work(

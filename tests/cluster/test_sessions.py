@@ -1,0 +1,98 @@
+"""Real-time sessions across workers: one gateway, two workers that serve sessions, real aiortc
+clients (the js-sdk 2.9.0 flow) signalling through the gateway while the media comes straight
+from each session's worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import psycopg
+import pytest
+
+from realtime.client import ReactorClient  # tests/realtime: the Reactor client stand-in
+
+from .conftest import FAST_UPKEEP, WORKER_FLAGS, LocalCluster, Role, start_together
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: LocalCluster) -> tuple[Role, list[Role]]:
+    from local_cluster import free_port  # type: ignore[import-not-found]
+
+    workers = [
+        cluster.worker(
+            f"rt-{n}", *WORKER_FLAGS, *FAST_UPKEEP, "--session-port", str(free_port()), start=False
+        )
+        for n in "ab"
+    ]
+    start_together(workers)
+    return cluster.gateway("rt-gateway", *FAST_UPKEEP), workers
+
+
+def host_of(cluster: LocalCluster, session_id: str) -> str:
+    with psycopg.connect(cluster.database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT worker FROM helios_sessions WHERE session_id = %s", (session_id,)
+        ).fetchone()
+    assert row is not None, f"session {session_id} was never placed"
+    return str(row[0])
+
+
+def test_two_sessions_run_on_two_workers_a_third_waits_a_lost_worker_ends_only_its_own(
+    cluster: LocalCluster, roles: tuple[Role, list[Role]]
+) -> None:
+    gateway, workers = roles
+
+    async def main() -> None:
+        first, second = ReactorClient(gateway.url), ReactorClient(gateway.url)
+        try:
+            for client in (first, second):
+                await client.connect()  # signalling through the gateway
+                client.send("set_prompt", {"prompt": "a lantern drifting on a dark lake"})
+                client.send("start")
+            hosts = {host_of(cluster, c.session_id) for c in (first, second)}
+            assert hosts == {"rt-a", "rt-b"}  # one session per worker
+            for client in (first, second):
+                await client.wait("generation_started", within=60)
+                await client.wait("chunk_complete", within=120)  # frames from its own worker
+                assert len(await client.frames_until(lambda f: len(f) >= 5)) >= 5
+
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+                third = await http.post("/start_session", json={})
+            assert third.status_code == 503, third.text
+            assert third.headers["retry-after"] == "5"
+            assert third.json()["error"]["code"] == "no_free_worker"
+
+            lost = next(w for w in workers if w.name == host_of(cluster, first.session_id))
+            lost.kill()
+
+            async def ended() -> dict[str, object]:
+                async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+                    while True:
+                        answer = await http.get(f"/sessions/{first.session_id}")
+                        body: dict[str, object] = answer.json()
+                        if body.get("state") == "CLOSED":
+                            return body
+                        await asyncio.sleep(0.3)
+
+            closed = await asyncio.wait_for(ended(), 30)
+            assert closed["error"] == {
+                "code": "worker_lost",
+                "message": f"the worker running this session ({lost.name}) stopped; "
+                "start a new one",
+            }
+            # the other session goes on, and its slot stays taken: nothing else was freed
+            last = max(int(d["chunk_index"]) for d in second.of("chunk_complete"))
+            await second.wait("chunk_complete", lambda d: d["chunk_index"] > last, within=120)
+            await second.frames_until(lambda f: len(f) >= 10)
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+                again = await http.post("/start_session", json={})
+            assert again.status_code == 503
+            second.send("pause")
+        finally:
+            await first.close(stop=False)
+            await second.close(stop=False)
+
+    asyncio.run(main())
