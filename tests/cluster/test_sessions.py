@@ -5,10 +5,15 @@ from each session's worker."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+from typing import Any
 
+import av
 import httpx
 import psycopg
 import pytest
+from websockets.asyncio.client import connect
 
 from realtime.client import ReactorClient  # tests/realtime: the Reactor client stand-in
 
@@ -96,3 +101,48 @@ def test_two_sessions_run_on_two_workers_a_third_waits_a_lost_worker_ends_only_i
             await second.close(stop=False)
 
     asyncio.run(main())
+
+
+def test_vllm_omni_websocket_stream_through_the_gateway(roles: tuple[Role, list[Role]]) -> None:
+    gateway, _ = roles
+    start = {
+        "type": "session.start",
+        "model": "tiny",
+        "prompt": "a lighthouse at dusk",
+        "format": "m4s",
+        "width": 64,
+        "height": 64,
+        "num_frames": 33,
+        "seed": 3,
+        "extra_params": {"pyramid_num_inference_steps_list": [1, 1, 1]},
+    }
+
+    async def stream() -> tuple[list[dict[str, Any]], bytes]:
+        url = gateway.url.replace("http", "ws") + "/v1/realtime/video"
+        async with connect(url, max_size=None) as ws:
+            await ws.send(json.dumps(start))
+            messages: list[dict[str, Any]] = []
+            data = b""
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), 120)
+                if isinstance(raw, bytes):
+                    data += raw
+                    continue
+                messages.append(json.loads(raw))
+                if messages[-1]["type"] in ("session.done", "error"):
+                    return messages, data
+
+    async def main() -> tuple[list[dict[str, Any]], bytes]:
+        for _ in range(60):  # a slot the previous test's sessions held frees within seconds
+            messages, data = await stream()
+            if messages[-1].get("code") != "busy":
+                return messages, data
+            await asyncio.sleep(0.5)
+        raise TimeoutError("no worker had a free slot")
+
+    messages, data = asyncio.run(main())
+    assert [m["type"] for m in messages] == ["video.start", "video.chunk_metadata", "session.done"]
+    with av.open(io.BytesIO(data)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 33
+    assert frames[0].shape == (64, 64, 3)

@@ -32,6 +32,7 @@ from helios_serve.cluster.queue import QueueDispatch, build_queue_app
 from helios_serve.cluster.registry import WorkerRegistry
 from helios_serve.cluster.session_proxy import SessionProxy, build_session_router
 from helios_serve.cluster.storage import open_blob_store
+from helios_serve.cluster.ws_relay import build_ws_relay
 from helios_serve.core.protocols import Priority, Stream
 from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.errors import HeliosError
@@ -130,6 +131,7 @@ def build_gateway(
     workers = WorkerRegistry(store.pool)
     proxy = SessionProxy(workers, options.upkeep.worker_timeout_s)
     app.include_router(build_session_router(proxy))
+    app.include_router(build_ws_relay(workers, options.upkeep.worker_timeout_s))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
