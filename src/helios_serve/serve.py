@@ -174,10 +174,13 @@ def run_worker(engine: Engine, options: WorkerOptions) -> int:
 
     from helios_serve.cluster.worker import serve_worker
 
+    registry = CollectorRegistry()
+    metrics = JobMetrics(registry)
     sessions = None
     if options.session_port is not None:  # Reactor's routes on this worker's engine
         sessions = FastAPI(title="helios-serve worker sessions", version=__version__)
         install_error_handlers(sessions, {})
+        _serve_metrics(sessions, registry)
         realtime = RealtimeConfig(
             max_sessions=options.max_sessions, server_version=f"helios-serve {__version__}"
         )
@@ -187,10 +190,20 @@ def run_worker(engine: Engine, options: WorkerOptions) -> int:
         if isinstance(engine, ProcessEngine):
             await engine.start()
         try:
-            return await serve_worker(engine, options, session_app=sessions)
+            return await serve_worker(engine, options, session_app=sessions, metrics=metrics)
         finally:
             await engine.close()
 
     code = asyncio.run(main())
     print("helios worker stopped", flush=True)
     return code
+
+
+def _serve_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
+    """A worker's own Prometheus metrics (chunk time, checkpoint size and time, resumes)."""
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,16 @@ from websockets.asyncio.client import connect
 
 from realtime.client import ReactorClient  # tests/realtime: the Reactor client stand-in
 
-from .conftest import FAST_UPKEEP, WORKER_FLAGS, LocalCluster, Role, start_together
+from .conftest import (
+    FAST_UPKEEP,
+    WORKER_FLAGS,
+    LocalCluster,
+    Role,
+    request,
+    start_together,
+    submit,
+    wait_done,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +155,24 @@ def test_vllm_omni_websocket_stream_through_the_gateway(roles: tuple[Role, list[
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 33
     assert frames[0].shape == (64, 64, 3)
+
+
+def test_metrics_of_gateway_and_workers(roles: tuple[Role, list[Role]]) -> None:
+    gateway, workers = roles
+    video_id = submit(gateway, request("metrics", chunks=2, seed=5))
+    assert wait_done(gateway, video_id)["status"] == "completed"
+    with httpx.Client(timeout=30) as http:
+        text = http.get(gateway.url + "/metrics").text
+        assert "helios_queue_depth 0.0" in text
+        assert "helios_workers_alive" in text
+        assert "helios_jobs_resumed_from_checkpoint" in text
+        saved = 0.0
+        for worker in workers:
+            if worker.proc is None or worker.proc.poll() is not None:
+                continue
+            port = worker.args[worker.args.index("--session-port") + 1]
+            for line in http.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+                counts = ("helios_checkpoint_bytes_count", "helios_checkpoint_seconds_count")
+                if line.startswith(counts):
+                    saved += float(line.split()[-1])
+    assert saved == 4  # two chunks, each counted in both histograms

@@ -29,6 +29,7 @@ from helios_serve.cluster.storage import open_blob_store
 from helios_serve.core.protocols import Engine
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.files import JobFiles
+from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import InvalidTransitionError, Job, JobNotFoundError, JobStatus
 from helios_serve.jobs.records import StoreUnavailableError
@@ -124,6 +125,7 @@ async def serve_worker(
     stop: asyncio.Event | None = None,
     delete_finished_tasks: bool = True,
     session_app: Any = None,
+    metrics: JobMetrics | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set): a job cut short goes back to the queue for
     another worker. `store` may be given (benchmarks time its calls); it is closed here."""
@@ -133,7 +135,7 @@ async def serve_worker(
     shutil.rmtree(scratch, ignore_errors=True)  # a scratch copy: the blob store has the truth
     files = JobFiles(scratch)
     mirror = JobMirror(files, open_blob_store(options.storage, options.data_dir))
-    runner = JobRunner(store, files, engine, None, mirror=mirror)
+    runner = JobRunner(store, files, engine, metrics, mirror=mirror)
     registry = WorkerRegistry(store.pool)
     sessions = None if session_app is None else _serve_sessions(session_app, options)
     await asyncio.to_thread(
