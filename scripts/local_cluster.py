@@ -408,11 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "HELIOS_STORAGE": cluster.storage,
             }
             return subprocess.run(args.run, shell=True, env=env, check=False).returncode
-        for i in range(args.workers):
-            cluster.worker(f"worker-{i + 1}", *args.extra)
+        for i in range(args.workers):  # each serves real-time sessions on a port of its own
+            cluster.worker(f"worker-{i + 1}", "--session-port", str(free_port()), *args.extra)
         gateways = [cluster.gateway(f"gateway-{i + 1}") for i in range(args.gateways)]
         print(f"PostgreSQL: {cluster.postgres.dsn}")
         print(f"S3:         {cluster.s3.endpoint} ({cluster.storage})")
+        print(f"export HELIOS_DATABASE={cluster.postgres.dsn} HELIOS_STORAGE={cluster.storage}")
         for key, value in cluster.env.items():
             print(f"export {key}={value}")
         for gateway in gateways:

@@ -94,7 +94,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
     """Bring the schema up to `SCHEMA_VERSION` in one transaction; returns the version found."""
-    with conn.transaction():
+    with conn.transaction():  # nested in the caller's transaction: a savepoint
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS helios_schema_version (version INTEGER NOT NULL)")
         cursor = conn.cursor(row_factory=tuple_row)

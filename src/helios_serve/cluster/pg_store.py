@@ -67,7 +67,7 @@ class PostgresJobStore:
         self._clock = clock
         self.pool = open_pool(dsn, max_size=pool_size)
         try:
-            with self.pool.connection() as conn:
+            with transaction(self.pool) as conn:  # an unreachable server: one clear error
                 migrate(conn)
         except BaseException:
             self.pool.close()
