@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +46,9 @@ from helios_serve.media.decode import load_image, load_video
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STOP_GRACE_S = 30.0
+"""How long a stop waits for the running job to reach a step boundary (and go back to the
+queue) before it abandons the job's task; a denoising step of the 14B model takes < 1 s."""
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
@@ -57,6 +62,8 @@ def safe_message(exc: BaseException, code: str, job_id: str) -> str:
         return exc.message
     if code == "out_of_memory":
         return "The engine ran out of memory while making this video; try a smaller size."
+    if code == "insufficient_storage":
+        return "The server's disk filled up while making this video; try again later."
     return f"The server had an error while making this video (the log has it under {job_id})."
 
 
@@ -67,6 +74,10 @@ def failure_code(exc: BaseException) -> str:
     name = type(exc).__name__
     if "OutOfMemory" in name or isinstance(exc, MemoryError) or "out of memory" in str(exc):
         return "out_of_memory"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+    ):
+        return "insufficient_storage"
     return "internal_error"
 
 
@@ -135,14 +146,22 @@ class JobRunner:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
 
-    async def stop(self) -> None:
-        """Stop at the next step; a job cut short goes back to the queue for the next start."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop at the next step; a job cut short goes back to the queue for the next start.
+
+        The running job is asked to stop and given `grace_s` to get there, so no engine or
+        encoder work is left running under the shutdown; only then is the task cancelled."""
         self._stopping = True
+        self._wake.set()
         if self._running is not None:
             self._running.cancelled.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace_s)
+        if not done:
+            logger.warning("job runner: the running job did not stop in %.0f s; abandoned", grace_s)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
     def wake(self) -> None:
         """A job was queued: look now rather than at the next poll."""
@@ -163,10 +182,12 @@ class JobRunner:
         """Claim and run jobs for ever: no error from the store, the files or a job ends it.
         While the store keeps failing (a full disk), back off and say so (`trouble`)."""
         delay = STORE_RETRY_FIRST_S
-        while True:
+        while not self._stopping:
             try:
                 job = await asyncio.to_thread(self._store.claim_next)
                 if job is None:
+                    if self._stopping:
+                        break
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
@@ -193,11 +214,10 @@ class JobRunner:
         started = time.perf_counter()
         try:
             await self._generate_through_restarts(job, running)
-        except (StreamCancelledError, asyncio.CancelledError):
+        except (StreamCancelledError, asyncio.CancelledError) as exc:
             await asyncio.shield(self._after_cancel(job.id))
-            if not self._stopping:
-                return
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
             # the log gets the exception, the client a code and a sentence with no internals

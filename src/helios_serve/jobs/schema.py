@@ -211,7 +211,7 @@ PLACEHOLDER_SPEC = GenerationSpec(
 def is_readable(row: sqlite3.Row) -> bool:
     try:
         row_to_job(row)
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except Exception:  # a damaged row can fail in any way: none of them may stop the server
         return False
     return True
 
