@@ -466,7 +466,7 @@ def _run_db(args: argparse.Namespace) -> int:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from helios_serve.jobs.datadir import DataDirLock
-    from helios_serve.serve import ServerOptions, run_server
+    from helios_serve.serve import ServerOptions, prepare_store, run_server
 
     keys = _api_keys(args)
     if args.max_queue < 1 or args.max_sessions < 1 or args.emission_fps <= 0:
@@ -487,9 +487,16 @@ def _run_serve(args: argparse.Namespace) -> int:
         cors_origins=tuple(args.cors_origin or ()),
         max_connections=args.max_connections,
     )
-    # before the model loads: a second server on this folder must stop at once
+    # before the model loads: a second server on this folder, or an unusable database, must
+    # stop at once
     with DataDirLock(options.data_dir):
-        return run_server(_engine(args), options)
+        store = prepare_store(options.data_dir)
+        try:
+            engine = _engine(args)
+        except BaseException:
+            store.close()
+            raise
+        return run_server(engine, options, store)
 
 
 def _api_keys(args: argparse.Namespace) -> list[str]:

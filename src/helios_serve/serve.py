@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,8 +18,14 @@ from helios_serve.api.app import ApiConfig, ApiParts, create_app
 from helios_serve.core.protocols import Engine
 from helios_serve.engine.metrics import EngineMetrics
 from helios_serve.engine.process import ProcessEngine
+from helios_serve.engine.service import LocalEngine
 from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
-from helios_serve.jobs.datadir import check_not_lost, open_store, sweep_orphans
+from helios_serve.jobs.datadir import (
+    check_not_lost,
+    database_is_new,
+    open_store,
+    sweep_orphans,
+)
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.runner import JobRunner
@@ -51,11 +58,34 @@ class ServerOptions:
     max_connections: int = 256
 
 
-def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> ApiParts:
-    """Open the job store (recovering from any crash) and build the runner around `engine`."""
+def prepare_store(data_dir: Path) -> JobStore:
+    """Open the job store and bring the data directory to a clean state after any crash.
+
+    Runs before the model loads, so an unusable folder or database is one line at once
+    (`DataDirError`) rather than after minutes of loading."""
+    new = database_is_new(data_dir)
     store = open_store(data_dir)
+    try:
+        _recover(store, JobFiles(data_dir / "videos"), new)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def build_parts(
+    engine: Engine, data_dir: Path, idle_poll_s: float = 1.0, store: JobStore | None = None
+) -> ApiParts:
+    """The job store (`prepare_store`'s unless given) and the runner around `engine`."""
+    store = store or prepare_store(data_dir)
     files = JobFiles(data_dir / "videos")
-    check_not_lost(store, files)
+    registry = CollectorRegistry()
+    runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
+    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+
+
+def _recover(store: JobStore, files: JobFiles, database_was_new: bool) -> None:
+    check_not_lost(store, files, database_was_new)
     store.quarantine_unreadable()
     report = store.recover_after_restart(MAX_ATTEMPTS)
     if report.requeued or report.failed:
@@ -69,9 +99,6 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
         logger.info("removed %d partial files left by an interrupted run", swept)
     _drop_finished_work(store, files)
     sweep_orphans(store, files)
-    registry = CollectorRegistry()
-    runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
-    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
 
 
 def _drop_finished_work(store: JobStore, files: JobFiles) -> None:
@@ -112,12 +139,25 @@ def _manage_engine(app: FastAPI, engine: Engine) -> None:
     app.router.lifespan_context = lifespan
 
 
-def run_server(engine: Engine, options: ServerOptions) -> int:
+def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = None) -> int:
     """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
+    try:
+        return _serve(engine, options, build_parts(engine, options.data_dir, store=store))
+    except BaseException:
+        abort_engine(engine)  # a no-op after a clean stop: the lifespan closed it
+        raise
+
+
+def abort_engine(engine: Engine) -> None:
+    """Stop an engine whose server never started (its child would keep this process alive)."""
+    if isinstance(engine, ProcessEngine):
+        engine.abort()
+
+
+def _serve(engine: Engine, options: ServerOptions, parts: ApiParts) -> int:
     import uvicorn
 
     info = engine.info
-    parts = build_parts(engine, options.data_dir)
     if isinstance(engine, ProcessEngine):
         metrics = EngineMetrics(parts.registry)
         engine.on_restart = metrics.restarted
@@ -160,11 +200,17 @@ def run_server(engine: Engine, options: ServerOptions) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
+    # Shutdown order (the nested lifespans): sessions close, the job runner brings its job to
+    # a step boundary and queues it again, the engine finishes its step and stops, the store
+    # closes. Native work that could not be joined is abandoned, not finalized under.
     try:
         AnnouncingServer(config).run()
     finally:
         parts.store.close()
     print("helios-serve stopped", flush=True)
+    if isinstance(engine, LocalEngine) and engine.abandoned_work:
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

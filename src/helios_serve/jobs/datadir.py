@@ -6,8 +6,8 @@
   kernel's: it goes with the process, `kill -9` included, so it can never be left stale.)
 - `open_store`: a truncated, garbage or unreadable `jobs.db` and a read-only folder become one
   line that says what to do, not a traceback.
-- `check_not_lost`: an empty database next to existing job folders means the database was
-  lost or replaced; starting would hide every video, so the start is refused.
+- `check_not_lost`: a missing or zero-byte database next to existing job folders means the
+  database was lost or replaced; starting would hide every video, so the start is refused.
 - `sweep_orphans`: folders with no job row (a `kill -9` during a create) are removed.
 """
 
@@ -107,10 +107,17 @@ def open_store(data_dir: Path) -> JobStore:
         ) from None
 
 
-def check_not_lost(store: JobStore, files: JobFiles) -> None:
-    """Refuse an empty database beside existing job folders."""
+def database_is_new(data_dir: Path) -> bool:
+    """True when `jobs.db` is absent or zero bytes: opening it starts an empty job list."""
+    path = data_dir / DB_NAME
+    return not path.exists() or path.stat().st_size == 0
+
+
+def check_not_lost(store: JobStore, files: JobFiles, database_was_new: bool) -> None:
+    """Refuse a new (absent or zero-byte) database beside existing job folders. (An existing
+    database's folders without rows are orphans of an interrupted create: `sweep_orphans`.)"""
     folders = files.job_ids_on_disk()
-    if folders and sum(store.count_by_status().values()) == 0:
+    if database_was_new and folders:
         raise DataDirError(
             f"{store.path} holds no jobs but {files.root} holds {len(folders)} job folders: the "
             "database was lost or replaced. Restore it, or move the folder away to start fresh"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +48,9 @@ from helios_serve.media.decode import load_image, load_video
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+STOP_GRACE_S = 30.0
+"""How long a stop waits for the running job to reach a step boundary (and go back to the
+queue) before it abandons the job's task; a denoising step of the 14B model takes < 1 s."""
 STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
@@ -59,6 +64,8 @@ def safe_message(exc: BaseException, code: str, job_id: str) -> str:
         return exc.message
     if code == "out_of_memory":
         return "The engine ran out of memory while making this video; try a smaller size."
+    if code == "insufficient_storage":
+        return "The server's disk filled up while making this video; try again later."
     return f"The server had an error while making this video (the log has it under {job_id})."
 
 
@@ -69,6 +76,10 @@ def failure_code(exc: BaseException) -> str:
     name = type(exc).__name__
     if "OutOfMemory" in name or isinstance(exc, MemoryError) or "out of memory" in str(exc):
         return "out_of_memory"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+    ):
+        return "insufficient_storage"
     return "internal_error"
 
 
@@ -150,14 +161,22 @@ class JobRunner:
     def running_job(self) -> str | None:
         return None if self._running is None else self._running.job_id
 
-    async def stop(self) -> None:
-        """Stop at the next step; a job cut short goes back to the queue for the next start."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop at the next step; a job cut short goes back to the queue for the next start.
+
+        The running job is asked to stop and given `grace_s` to get there, so no engine or
+        encoder work is left running under the shutdown; only then is the task cancelled."""
         self._stopping = True
+        self._wake.set()
         if self._running is not None:
             self._running.cancelled.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace_s)
+        if not done:
+            logger.warning("job runner: the running job did not stop in %.0f s; abandoned", grace_s)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
     def wake(self) -> None:
         """A job was queued: look now rather than at the next poll."""
@@ -178,10 +197,12 @@ class JobRunner:
         """Claim and run jobs for ever: no error from the store, the files or a job ends it.
         While the store keeps failing (a full disk), back off and say so (`trouble`)."""
         delay = STORE_RETRY_FIRST_S
-        while True:
+        while not self._stopping:
             try:
                 job = await asyncio.to_thread(self._store.claim_next)
                 if job is None:
+                    if self._stopping:
+                        break
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
@@ -210,11 +231,10 @@ class JobRunner:
         started = time.perf_counter()
         try:
             await self._generate_through_restarts(job, running)
-        except (StreamCancelledError, asyncio.CancelledError):
-            await asyncio.shield(self._after_cancel(job.id))
-            if not self._stopping:
-                return
-            raise
+        except (StreamCancelledError, asyncio.CancelledError) as exc:
+            await asyncio.shield(self._after_cancel(job))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         except StaleAttemptError as exc:  # taken over elsewhere: that attempt owns the job now
             logger.warning("job %s: this attempt's write was refused: %s", job.id, exc.message)
             await asyncio.to_thread(self._files.remove, job.id)
@@ -368,15 +388,16 @@ class JobRunner:
             video=video,
         )
 
-    async def _after_cancel(self, job_id: str) -> None:
-        """Deleted → its files go; server stopping → it runs again after the restart."""
+    async def _after_cancel(self, job: Job) -> None:
+        """Deleted → its files go; server stopping → it runs again after the restart (only if
+        this attempt still owns it: a worker that lost the job must not queue it again)."""
         if self._stopping:
             with contextlib.suppress(HeliosError):
-                await asyncio.to_thread(self._store.requeue, job_id)
-                logger.info("job %s interrupted by shutdown: queued again", job_id)
+                await asyncio.to_thread(self._store.requeue, job.id, attempt=job.attempts)
+                logger.info("job %s interrupted by shutdown: queued again", job.id)
                 return
-        logger.info("job %s cancelled", job_id)
-        await asyncio.to_thread(self._files.remove, job_id)
+        logger.info("job %s cancelled", job.id)
+        await asyncio.to_thread(self._files.remove, job.id)
 
     async def _retrying(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A store or file write that must happen: retried with backoff while it fails (a full

@@ -253,10 +253,15 @@ def _upload_routes(manager: SessionManager) -> APIRouter:
     async def reserve_upload(session_id: str, request: Request) -> dict[str, Any]:
         handle = _live(manager, session_id)
         name, size, mime = parse_upload(await read_json(request))
+        if handle.status is not Status.ACTIVE:
+            raise _unavailable("the session has no slot yet (PENDING); upload once it is ACTIVE")
         try:
             slot = handle.uploads.reserve(name, size, mime)
         except UploadError as exc:
-            raise ApiError(exc.status, exc.message, code=exc.code, param="size") from None
+            retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+            raise ApiError(
+                exc.status, exc.message, code=exc.code, param="size", headers=retry
+            ) from None
         url = f"{str(request.base_url).rstrip('/')}/sessions/{handle.id}/uploads/{slot.id}"
         return {"presigned_id": slot.id, "presigned_url": url, "path": slot.path}
 

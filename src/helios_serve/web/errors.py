@@ -274,3 +274,7 @@ def install_error_handlers(
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
+    # Storage faults get their own handlers: Starlette re-raises whatever reaches the
+    # `Exception` handler after answering, which would log a full disk as a crash.
+    app.add_exception_handler(sqlite3.Error, on_unexpected)
+    app.add_exception_handler(OSError, on_unexpected)

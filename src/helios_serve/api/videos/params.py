@@ -50,6 +50,7 @@ from helios_serve.api.videos.reference import (
 )
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields, settings_for
 from helios_serve.api.videos.sizes import check_size, openai_literal
+from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
 from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
@@ -250,8 +251,8 @@ def _text_reference(text: str | None) -> Any:
     if text is None or not text.lstrip().startswith("{"):
         return text
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return loads_strict(text)
+    except JsonTextError as exc:
         raise bad_request(
             "input_reference text is neither a data: URL nor a JSON object",
             param="input_reference",
