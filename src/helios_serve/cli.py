@@ -295,6 +295,12 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-queue", type=int, default=64)
     p.add_argument("--api-key", action="append", default=None)
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        help="an origin allowed to call /v1/videos and /metrics from a browser (repeatable)",
+    )
     p.set_defaults(handler=_run_gateway)
 
 
@@ -447,6 +453,7 @@ def _run_gateway(args: argparse.Namespace) -> int:
         port=args.port,
         api_keys=tuple(_api_keys(args)),
         max_queue=args.max_queue,
+        cors_origins=tuple(args.cors_origin or ()),
         upkeep=_upkeep(args),
     )
     from helios_serve.jobs.datadir import DataDirLock

@@ -4,6 +4,7 @@ killed mid-run. Nothing acknowledged is lost; while the database is away the gat
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -103,7 +104,7 @@ def test_gateway_killed_mid_run_loses_no_acknowledged_job(
 
     def keep_creating() -> None:
         with httpx.Client(base_url=doomed.url, timeout=10) as http:
-            for i in range(12):
+            for i in range(8):
                 if stop.is_set():
                     return
                 try:
@@ -124,3 +125,29 @@ def test_gateway_killed_mid_run_loses_no_acknowledged_job(
         assert wait_done(survivor, video_id, timeout=300)["status"] == "completed"
     doomed.start()  # a restarted gateway serves the same jobs
     assert wait_done(doomed, acknowledged[0])["status"] == "completed"
+
+
+def test_a_gateway_with_keys_guards_jobs_sessions_and_the_stream(
+    cluster: LocalCluster, roles: tuple[Role, Role]
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    guarded = cluster.gateway("gateway-keyed", *FAST_UPKEEP, "--api-key", "s3cret")
+    with httpx.Client(base_url=guarded.url, timeout=30) as http:
+        assert http.get("/health").status_code == 200
+        assert http.get("/v1/videos").status_code == 401
+        assert http.post("/start_session", json={}).status_code == 401
+        keyed = http.get("/v1/videos", headers={"Authorization": "Bearer s3cret"})
+        assert keyed.status_code == 200
+
+    async def stream_without_key() -> int | None:
+        url = guarded.url.replace("http", "ws") + "/v1/realtime/video"
+        async with connect(url) as ws:
+            try:
+                await ws.recv()
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd is not None else None
+        return None
+
+    assert asyncio.run(stream_without_key()) == 1008

@@ -176,3 +176,20 @@ def test_metrics_of_gateway_and_workers(roles: tuple[Role, list[Role]]) -> None:
                 if line.startswith(counts):
                     saved += float(line.split()[-1])
     assert saved == 4  # two chunks, each counted in both histograms
+
+
+def test_coordinator_mode_session_through_the_gateway(
+    cluster: LocalCluster, roles: tuple[Role, list[Role]]
+) -> None:
+    gateway, _ = roles
+    headers = {"Authorization": "Bearer any-token", "Reactor-API-Version": "1"}
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=headers) as http:
+        assert http.post("/tokens").json()["jwt"] == "local"
+        created = http.post("/sessions", json={})
+        assert created.status_code == 200, created.text
+        session_id = created.json()["session_id"]
+        assert host_of(cluster, session_id) in ("rt-a", "rt-b")
+        described = http.get(f"/sessions/{session_id}").json()
+        assert described["state"] in ("PENDING", "ACTIVE")
+        assert http.delete(f"/sessions/{session_id}").status_code == 200
+        assert http.get(f"/sessions/{session_id}").status_code == 404  # forgotten everywhere

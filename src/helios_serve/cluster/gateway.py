@@ -38,6 +38,7 @@ from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.mirror import JobMirror
+from helios_serve.web.cors import PathCors
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class GatewayOptions:
     port: int = 8000
     api_keys: tuple[str, ...] = ()
     max_queue: int = 64
+    cors_origins: tuple[str, ...] = ()
     upkeep: Upkeep = field(default_factory=Upkeep)
 
 
@@ -126,12 +128,16 @@ def build_gateway(
     mirror = JobMirror(files, open_blob_store(options.storage, options.data_dir))
     registry = CollectorRegistry()
     parts = ApiParts(engine, store, files, QueueDispatch(queue), registry, mirror)
-    app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
+    config = ApiConfig(
+        api_keys=options.api_keys, max_queue=options.max_queue, cors_origins=options.cors_origins
+    )
+    app = create_app(parts, config)
     registry.register(ClusterCollector(engine, store))
     workers = WorkerRegistry(store.pool)
     proxy = SessionProxy(workers, options.upkeep.worker_timeout_s)
     app.include_router(build_session_router(proxy))
     app.include_router(build_ws_relay(workers, options.upkeep.worker_timeout_s))
+    app.add_middleware(PathCors, origins=options.cors_origins)  # as `helios serve` does
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
