@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import psycopg
-
 from helios_serve.cluster.pg import Conn, open_pool, transaction
+from helios_serve.cluster.pg_rows import fetch_job, insert_job, readable, save_job
 from helios_serve.cluster.pg_schema import migrate
 from helios_serve.errors import InvalidInputError
 from helios_serve.jobs.models import (
@@ -35,9 +34,7 @@ from helios_serve.jobs.models import (
 from helios_serve.jobs.records import Order
 from helios_serve.jobs.schema import (
     COLUMNS,
-    JobStoreError,
     is_readable,
-    job_to_row,
     quarantined,
     row_to_job,
 )
@@ -52,10 +49,6 @@ from helios_serve.jobs.store import (
 
 ADMIT_LOCK = 0x48454C494F54
 """pg_advisory_xact_lock key that serialises admissions (queue limit + idempotency keys)."""
-
-_NAMES = [name.strip() for name in COLUMNS.split(",")]
-_PLACEHOLDERS = ", ".join(["%s"] * len(_NAMES))
-_ASSIGNMENTS = ", ".join(f"{name} = %s" for name in _NAMES)
 
 
 class PostgresJobStore:
@@ -73,44 +66,6 @@ class PostgresJobStore:
             self.pool.close()
             raise
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    @staticmethod
-    def _fetch(conn: Conn, job_id: str, *, lock: bool = False) -> Job:
-        if not is_valid_job_id(job_id):
-            raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
-        suffix = " FOR UPDATE" if lock else ""
-        row = conn.execute(
-            f"SELECT {COLUMNS} FROM helios_jobs WHERE id = %s{suffix}", (job_id,)
-        ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
-        return PostgresJobStore._readable(row)
-
-    @staticmethod
-    def _readable(row: dict[str, Any]) -> Job:
-        """The row's job, or a failed `corrupt_record` stand-in when it cannot be read."""
-        if not is_readable(row):
-            return quarantined(row, int(row["created_at"]))
-        return row_to_job(row)
-
-    @staticmethod
-    def _save(conn: Conn, job: Job) -> None:
-        conn.execute(
-            f"UPDATE helios_jobs SET {_ASSIGNMENTS} WHERE id = %s", (*job_to_row(job), job.id)
-        )
-
-    @staticmethod
-    def _insert(conn: Conn, job: Job) -> None:
-        try:
-            conn.execute(
-                f"INSERT INTO helios_jobs ({COLUMNS}) VALUES ({_PLACEHOLDERS})", job_to_row(job)
-            )
-        except psycopg.errors.UniqueViolation as exc:
-            raise JobStoreError(f"a job with id {job.id} already exists") from exc
-        except (UnicodeEncodeError, psycopg.DataError) as exc:  # lone surrogates, NUL bytes
-            raise InvalidInputError(f"job {job.id} has text that cannot be stored") from exc
-
     def _now(self) -> int:
         return int(self._clock())
 
@@ -118,21 +73,21 @@ class PostgresJobStore:
         self, job_id: str, attempt: int | None, change: Callable[[Job], Job]
     ) -> Job:
         with transaction(self.pool) as conn:
-            job = self._fetch(conn, job_id, lock=True)
+            job = fetch_job(conn, job_id, lock=True)
             check_attempt(job, attempt)
             if job.status is not JobStatus.IN_PROGRESS:
                 raise InvalidTransitionError(f"job {job_id} is {job.status.value}, not in_progress")
             updated = change(job)
-            self._save(conn, updated)
+            save_job(conn, updated)
         return updated
 
     def _transition(self, job_id: str, new: JobStatus, attempt: int | None, **changes: Any) -> Job:
         with transaction(self.pool) as conn:
-            job = self._fetch(conn, job_id, lock=True)
+            job = fetch_job(conn, job_id, lock=True)
             check_attempt(job, attempt)
             check_transition(job.status, new)
             updated = replace(job, status=new, **changes)
-            self._save(conn, updated)
+            save_job(conn, updated)
         return updated
 
     # -- records --------------------------------------------------------------------------
@@ -154,7 +109,7 @@ class PostgresJobStore:
                 depth = self._depth(conn)
                 if depth >= max_queue:
                     raise QueueFullError(depth)
-            self._insert(conn, job)
+            insert_job(conn, job)
             if claim is not None:
                 conn.execute(
                     "INSERT INTO helios_idempotency (key, fingerprint, job_id, created_at) "
@@ -179,7 +134,7 @@ class PostgresJobStore:
                 param="Idempotency-Key",
             )
         try:
-            return self._fetch(conn, row["job_id"])
+            return fetch_job(conn, row["job_id"])
         except JobNotFoundError:
             raise IdempotencyConflictError(
                 f"this Idempotency-Key made {row['job_id']}, which has been deleted",
@@ -192,7 +147,7 @@ class PostgresJobStore:
 
     def get(self, job_id: str) -> Job:
         with transaction(self.pool) as conn:
-            return self._fetch(conn, job_id)
+            return fetch_job(conn, job_id)
 
     def list(
         self, after: str | None = None, limit: int = 20, order: Order = "desc"
@@ -216,7 +171,7 @@ class PostgresJobStore:
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT %s",
                 (*params, limit + 1),
             ).fetchall()
-        jobs = [self._readable(row) for row in rows]
+        jobs = [readable(row) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
     @staticmethod
@@ -235,7 +190,7 @@ class PostgresJobStore:
     def delete(self, job_id: str) -> Job:
         """Remove the record whatever its status (its place in the list is remembered)."""
         with transaction(self.pool) as conn:
-            job = self._fetch(conn, job_id, lock=True)
+            job = fetch_job(conn, job_id, lock=True)
             conn.execute(
                 "INSERT INTO helios_deleted_jobs (id, created_at, seq, deleted_at) "
                 "SELECT id, created_at, seq, %s FROM helios_jobs WHERE id = %s "
@@ -289,21 +244,21 @@ class PostgresJobStore:
             if row is None:
                 return None
             if not is_readable(row):  # quarantined, so one bad row never stops the queue
-                self._save(conn, quarantined(row, self._now()))
+                save_job(conn, quarantined(row, self._now()))
                 return None
             job = claimed(row_to_job(row), self._clock())
-            self._save(conn, job)
+            save_job(conn, job)
         return job
 
     def take(self, job_id: str, max_attempts: int) -> Job | None:
         with transaction(self.pool) as conn:
             try:
-                job = self._fetch(conn, job_id, lock=True)
+                job = fetch_job(conn, job_id, lock=True)
             except JobNotFoundError:
                 return None
             taken = taken_over(job, max_attempts, self._clock())
             if taken is not None:
-                self._save(conn, taken)
+                save_job(conn, taken)
         return taken
 
     def update_progress(
@@ -389,10 +344,10 @@ class PostgresJobStore:
 
     def requeue(self, job_id: str, *, attempt: int | None = None) -> Job:
         with transaction(self.pool) as conn:
-            job = self._fetch(conn, job_id, lock=True)
+            job = fetch_job(conn, job_id, lock=True)
             check_attempt(job, attempt)
             job = back_to_queue(job)
-            self._save(conn, job)
+            save_job(conn, job)
         return job
 
     # -- crash recovery -------------------------------------------------------------------
@@ -411,7 +366,7 @@ class PostgresJobStore:
                 (self._clock() - lease_s,),
             ).fetchall()
             for job in [row_to_job(row) for row in rows]:
-                self._save(conn, settle_lost(job, max_attempts, self._now()))
+                save_job(conn, settle_lost(job, max_attempts, self._now()))
                 (requeued if job.attempts < max_attempts else failed).append(job.id)
         return RecoveryReport(tuple(requeued), tuple(failed))
 
