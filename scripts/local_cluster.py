@@ -189,7 +189,7 @@ class SeaweedFS:
     def start(self, timeout: float = 60) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("master", "volume", "filer")}
-        grpc = {name: free_port() for name in ("master", "volume", "filer", "iceberg")}
+        grpc = {name: free_port() for name in ("master", "volume", "filer")}
         cmd = [
             _weed(),
             "server",
@@ -205,7 +205,9 @@ class SeaweedFS:
             "-s3",
             f"-s3.port={self.s3_port}",
             f"-s3.port.grpc={self.s3_port + 10000}",
-            f"-s3.port.iceberg={grpc['iceberg']}",
+            # fixed default ports (8181, 9101) would clash between clusters on one machine
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=16",
         ]
@@ -329,6 +331,8 @@ class LocalCluster:
             s3.start()
         except BaseException:
             postgres.remove()
+            if root is None:
+                shutil.rmtree(base, ignore_errors=True)
             raise
         return cls(base, postgres, s3)
 
