@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helios_serve.config import default_data_dir
+from helios_serve.core.requests import RequestError
 from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
 
@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
+
+FLAGS = {
+    "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt",
+    "num_inference_steps": "--steps",
+    "pyramid_num_inference_steps_list": "--pyramid-steps",
+    "guidance_scale": "--guidance",
+    "is_amplify_first_chunk": "--amplify-first-chunk",
+    "preset": "--preset",
+    "width": "--width",
+    "height": "--height",
+    "num_frames": "--num-frames",
+    "seconds": "--seconds",
+    "fps": "--fps",
+    "seed": "--seed",
+}
+"""The request vocabulary's names (`core.requests`) as `helios generate` spells them."""
 API_KEYS_ENV = "HELIOS_API_KEYS"
 
 
@@ -103,7 +120,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--num-frames", type=int, default=None)
-    length.add_argument("--seconds", type=float, default=None)
+    length.add_argument("--seconds", type=int, default=None, help="whole seconds at --fps")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--fps", type=int, default=24)
@@ -235,7 +252,10 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     image = load_image(_existing(args.image, "--image")) if args.image else None
     video = load_video(_existing(args.video, "--video")) if args.video else None
-    seed = args.seed if args.seed is not None else random.randrange(2**31)
+    from helios_serve.core.requests import check_seed, draw_seed
+
+    seed = check_seed(args.seed)
+    seed = draw_seed() if seed is None else seed
     opts = GenerateOptions(
         prompt=args.prompt,
         out=args.out,
@@ -351,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except HeliosError as exc:
-        print(f"helios {args.command}: error: {exc.message}", file=sys.stderr)
+        flag = FLAGS.get(exc.param or "") if isinstance(exc, RequestError) else None
+        where = f"{flag}: " if flag else ""
+        print(f"helios {args.command}: error: {where}{exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"helios {args.command}: interrupted", file=sys.stderr)

@@ -9,10 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helios_serve.core.settings import PRESETS, SamplingSettings
+from helios_serve.core.requests import (
+    MAX_NUM_FRAMES_STREAMED,
+    SamplingChoices,
+    check_fps,
+    check_prompt,
+    frame_size,
+    frames_from,
+    sampling_settings,
+)
+from helios_serve.core.settings import SamplingSettings
+from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.engine.conditioning import ImageInput, VideoInput
 from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.service import describe
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest, trimmed_frame_count
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.encode import open_writer
@@ -34,7 +45,7 @@ class GenerateOptions:
     amplify_first_chunk: bool | None = None
     use_cfg_zero_star: bool | None = None
     num_frames: int | None = None
-    seconds: float | None = None
+    seconds: int | None = None
     width: int | None = None
     height: int | None = None
     fps: int = 24
@@ -54,47 +65,30 @@ class GenerateSummary:
 
 
 def resolve_settings(model: LoadedModel, opts: GenerateOptions) -> SamplingSettings:
-    """Preset (default: the checkpoint's variant) plus explicit overrides."""
-    preset = opts.preset or model.variant
-    if (preset is Variant.BASE) != (model.variant is Variant.BASE):
-        raise InvalidInputError(
-            f"preset '{preset}' needs a {'single-stage' if preset is Variant.BASE else 'pyramid'} "
-            f"checkpoint; this one is {model.variant} (drop --preset or pick another model)",
-            param="preset",
-        )
-    if opts.steps is not None and model.variant is not Variant.BASE:
-        raise InvalidInputError(
-            "--steps is for single-stage (Base) checkpoints; this one is "
-            f"{model.variant}: use --pyramid-steps A,B,C",
-            param="steps",
-        )
-    changes: dict[str, Any] = {
-        "max_sequence_length": opts.max_sequence_length or model.default_max_sequence_length
-    }
-    for key, value in (
-        ("num_inference_steps", opts.steps),
-        ("pyramid_steps", opts.pyramid_steps),
-        ("guidance_scale", opts.guidance),
-        ("negative_prompt", opts.negative_prompt),
-        ("amplify_first_chunk", opts.amplify_first_chunk),
-        ("use_cfg_zero_star", opts.use_cfg_zero_star),
-    ):
-        if value is not None:
-            changes[key] = value
-    return PRESETS[preset].with_overrides(**changes)
+    """Preset (default: the checkpoint's variant) plus explicit overrides, by the vocabulary."""
+    choices = SamplingChoices(
+        guidance_scale=opts.guidance,
+        num_inference_steps=opts.steps,
+        pyramid_steps=opts.pyramid_steps,
+        use_cfg_zero_star=opts.use_cfg_zero_star,
+        amplify_first_chunk=opts.amplify_first_chunk,
+        negative_prompt=opts.negative_prompt,
+        max_sequence_length=opts.max_sequence_length,
+    )
+    return sampling_settings(_info(model), choices, preset=opts.preset)
+
+
+def _info(model: LoadedModel) -> ModelInfo:
+    return describe(model, model.name)
 
 
 def frames_requested(opts: GenerateOptions) -> int:
     if opts.num_frames is not None and opts.seconds is not None:
         raise InvalidInputError("give --num-frames or --seconds, not both", param="num_frames")
-    if opts.seconds is not None:
-        if opts.seconds <= 0:
-            raise InvalidInputError("--seconds must be positive", param="seconds")
-        return max(1, round(opts.seconds * opts.fps))
-    frames = FRAMES_PER_CHUNK if opts.num_frames is None else opts.num_frames
-    if frames < 1:
-        raise InvalidInputError("--num-frames must be at least 1", param="num_frames")
-    return frames
+    frames = FRAMES_PER_CHUNK if opts.num_frames is None and opts.seconds is None else None
+    return frames or frames_from(
+        opts.num_frames, opts.seconds, opts.fps, max_frames=MAX_NUM_FRAMES_STREAMED
+    )
 
 
 def generate_video(
@@ -105,10 +99,9 @@ def generate_video(
     show_progress: bool = True,
 ) -> GenerateSummary:
     """Generate and write the video; the frame count equals what diffusers returns."""
-    if opts.fps < 1:
-        raise InvalidInputError("--fps must be at least 1", param="fps")
-    default_w, default_h = model.default_size
-    width, height = opts.width or default_w, opts.height or default_h
+    check_prompt(opts.prompt)
+    check_fps(opts.fps)
+    width, height = frame_size(_info(model), opts.width, opts.height)
     chunks = max(1, math.ceil(frames_requested(opts) / FRAMES_PER_CHUNK))
     keep = trimmed_frame_count(chunks * FRAMES_PER_CHUNK)
     request = StreamRequest(

@@ -158,12 +158,16 @@ def test_list_paginates_with_cursor(client: TestClient) -> None:
 
 def test_remix_keeps_settings_with_a_new_prompt(client: TestClient) -> None:
     source = create(client, seed="7")
-    remix = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a dog"}).json()
+    early = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "a dog"})
+    assert early.status_code == 409  # only a completed video can be remixed
+    assert wait(client, source["id"])["status"] == "completed"
+    remix = client.post(f"/v1/videos/{source['id']}/remix", data={"prompt": "a dog"}).json()
     assert remix["remixed_from_video_id"] == source["id"]
     assert (remix["prompt"], remix["seed"], remix["size"]) == ("a dog", 7, "64x64")
     assert wait(client, remix["id"])["status"] == "completed"
-    bad = client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "  "})
-    assert bad.status_code == 400
+    for body in ({"prompt": "  "}, {"prompt": "a\x00b"}, {"prompt": "x", "seed": 3}):
+        bad = client.post(f"/v1/videos/{source['id']}/remix", json=body)
+        assert bad.status_code == 400, body
 
 
 def test_sync_returns_the_mp4(client: TestClient) -> None:

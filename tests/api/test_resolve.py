@@ -8,10 +8,10 @@ from helios_serve.api.videos.extra import HeliosExtraParams
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
 from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, resolve_spec_fields
-from helios_serve.api.videos.sizes import check_size, nearest_valid
+from helios_serve.api.videos.sizes import check_size
+from helios_serve.core.requests import RequestError, nearest_valid
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Mode, Variant
-from helios_serve.web.errors import ApiError
 
 from .conftest import BASE, DISTILLED, MID, model_info
 
@@ -133,7 +133,7 @@ def test_size_string_overrides_width_and_height() -> None:
     assert check_size("1280x720", 640, 384, BASE, 1920) == (1280, 720)
     assert check_size(" 640 X 384 ", None, None, MID, 1920) == (640, 384)
     assert check_size(None, 320, None, BASE, 1920) == (320, None)
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(RequestError) as info:
         check_size("1280x720", None, None, MID, 1920)
     assert info.value.param == "size"
     assert "height 720" in info.value.message

@@ -122,7 +122,7 @@ def test_generate_i2v_from_an_image_file(data_dir: Path, tmp_path: Path) -> None
     [
         (["--width", "100"], "multiples of"),
         (["--preset", "base"], "preset 'base' needs a single-stage"),
-        (["--steps", "4"], "use --pyramid-steps"),
+        (["--steps", "4"], "--steps: num_inference_steps sets single-stage (Base) sampling"),
         (["--out", "clip.gif"], "supported"),
         (["--model", "/nonexistent/ckpt"], "not a directory"),
     ],

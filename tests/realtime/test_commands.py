@@ -62,7 +62,7 @@ def test_valid_commands_parse(
         ("set_prompt", {}, "missing_field"),
         ("set_prompt", {"prompt": "   "}, "invalid_field"),
         ("set_prompt", {"prompt": 5}, "invalid_field"),
-        ("set_prompt", {"prompt": "x" * 5000}, "invalid_field"),
+        ("set_prompt", {"prompt": "x" * 32_001}, "invalid_field"),
         ("schedule_prompt", {"prompt": "p"}, "missing_field"),
         ("schedule_prompt", {"prompt": "p", "chunk": -1}, "invalid_field"),
         ("schedule_prompt", {"prompt": "p", "chunk": "2"}, "invalid_field"),

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from helios_serve.core.requests import RequestError, check_prompt, check_seed
 from helios_serve.realtime.protocol import CommandError, Envelope
 
-MAX_PROMPT_CHARS = 4000
 MAX_CHUNK_INDEX = 1_000_000
 SR_SCALES = {"off": 1, "1x": 1, "none": 1, "2x": 2, "4x": 4}
 """Accepted `sr_scale` spellings → upscale factor (integers 1, 2, 4 are also accepted)."""
@@ -124,14 +124,10 @@ class _Params:
         raise CommandError(self.command, f"missing_field: '{names[0]}' is required")
 
     def prompt(self) -> str:
-        value = self.find("prompt", "text", "prompt_text")
-        if not isinstance(value, str) or not value.strip():
-            raise CommandError(self.command, "invalid_field: 'prompt' must be a non-empty string")
-        if len(value) > MAX_PROMPT_CHARS:
-            raise CommandError(
-                self.command, f"invalid_field: 'prompt' is over {MAX_PROMPT_CHARS} characters"
-            )
-        return value.strip()
+        try:  # the vocabulary's rules and words, as on every other way in
+            return check_prompt(self.find("prompt", "text", "prompt_text")).strip()
+        except RequestError as exc:
+            raise CommandError(self.command, f"invalid_field: {exc.message}") from None
 
     def integer(self, *names: str) -> int:
         value = self.find(*names)
@@ -198,10 +194,11 @@ def _sr_scale(p: _Params) -> Command:
 
 
 def _seed(p: _Params) -> Command:
-    seed = p.integer("seed")
-    if not -1 <= seed < 2**63:
-        raise CommandError(p.command, "invalid_field: 'seed' must be -1 or a non-negative int")
-    return SetSeed(seed)
+    try:
+        seed = check_seed(p.find("seed"))
+    except RequestError as exc:
+        raise CommandError(p.command, f"invalid_field: {exc.message}") from None
+    return SetSeed(-1 if seed is None else seed)  # -1: the session draws one
 
 
 _PARSERS: dict[str, Callable[[_Params], Command]] = {

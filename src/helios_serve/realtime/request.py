@@ -10,6 +10,8 @@ from typing import Any
 
 from fastapi import Request
 
+from helios_serve.core.requests import check_side
+from helios_serve.core.spec import ModelInfo
 from helios_serve.realtime.peer import RemoteCandidate, TrackMapping
 from helios_serve.realtime.uploads import UploadError
 from helios_serve.web.errors import ApiError, bad_request
@@ -18,7 +20,6 @@ API_VERSION = 1
 WEBRTC_VERSION = 1
 MAX_JSON_BYTES = 1024 * 1024
 """SDP offers are a few KiB; anything near this is not a signalling body."""
-FRAME_SIDE = (16, 2048)
 
 
 def _major(value: str, header: str) -> int:
@@ -81,8 +82,9 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
     return value
 
 
-def stream_overrides(extra_args: Any) -> dict[str, Any]:
-    """StreamOptions fields a client may set via `extra_args`; other keys are ignored."""
+def stream_overrides(extra_args: Any, info: ModelInfo) -> dict[str, Any]:
+    """StreamOptions fields a client may set via `extra_args`; other keys are ignored. Sizes
+    follow the served model's rule (the vocabulary's `check_side`), refused at the start."""
     if extra_args is None:
         return {}
     if not isinstance(extra_args, dict):
@@ -90,9 +92,7 @@ def stream_overrides(extra_args: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for side in ("width", "height"):
         if side in extra_args:
-            out[side] = _int(extra_args[side], f"extra_args.{side}", *FRAME_SIDE)
-            if out[side] % 16:
-                raise bad_request(f"'extra_args.{side}' must be a multiple of 16", param=side)
+            out[side] = check_side(extra_args[side], side, info, f"extra_args.{side}")
     if "prompt_blend_chunks" in extra_args:
         out["prompt_blend_chunks"] = _int(
             extra_args["prompt_blend_chunks"], "extra_args.prompt_blend_chunks", 1, 16

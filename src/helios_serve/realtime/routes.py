@@ -131,7 +131,8 @@ def _session_routes(manager: SessionManager) -> APIRouter:
     async def create(request: Request, mode: Mode) -> SessionHandle:
         body = await read_json(request)
         try:
-            return await manager.create(mode, stream_overrides(body.get("extra_args")))
+            overrides = stream_overrides(body.get("extra_args"), manager.engine.info)
+            return await manager.create(mode, overrides)
         except SessionLimitError as exc:
             raise ApiError(
                 503,

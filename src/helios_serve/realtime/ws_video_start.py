@@ -1,28 +1,46 @@
 """`session.start` and `session.interaction` of `WS /v1/realtime/video`, checked strictly.
 
-Validation here is the socket's own (the realtime layer does not import the HTTP API): sizes
-follow the same rule as `/v1/videos` (multiples of `ModelInfo.size_multiple`),
-`extra_params` takes only the Helios keys listed in `ExtraParams`, and `model`, when given,
-must name the served model. Sampling settings are the served variant's preset with overrides.
+The values themselves (prompt, seed, size, frames, steps, guidance) are checked by the request
+vocabulary (`core.requests`), as on every other way in; this module knows only the message
+shapes: `extra_params` takes only the Helios keys listed in `ExtraParams`; vLLM-Omni's
+`sampling_params` object may carry the same sampling fields (a field given in both places is
+refused); `image_reference` (`{"image_url": "data:..."}`) starts the stream as I2V; `model`,
+when given, must name the served model.
 """
 
 from __future__ import annotations
 
-import math
 import random
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from helios_serve.core.settings import PRESETS, SamplingSettings
+from helios_serve.core.requests import (
+    DEFAULT_FPS,
+    MAX_NUM_FRAMES_STREAMED,
+    RequestError,
+    SamplingChoices,
+    check_fps,
+    check_prompt,
+    check_seed,
+    chunks_of,
+    frame_size,
+    frames_from,
+    sampling_settings,
+    whole_number,
+)
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
+from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.errors import InvalidInputError
+from helios_serve.media.data_url import decode_data_url
+from helios_serve.media.decode import load_image
+from helios_serve.media.limits import MediaLimits
 
-MAX_SIDE = 2048
-DEFAULT_NUM_FRAMES = 99
-Steps = Annotated[int, Field(ge=1, le=100)]
+REFERENCE_LIMITS = MediaLimits()
 
 
 class WsError(Exception):
@@ -35,37 +53,51 @@ class ExtraParams(BaseModel):
     """The Helios keys of `extra_params` accepted here; anything else is refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
-    pyramid_num_inference_steps_list: list[Steps] | None = Field(
+    pyramid_num_inference_steps_list: list[int] | None = Field(
         default=None, min_length=1, max_length=8
     )
     is_amplify_first_chunk: bool | None = None
     use_cfg_zero_star: bool | None = None
     use_zero_init: bool | None = None
     zero_steps: int | None = Field(default=None, ge=0, le=100)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
-    num_inference_steps: Steps | None = None
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
     max_sequence_length: int | None = Field(default=None, ge=1, le=512)
+
+
+class SamplingParams(ExtraParams):
+    """vLLM-Omni's `sampling_params`: the same knobs, plus the seed and negative prompt."""
+
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+
+class ImageReference(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    image_url: str
 
 
 class StartMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     type: str
-    prompt: str = Field(min_length=1, max_length=20_000)
+    prompt: str
     model: str | None = None
     format: str = "m4s"
-    width: int | None = Field(default=None, ge=1, le=MAX_SIDE)
-    height: int | None = Field(default=None, ge=1, le=MAX_SIDE)
-    size: str | None = Field(default=None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
+    width: int | None = None
+    height: int | None = None
+    size: str | None = Field(default=None, max_length=32)
     """`WxH`, as vLLM-Omni's client sends it; overrides width/height."""
     seconds: str | int | None = None
     """With `fps`, gives `num_frames` when that is absent (OpenAI / vLLM-Omni style)."""
-    fps: int = Field(default=24, ge=1, le=120)
-    num_frames: int | None = Field(default=None, ge=1, le=FRAMES_PER_CHUNK * 3600)
-    seed: int | None = Field(default=None, ge=-1, le=2**31 - 1)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=50.0)
-    negative_prompt: str | None = Field(default=None, max_length=20_000)
-    num_inference_steps: Steps | None = None
+    fps: int = DEFAULT_FPS
+    num_frames: int | None = None
+    seed: int | None = None
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = None
     extra_params: ExtraParams = ExtraParams()
+    sampling_params: SamplingParams | None = None
+    image_reference: ImageReference | None = None
 
 
 @dataclass(frozen=True)
@@ -76,56 +108,44 @@ class Plan:
     config: dict[str, Any]
 
 
-def _size(value: int | None, default: int, name: str, info: ModelInfo) -> int:
-    multiple = info.size_multiple
-    side = default if value is None else value
-    if side % multiple or side < multiple:
-        raise WsError("invalid_size", f"{name} {side} must be a multiple of {multiple} here")
-    return side
+def _merged(start: StartMessage) -> dict[str, Any]:
+    """Top-level, `extra_params` and `sampling_params` fields in one dict; each once."""
+    out: dict[str, Any] = {}
+    sources: list[tuple[str, dict[str, Any]]] = [
+        ("", start.model_dump(include={"seed", "guidance_scale", "negative_prompt",
+                                        "num_inference_steps"}, exclude_none=True)),
+        ("extra_params.", start.extra_params.model_dump(exclude_none=True)),
+    ]  # fmt: skip
+    if start.sampling_params is not None:
+        sources.append(("sampling_params.", start.sampling_params.model_dump(exclude_none=True)))
+    for prefix, values in sources:
+        for key, value in values.items():
+            if key in out:
+                raise WsError("invalid_parameter", f"{prefix}{key} is given twice")
+            out[key] = value
+    return out
 
 
-def _num_frames(start: StartMessage) -> int:
-    if start.num_frames is not None:
-        return start.num_frames
-    if start.seconds is None:
-        return DEFAULT_NUM_FRAMES
-    text = str(start.seconds).strip()
-    if not text.isdigit() or not 0 < int(text) <= 3600:
-        raise WsError("invalid_parameter", "seconds must be a positive whole number up to 3600")
-    return int(text) * start.fps
+def _choices(values: dict[str, Any]) -> SamplingChoices:
+    steps = values.get("pyramid_num_inference_steps_list")
+    return SamplingChoices(
+        guidance_scale=values.get("guidance_scale"),
+        num_inference_steps=values.get("num_inference_steps"),
+        pyramid_steps=None if steps is None else tuple(steps),
+        use_cfg_zero_star=values.get("use_cfg_zero_star"),
+        use_zero_init=values.get("use_zero_init"),
+        zero_steps=values.get("zero_steps"),
+        amplify_first_chunk=values.get("is_amplify_first_chunk"),
+        negative_prompt=values.get("negative_prompt"),
+        max_sequence_length=values.get("max_sequence_length"),
+    )
 
 
-def _settings(start: StartMessage, info: ModelInfo) -> SamplingSettings:
-    preset, extra = PRESETS[info.variant], start.extra_params
-    steps = preset.pyramid_steps
-    if len(steps) != info.pyramid_stages:
-        steps = (steps[0],) * max(1, info.pyramid_stages)
-    wanted = extra.pyramid_num_inference_steps_list
-    if wanted is not None:
-        if info.variant is Variant.BASE:
-            raise WsError("unsupported_parameter", "single-stage model: use num_inference_steps")
-        if len(wanted) != len(steps):
-            raise WsError(
-                "invalid_parameter",
-                f"pyramid_num_inference_steps_list needs {len(steps)} values, got {len(wanted)}",
-            )
-        steps = tuple(wanted)
-    if extra.is_amplify_first_chunk and info.variant is not Variant.DISTILLED:
-        raise WsError("unsupported_parameter", "is_amplify_first_chunk needs Helios-Distilled")
-    changes: dict[str, object] = {
-        "pyramid_steps": steps,
-        "max_sequence_length": extra.max_sequence_length or info.default_max_sequence_length,
-        "guidance_scale": extra.guidance_scale
-        if start.guidance_scale is None
-        else start.guidance_scale,
-        "num_inference_steps": start.num_inference_steps or extra.num_inference_steps,
-        "negative_prompt": start.negative_prompt,
-        "use_cfg_zero_star": extra.use_cfg_zero_star,
-        "use_zero_init": extra.use_zero_init,
-        "zero_steps": extra.zero_steps,
-        "amplify_first_chunk": extra.is_amplify_first_chunk,
-    }
-    return preset.with_overrides(**{k: v for k, v in changes.items() if v is not None})
+def _image(reference: ImageReference | None) -> npt.NDArray[np.uint8] | None:
+    if reference is None:
+        return None
+    data = decode_data_url(reference.image_url, REFERENCE_LIMITS.max_bytes, "image_reference")
+    return np.asarray(load_image(data, REFERENCE_LIMITS, param="image_reference"))
 
 
 def plan_session(raw: dict[str, Any], info: ModelInfo) -> Plan:
@@ -141,24 +161,44 @@ def plan_session(raw: dict[str, Any], info: ModelInfo) -> Plan:
         raise WsError("unsupported_format", f"format {start.format[:40]!r}: only 'm4s' is served")
     if start.model is not None and not info.answers_to(start.model):
         raise WsError("model_not_found", f"model {start.model[:200]!r} is not served here")
-    wanted_w, wanted_h = start.width, start.height
-    if start.size is not None:
-        wanted_w, wanted_h = (int(v) for v in start.size.split("x"))
-    width = _size(wanted_w, info.default_width, "width", info)
-    height = _size(wanted_h, info.default_height, "height", info)
-    num_frames = _num_frames(start)
-    seed = start.seed if start.seed is not None and start.seed >= 0 else random.randrange(2**31)
-    settings = _settings(start, info)
-    chunks = math.ceil(num_frames / FRAMES_PER_CHUNK)
-    request = StreamRequest(start.prompt, height, width, seed, settings)
+    try:
+        return _plan(start, info)
+    except RequestError as exc:
+        raise WsError(_ws_code(exc), exc.message) from exc
+    except InvalidInputError as exc:  # the reference image
+        raise WsError("invalid_image_reference", exc.message) from exc
+
+
+def _ws_code(exc: RequestError) -> str:
+    """This socket's error codes for the vocabulary's refusals."""
+    if exc.param in ("width", "height", "size"):
+        return "invalid_size"
+    return "unsupported_parameter" if exc.code == "unsupported_parameter" else "invalid_parameter"
+
+
+def _plan(start: StartMessage, info: ModelInfo) -> Plan:
+    prompt = check_prompt(start.prompt)
+    width, height = frame_size(info, start.width, start.height, start.size)
+    fps = check_fps(start.fps)
+    num_frames = frames_from(
+        start.num_frames, start.seconds, fps, max_frames=MAX_NUM_FRAMES_STREAMED
+    )
+    values = _merged(start)
+    seed = check_seed(values.get("seed"))
+    seed = random.randrange(2**31) if seed is None else seed
+    settings = sampling_settings(info, _choices(values))
+    chunks = chunks_of(num_frames)
+    image = _image(start.image_reference)
+    request = StreamRequest(prompt, height, width, seed, settings, image=image)
     config = {
-        "model": info.name, "prompt": start.prompt, "width": width, "height": height,
-        "fps": start.fps, "num_frames": chunks * FRAMES_PER_CHUNK, "num_chunks": chunks,
+        "model": info.name, "prompt": prompt, "width": width, "height": height,
+        "fps": fps, "num_frames": chunks * FRAMES_PER_CHUNK, "num_chunks": chunks,
         "frames_per_chunk": FRAMES_PER_CHUNK, "seed": seed,
         "guidance_scale": settings.guidance_scale, "negative_prompt": settings.negative_prompt,
         "extra_params": start.extra_params.model_dump(exclude_none=True),
+        "mode": "i2v" if image is not None else "t2v",
     }  # fmt: skip
-    return Plan(request, start.fps, chunks, config)
+    return Plan(request, fps, chunks, config)
 
 
 @dataclass
@@ -177,10 +217,11 @@ def parse_interaction(msg: dict[str, Any], default_blend: int) -> Interaction:
     event_id = body.get("event_id", uuid.uuid4().hex)
     if not isinstance(event_id, str) or not 0 < len(event_id) <= 256:
         raise WsError("invalid_interaction", "event_id must be a string of 1 to 256 characters")
-    prompt = event.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > 20_000:
-        raise WsError("invalid_interaction", "session.interaction needs a non-empty event.prompt")
-    blend = body.get("transition_chunks", default_blend)
-    if isinstance(blend, bool) or not isinstance(blend, int) or not 0 <= blend <= 64:
+    try:
+        prompt = check_prompt(event.get("prompt"), "event.prompt")
+        blend = whole_number(body.get("transition_chunks", default_blend), "transition_chunks")
+    except RequestError as exc:
+        raise WsError("invalid_interaction", exc.message) from exc
+    if not 0 <= blend <= 64:
         raise WsError("invalid_interaction", "transition_chunks must be an integer 0..64")
     return Interaction(event_id, prompt, max(1, blend))

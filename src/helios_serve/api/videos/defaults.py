@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from helios_serve.api.videos.fields import DEFAULT_FPS
 from helios_serve.api.videos.limits import RequestLimits
-from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, preset_for
+from helios_serve.api.videos.resolve import preset_for
 from helios_serve.api.videos.sizes import TRAINED_SIZE, suggested_sizes
+from helios_serve.core.requests import DEFAULT_FPS, DEFAULT_NUM_FRAMES
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 

@@ -19,7 +19,6 @@ import numpy.typing as npt
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from helios_serve.api.videos.fields import check_text
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.sizes import check_size as check_sides
 from helios_serve.api.videos.upload import (
@@ -30,6 +29,7 @@ from helios_serve.api.videos.upload import (
     read_capped_body,
     read_form,
 )
+from helios_serve.core.requests import check_prompt
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError
@@ -71,11 +71,11 @@ def _seconds(value: object) -> int:
 
 
 def _checked(
-    prompt: object, seconds: object, source_id: object, upload: bytes | None, limits: RequestLimits
+    prompt: object, seconds: object, source_id: object, upload: bytes | None
 ) -> ExtendRequest:
     if not isinstance(prompt, str):
         raise bad_request("prompt must be a string", param="prompt")
-    check_text(prompt, "prompt", limits, required=True)
+    check_prompt(prompt)
     if seconds is None:
         raise bad_request("seconds is required: the length of the new part", param="seconds")
     if (source_id is None) == (upload is None):
@@ -113,7 +113,7 @@ async def read_extend_request(request: Request, limits: RequestLimits) -> Extend
                     raise bad_request("the uploaded video is empty", param="video")
             elif isinstance(video, str):
                 source = video  # a bare id in a text field
-            return _checked(form.get("prompt"), form.get("seconds"), source, upload, limits)
+            return _checked(form.get("prompt"), form.get("seconds"), source, upload)
         finally:
             await form.close()
     if kind == "application/json" or kind.endswith("+json"):
@@ -125,7 +125,7 @@ async def read_extend_request(request: Request, limits: RequestLimits) -> Extend
         if isinstance(video, dict):
             _unknown_video(video)
             video = video.get("id")
-        return _checked(body.get("prompt"), body.get("seconds"), video, None, limits)
+        return _checked(body.get("prompt"), body.get("seconds"), video, None)
     raise ApiError(
         415,
         "send application/json or multipart/form-data",

@@ -31,7 +31,7 @@ HISTORY_SIZES = [16, 2, 1]
 
 _BRACKET = re.compile(r"^extra_params\[([^\[\]]*)\](.*)$", re.DOTALL)
 
-Steps = Annotated[int, Field(ge=1, le=100)]
+Steps = int  # its range is the vocabulary's (core.requests)
 Sigma = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -186,23 +186,7 @@ def check_for_model(extra: HeliosExtraParams, model: ModelInfo) -> None:
             else f"{who} always runs its {model.pyramid_stages}-stage pyramid; "
             "is_enable_stage2 must be true or left out",
         )
-    steps = extra.pyramid_num_inference_steps_list
-    if steps is not None and not pyramid:
-        raise _unsupported(
-            "pyramid_num_inference_steps_list",
-            f"{who} is single-stage; set the step count with num_inference_steps instead",
-        )
-    if steps is not None and len(steps) != model.pyramid_stages:
-        raise bad_request(
-            f"pyramid_num_inference_steps_list needs one step count per stage: "
-            f"{model.pyramid_stages} values, got {len(steps)}",
-            param="extra_params.pyramid_num_inference_steps_list",
-        )
-    if extra.is_amplify_first_chunk and model.variant is not Variant.DISTILLED:
-        raise _unsupported(
-            "is_amplify_first_chunk",
-            f"is_amplify_first_chunk applies to Helios-Distilled's DMD sampler, not to {who}",
-        )
+    # the step counts and is_amplify_first_chunk are the vocabulary's (core.requests)
     _check_fixed(extra)
     _check_sigmas(extra, model)
 

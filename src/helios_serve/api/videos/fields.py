@@ -19,7 +19,6 @@ from helios_serve.web.errors import bad_request
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FPS = 24
 _SECONDS = re.compile(r"^\+?\d{1,9}$")
 
 
@@ -47,9 +46,11 @@ class CreateFields(BaseModel):
     height: int | None = Field(default=None, ge=1)
     num_frames: int | None = Field(default=None, ge=1)
     fps: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=200)
+    seed: int | None = None
+    """Checked by the vocabulary (`check_seed`): 0..2**63-1, or -1 for a random one."""
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    """Ranges of both are the vocabulary's (`core.requests.sampling_settings`)."""
     negative_prompt: str | None = None
 
 
@@ -73,24 +74,6 @@ class VideoCreateRequest:
     negative_prompt: str | None = None
     extra: HeliosExtraParams = field(default_factory=HeliosExtraParams)
     reference: ReferenceMedia | None = None
-
-
-def check_text(value: str, param: str, limits: RequestLimits, *, required: bool) -> None:
-    if required and not value.strip():
-        raise bad_request(f"{param} must not be empty or whitespace", param=param)
-    if len(value) > limits.max_prompt_chars:
-        raise bad_request(
-            f"{param} is {len(value)} characters, over the limit of {limits.max_prompt_chars}",
-            param=param,
-        )
-    if "\x00" in value:
-        raise bad_request(f"{param} must not contain NUL characters", param=param)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise bad_request(
-            f"{param} is not valid Unicode text (lone surrogate)", param=param
-        ) from exc
 
 
 def check_model(name: str | None, model: ModelInfo) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from helios_serve.core.requests import MAX_SIDE
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.media.limits import MediaLimits
 
@@ -15,16 +16,13 @@ class RequestLimits:
     max_body_bytes: int = 60 * 1024 * 1024
     """Whole request body (multipart or JSON). Over it: 413 without reading the rest."""
 
-    max_side: int = 1920
+    max_side: int = MAX_SIDE
     """Largest width or height, in pixels."""
 
     max_num_frames: int = FRAMES_PER_CHUNK * 120
     """Most frames one job may ask for (120 chunks)."""
 
     max_fps: int = 60
-
-    max_prompt_chars: int = 10_000
-    """Longest prompt or negative prompt, in characters."""
 
     max_fields: int = 64
     """Most text fields in a form (bracket-flattened `extra_params` lists count per item)."""

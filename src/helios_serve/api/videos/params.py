@@ -34,13 +34,11 @@ from helios_serve.api.videos.extra import (
     validate_extra_params,
 )
 from helios_serve.api.videos.fields import (
-    DEFAULT_FPS,
     CreateFields,
     VideoCreateRequest,
     check_model,
     check_ranges,
     check_seconds,
-    check_text,
     reject_misplaced,
 )
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
@@ -49,10 +47,10 @@ from helios_serve.api.videos.reference import (
     check_reference,
     reference_from_json,
 )
-from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
+from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields, settings_for
 from helios_serve.api.videos.sizes import check_size
+from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
-from helios_serve.core.types import Variant
 from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
 
 __all__ = [
@@ -87,24 +85,17 @@ def _validate(
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
         raise api_error_from_validation(errors) from exc
-    check_text(fields.prompt, "prompt", limits, required=True)
+    check_prompt(fields.prompt)
     if fields.negative_prompt is not None:
-        check_text(fields.negative_prompt, "negative_prompt", limits, required=False)
+        check_prompt(fields.negative_prompt, "negative_prompt", required=False)
+    seed = check_seed(fields.seed)
     name = check_model(fields.model, model)
     width, height = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
     check_ranges(fields, limits)
     seconds = check_seconds(fields.seconds, fields.fps or DEFAULT_FPS, limits)
     extra = validate_extra_params(extra_values, lax=extra_lax)
     check_for_model(extra, model)
-    if fields.num_inference_steps is not None and model.variant is not Variant.BASE:
-        raise bad_request(
-            f"num_inference_steps sets single-stage (Base) sampling; the served model "
-            f"'{model.name}' samples in {model.pyramid_stages} pyramid stages: set "
-            "extra_params.pyramid_num_inference_steps_list instead (one count per stage)",
-            param="num_inference_steps",
-            code="unsupported_parameter",
-        )
-    return VideoCreateRequest(
+    request = VideoCreateRequest(
         prompt=fields.prompt,
         model=name,
         width=width,
@@ -112,12 +103,14 @@ def _validate(
         num_frames=fields.num_frames,
         fps=fields.fps,
         seconds=seconds,
-        seed=fields.seed,
+        seed=seed,
         guidance_scale=fields.guidance_scale,
         num_inference_steps=fields.num_inference_steps,
         negative_prompt=fields.negative_prompt,
         extra=extra,
     )
+    settings_for(request, model)  # refuse what the served checkpoint cannot run, now
+    return request
 
 
 def _with_reference(request: VideoCreateRequest, ref: ReferenceMedia | None) -> VideoCreateRequest:

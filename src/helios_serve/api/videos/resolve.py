@@ -16,21 +16,22 @@ video really has (99 asked → 97 delivered).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from helios_serve.api.videos.fields import DEFAULT_FPS, VideoCreateRequest
+from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
-from helios_serve.core.settings import PRESETS, SamplingSettings
+from helios_serve.core.requests import (
+    DEFAULT_FPS,
+    DEFAULT_NUM_FRAMES,
+    RequestError,
+    SamplingChoices,
+    draw_seed,
+    sampling_settings,
+)
+from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import ModelInfo, chunks_for, delivered_frames
-from helios_serve.core.types import Mode, Variant
-
-DEFAULT_NUM_FRAMES = 99
-
-
-def random_seed() -> int:
-    return secrets.randbelow(2**32)
+from helios_serve.core.types import Mode
 
 
 @dataclass(frozen=True)
@@ -61,47 +62,55 @@ class ResolvedParams:
 
 
 def preset_for(model: ModelInfo) -> SamplingSettings:
-    """The served variant's preset, its pyramid fitted to the checkpoint's stage count."""
-    preset = PRESETS[model.variant]
-    pyramid = preset.pyramid_steps
-    if model.variant is not Variant.BASE and len(pyramid) != model.pyramid_stages:
-        pyramid = (pyramid[0],) * max(1, model.pyramid_stages)
-    return preset.with_overrides(pyramid_steps=pyramid)
+    """What a bare request gets: the served variant's preset, fitted to the checkpoint."""
+    return sampling_settings(model, SamplingChoices())
 
 
-def _settings(req: VideoCreateRequest, model: ModelInfo) -> SamplingSettings:
-    preset = preset_for(model)
+EXTRA_PARAMS = frozenset(
+    {"pyramid_num_inference_steps_list", "is_amplify_first_chunk", "use_cfg_zero_star"}
+)
+"""Vocabulary params that a create request sends inside `extra_params`."""
+
+
+def choices_of(req: VideoCreateRequest) -> SamplingChoices:
     extra = req.extra
-    pyramid = preset.pyramid_steps
-    if extra.pyramid_num_inference_steps_list is not None:
-        pyramid = tuple(extra.pyramid_num_inference_steps_list)
 
-    def pick(value: object, default: object) -> object:
-        return default if value is None else value
+    def sigmas(kind: str) -> tuple[float, float] | None:
+        low = getattr(extra, f"{kind}_noise_sigma_min")
+        high = getattr(extra, f"{kind}_noise_sigma_max")
+        if low is None and high is None:
+            return None
+        default = getattr(SamplingSettings(), f"{kind}_noise_sigma")
+        return (default[0] if low is None else low, default[1] if high is None else high)
 
-    return preset.with_overrides(
-        guidance_scale=pick(req.guidance_scale, preset.guidance_scale),
-        num_inference_steps=pick(req.num_inference_steps, preset.num_inference_steps),
-        pyramid_steps=pyramid,
-        use_cfg_zero_star=pick(extra.use_cfg_zero_star, preset.use_cfg_zero_star),
-        use_zero_init=pick(extra.use_zero_init, preset.use_zero_init),
-        zero_steps=pick(extra.zero_steps, preset.zero_steps),
-        amplify_first_chunk=pick(extra.is_amplify_first_chunk, preset.amplify_first_chunk),
-        negative_prompt=pick(req.negative_prompt, preset.negative_prompt),
-        max_sequence_length=pick(extra.max_sequence_length, model.default_max_sequence_length),
-        image_noise_sigma=(
-            pick(extra.image_noise_sigma_min, preset.image_noise_sigma[0]),
-            pick(extra.image_noise_sigma_max, preset.image_noise_sigma[1]),
-        ),
-        video_noise_sigma=(
-            pick(extra.video_noise_sigma_min, preset.video_noise_sigma[0]),
-            pick(extra.video_noise_sigma_max, preset.video_noise_sigma[1]),
-        ),
+    steps = extra.pyramid_num_inference_steps_list
+    return SamplingChoices(
+        guidance_scale=req.guidance_scale,
+        num_inference_steps=req.num_inference_steps,
+        pyramid_steps=None if steps is None else tuple(steps),
+        use_cfg_zero_star=extra.use_cfg_zero_star,
+        use_zero_init=extra.use_zero_init,
+        zero_steps=extra.zero_steps,
+        amplify_first_chunk=extra.is_amplify_first_chunk,
+        negative_prompt=req.negative_prompt,
+        max_sequence_length=extra.max_sequence_length,
+        image_noise_sigma=sigmas("image"),
+        video_noise_sigma=sigmas("video"),
     )
 
 
+def settings_for(req: VideoCreateRequest, model: ModelInfo) -> SamplingSettings:
+    """The vocabulary's settings; its params named as this API spells them."""
+    try:
+        return sampling_settings(model, choices_of(req))
+    except RequestError as exc:
+        if exc.param in EXTRA_PARAMS:
+            exc.param = f"extra_params.{exc.param}"
+        raise
+
+
 def resolve_spec_fields(
-    req: VideoCreateRequest, model: ModelInfo, *, seed_source: Callable[[], int] = random_seed
+    req: VideoCreateRequest, model: ModelInfo, *, seed_source: Callable[[], int] = draw_seed
 ) -> ResolvedParams:
     """Overlay the request on the served variant's preset and the model's defaults."""
     fps = req.fps or DEFAULT_FPS
@@ -122,7 +131,7 @@ def resolve_spec_fields(
         chunks=chunks_for(num_frames),
         fps=fps,
         seed=seed_source() if req.seed is None else req.seed,
-        settings=_settings(req, model),
+        settings=settings_for(req, model),
         mode=mode,
         reference=ref,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
@@ -12,7 +12,7 @@ from helios_serve.api.videos.idempotency import read_claim
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.protocol import POLL_AFTER_MS
 from helios_serve.api.videos.service import VideosService
-from helios_serve.api.videos.upload import load_json_body, read_capped_body, read_create_request
+from helios_serve.api.videos.upload import read_create_request, read_remix_request
 from helios_serve.core.spec import ModelInfo
 from helios_serve.jobs.models import JobStatus
 from helios_serve.web.errors import ApiError
@@ -81,14 +81,7 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
 
     @router.post("/{video_id}/remix")
     async def remix_video(video_id: str, request: Request) -> Response:
-        body: Any = load_json_body(await read_capped_body(request, 1 << 20))
-        if not isinstance(body, dict):
-            raise ApiError(
-                400,
-                "the body must be a JSON object with a prompt",
-                code="invalid_body",
-                param="prompt",
-            )
+        body = await read_remix_request(request, limits)
         claim = read_claim(request.headers, f"remix:{video_id}", body)
         return CompactJSONResponse(
             await service.remix(video_id, body.get("prompt"), claim), headers=POLL_HEADERS

@@ -15,6 +15,7 @@ from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
+from helios_serve.core.requests import check_prompt
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME, JobFiles
@@ -208,13 +209,18 @@ class VideosService:
         self, video_id: str, prompt: object, claim: IdempotencyClaim | None = None
     ) -> dict[str, Any]:
         """A new job with the source job's settings (and reference) and a new prompt."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ApiError(
-                400, "prompt must be a non-empty string", code="invalid_value", param="prompt"
-            )
+        prompt = check_prompt(prompt)  # create's rules
         if (earlier := await self._claimed(claim)) is not None:
             return video_object(earlier)
         source = await asyncio.to_thread(self._store.get, video_id)
+        if source.status is not JobStatus.COMPLETED:
+            raise ApiError(
+                409,
+                f"video {source.id} is {source.status.value}; only a completed video can be "
+                "remixed",
+                code="video_not_ready",
+                param="video_id",
+            )
         spec = source.spec
         reference = None
         if spec.reference_file is not None and spec.reference_kind is not None:

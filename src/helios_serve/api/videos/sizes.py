@@ -7,63 +7,29 @@ the only trained size and fits both.
 
 from __future__ import annotations
 
-import re
-
+from helios_serve.core.requests import MAX_SIDE, TRAINED_SIZE, check_side, parse_size
 from helios_serve.core.spec import ModelInfo
-from helios_serve.web.errors import bad_request
 
-_SIZE = re.compile(r"^\s*(\d{1,6})\s*[xX×*]\s*(\d{1,6})\s*$")
-
-TRAINED_SIZE = (640, 384)
-"""The one size every Helios checkpoint was trained at (width, height)."""
+__all__ = ["MAX_SIDE", "TRAINED_SIZE", "check_size", "is_valid_size", "suggested_sizes"]
 
 _COMMON_SIZES = ((320, 192), (384, 640), (512, 512), (960, 576), (1280, 768))
 """Sizes worth offering besides the trained and the default one: half, portrait, square,
 1.5x and 2x of the trained size (all multiples of 64, so every variant can run them)."""
 
 
-def nearest_valid(value: int, multiple: int, max_side: int) -> list[int]:
-    """The valid sides closest to `value`, below and above (within 1..max_side)."""
-    below = value // multiple * multiple
-    candidates = [below, below + multiple] if below != value else [value]
-    valid = [c for c in candidates if multiple <= c <= max_side // multiple * multiple]
-    return valid or [max(multiple, min(below, max_side // multiple * multiple))]
-
-
-def _check_side(value: int, name: str, param: str, model: ModelInfo, max_side: int) -> None:
-    multiple = model.size_multiple
-    if value % multiple == 0 and multiple <= value <= max_side:
-        return
-    near = " or ".join(str(v) for v in nearest_valid(value, multiple, max_side))
-    if value > max_side:
-        why = f"is over the limit of {max_side}"
-    elif value < multiple:
-        why = f"is below the minimum of {multiple}"
-    else:
-        kind = f"{model.pyramid_stages}-stage pyramid" if model.pyramid_stages > 1 else "model"
-        why = f"is not a multiple of {multiple} (the served {kind} needs multiples of {multiple})"
-    trained = "x".join(map(str, TRAINED_SIZE))
-    raise bad_request(
-        f"{name} {value} {why}; nearest valid {name}: {near} ({trained} is the trained size)",
-        param=param,
-    )
-
-
 def check_size(
     size: str | None, width: int | None, height: int | None, model: ModelInfo, max_side: int
 ) -> tuple[int | None, int | None]:
-    """`size` ("WxH", overriding width/height) or width/height → checked (width, height)."""
+    """`size` ("WxH", overriding width/height) or width/height → checked (width, height);
+    None stays None (the model's default applies)."""
     param_w, param_h = "width", "height"
     if size is not None and size.strip():
-        match = _SIZE.match(size)
-        if match is None:
-            raise bad_request("size must be WIDTHxHEIGHT, e.g. '640x384'", param="size")
-        width, height = int(match.group(1)), int(match.group(2))
+        width, height = parse_size(size)
         param_w = param_h = "size"
     if width is not None:
-        _check_side(width, "width", param_w, model, max_side)
+        width = check_side(width, "width", model, param_w, max_side)
     if height is not None:
-        _check_side(height, "height", param_h, model, max_side)
+        height = check_side(height, "height", model, param_h, max_side)
     return width, height
 
 

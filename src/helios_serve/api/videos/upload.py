@@ -159,3 +159,36 @@ async def read_create_request(
         "application/x-www-form-urlencoded or application/json",
         code="unsupported_media_type",
     )
+
+
+REMIX_FIELDS = frozenset({"prompt"})
+
+
+async def read_remix_request(request: Request, limits: RequestLimits) -> dict[str, Any]:
+    """A remix body, JSON or a form (OpenAI documents JSON; form clients send the same field);
+    only `prompt` is known, anything else is refused by name."""
+    check_content_length(request.headers, limits.max_body_bytes)
+    kind = media_type(request)
+    body: Any
+    if kind in FORM_TYPES:
+        form = await read_form(request, limits)
+        try:
+            body = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            if len(body) != len(form):
+                raise bad_request("remix takes no files", param=None, code="invalid_body")
+        finally:
+            await form.close()
+    else:
+        body = load_json_body(await read_capped_body(request, 1 << 20))
+    if not isinstance(body, dict):
+        raise bad_request(
+            "the body must be a JSON object with a prompt", param="prompt", code="invalid_body"
+        )
+    unknown = sorted(str(k) for k in body if k not in REMIX_FIELDS)
+    if unknown:
+        raise bad_request(
+            f"unknown parameter {unknown[0][:100]!r} (remix takes only a prompt)",
+            param=unknown[0][:100],
+            code="unknown_parameter",
+        )
+    return body
