@@ -110,7 +110,8 @@ def add_realtime_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="paced:SECONDS",
         help="start the server with this TEST engine (every chunk takes SECONDS, frames carry "
-        "codes) and measure steering from pixels: --steady-chunks, --commands",
+        "codes) and measure steering from pixels: --steady-chunks, --commands; with --url, "
+        "the engine that server runs (recorded in the report)",
     )
     a(
         "--frame-codes",

@@ -209,17 +209,20 @@ def analyse(run: SteeringRun) -> dict[str, Any]:
     a, b = run.steady
     steady_frames = [f for f in frames if a <= f.t < b]
     intervals = [y.t - x.t for x, y in itertools.pairwise(steady_frames)]
-    latencies, changes = [], []
+    latencies: list[float] = []
+    changes: list[dict[str, Any]] = []
     for i, command in enumerate(run.commands):
         tag = prompt_tag(command.prompt)
         shown = next(f for f in coded if f.t >= command.sent_t and f.code.tag == tag)  # type: ignore[union-attr]
         before = [s for s in found if command.sent_t <= s.t <= shown.t]
+        playing = next((f for f in reversed(coded) if f.t <= command.sent_t), None)
         latencies.append(shown.t - command.sent_t)
         changes.append(
             {
                 "sent_s": round(command.sent_t - run.start_t, 4),
                 "first_changed_frame_s": round(shown.t - command.sent_t, 4),
                 "chunk": shown.code.chunk,  # type: ignore[union-attr]
+                "chunk_on_screen_at_send": playing.code.chunk if playing and playing.code else None,
                 "frame_in_chunk": shown.code.frame,  # type: ignore[union-attr]
                 "stall_before_s": round(sum(s.ticks for s in before) / fps, 3),
                 "index": i + 1,
@@ -232,16 +235,20 @@ def analyse(run: SteeringRun) -> dict[str, Any]:
     shown_pairs = {(f.code.chunk, f.code.tag) for f in coded}  # type: ignore[union-attr]
     wasted = sorted(made - shown_pairs)
     final_state = next((e.data for e in reversed(run.events) if e.type == "state"), {})
+    steady_chunks = {f.code.chunk for f in steady_frames if f.code is not None}
     return {
         "start_to_first_frame_s": round(coded[0].t - run.start_t, 4) if coded else None,
         "steady": {
-            "chunks": round((b - a) * fps / FRAMES_PER_CHUNK, 2),
+            "chunks": len(steady_chunks),
             "seconds": round(b - a, 3),
             "stalls": _stall_summary([s for s in found if a <= s.t < b], fps),
             "frame_interval_ms": summary(intervals, 1000.0, 3),
         },
         "commands": {
             "count": len(run.commands),
+            "landed_on_the_next_chunk": sum(
+                c["chunk"] == (c["chunk_on_screen_at_send"] or 0) + 1 for c in changes
+            ),
             "first_changed_frame_s": summary(latencies, 1.0, 4),
             "stalls": _stall_summary([s for s in found if command_from <= s.t <= command_to], fps),
             "each": changes,
@@ -292,6 +299,8 @@ STEERING_NOTES = {
     "(std is the jitter)",
     "stalls": "runs of repeated frames (a received frame whose code equals the previous one: the "
     "server had no new frame at that tick); total_s = repeated ticks / emission_fps",
+    "commands.landed_on_the_next_chunk": "commands whose first changed frame is frame 0 of the "
+    "chunk right after the one on screen when the command was sent",
     "commands.first_changed_frame_s": "set_prompt sent (a uniform random delay of up to one chunk "
     "playback after the previous change showed) -> arrival of the first frame painted with the "
     "new prompt's tag; commands.stalls: stalls from the first command to the last change shown",
@@ -329,6 +338,8 @@ def format_steering(report: dict[str, Any]) -> str:
             f"p95 {lat['p95']:.3f}  max {lat['max']:.3f}"
         )
     lines += [
+        f"  {'commands: landed on the next chunk':36s} {commands['landed_on_the_next_chunk']} of "
+        f"{commands['count']}",
         f"  {'commands: stalls':36s} {stall_text(commands['stalls'])}",
         f"  {'chunks made / never shown':36s} {wasted['chunks_made']} / "
         f"{wasted['chunks_made_never_shown']}",
