@@ -228,7 +228,7 @@ def test_a_remade_chunk_equals_a_fresh_stream_with_the_same_state_and_conditions
     assert np.array_equal(got, np.concatenate(expected))  # bit for bit, the remade chunk 2 too
 
 
-@pytest.mark.parametrize("mode", [LatencyMode.LOW, LatencyMode.SMOOTH])
+@pytest.mark.parametrize("mode", list(LatencyMode))
 def test_steering_against_a_real_time_consumer_keeps_the_stream_whole(mode: LatencyMode) -> None:
     fps = 120.0  # a chunk plays for 0.275 s; the engine makes one in 0.1 s
     engine = PacedEngine(PacedTiming(0.1, steps=3, open_s=0.005))

@@ -39,6 +39,8 @@ class RecordingSink:
     def to_boundary(self) -> float | None:
         return None
 
+    playback_s = 33 / 24
+
     def has_room(self) -> bool:
         return True
 

@@ -11,7 +11,7 @@ import pytest
 from helios_serve.realtime import state_machine as sm
 from helios_serve.realtime.pacing import ChunkTimer
 from helios_serve.realtime.playout import FrameBuffer, MadeChunk
-from helios_serve.realtime.steering import LatencyMode, landing_chunk
+from helios_serve.realtime.steering import LatencyMode, Outlook, landing_chunk
 from helios_serve.realtime.ws_video_stream import SocketPlayout
 
 LOW, SMOOTH = LatencyMode.LOW, LatencyMode.SMOOTH
@@ -29,28 +29,43 @@ def chunk(index: int, frames: int = 33, prompt: str = "p") -> MadeChunk:
     return MadeChunk(index, np.zeros((frames, 2, 2, 3), np.uint8), prompt)
 
 
+BALANCED = LatencyMode.BALANCED
+ALL = (LOW, BALANCED, SMOOTH)
+
+
+def outlook(
+    to_boundary: float, remake: float, next_ready: float = 0.0, lead: float = 1.2
+) -> Outlook:
+    """A chunk plays for 1.375 s (24 fps); chunk c+1 is made after c unless it was made."""
+    return Outlook(to_boundary, remake, next_ready, next_ready + lead, 1.375)
+
+
+@pytest.mark.parametrize("mode", ALL)
+def test_nothing_made_past_the_screen_or_no_timing_yet_lands_on_the_next_chunk(
+    mode: LatencyMode,
+) -> None:
+    assert landing_chunk(mode, 5, 5, outlook(0.1, 1.4)) == 5  # the next chunk made takes it
+    assert landing_chunk(mode, 5, 7, None) == 5  # nobody plays, or no chunk timed yet
+
+
 @pytest.mark.parametrize(
-    ("mode", "committed", "claimed", "to_boundary", "ready_in", "expected"),
+    ("outlook_", "low", "balanced", "smooth"),
     [
-        (LOW, 5, 5, 0.1, 1.2, 5),  # nothing made past the screen: the next chunk takes it
-        (LOW, 5, 7, 0.1, 1.2, 5),  # remake everything not on screen, even if it holds
-        (SMOOTH, 5, 5, 0.1, 1.2, 5),
-        (SMOOTH, 5, 7, 1.3, 1.2, 5),  # ready before chunk 5 is due: it lands there
-        (SMOOTH, 5, 7, 0.5, 1.2, 6),  # too late for chunk 5: chunk 6 (5 plays as made)
-        (SMOOTH, 5, 6, 0.5, 1.2, 6),  # ... which is not made yet: no rollback at all
-        (SMOOTH, 5, 7, None, 1.2, 5),  # nobody plays: no deadline to miss
-        (SMOOTH, 5, 7, 0.5, None, 5),  # no estimate yet
+        # early in the chunk on screen: the remake is ready before it is due, no hold
+        (outlook(1.3, 1.2), 5, 5, 5),
+        # mid-chunk: a 0.6 s hold brings the change 0.775 s sooner
+        (outlook(0.8, 1.4), 5, 5, 6),
+        # late: a 1.2 s hold for 0.175 s sooner is not worth it unless latency is all that counts
+        (outlook(0.2, 1.4), 5, 6, 6),
+        # an engine slower than real time, chunk c almost made: remaking it shows nothing sooner
+        (Outlook(0.0, 1.9, 0.1, 1.9, 1.375), 6, 6, 6),
+        # ... and chunk c just started: remaking it now is sooner and holds no longer
+        (Outlook(0.0, 1.9, 1.6, 3.4, 1.375), 5, 5, 5),
     ],
 )
-def test_where_a_change_lands(
-    mode: LatencyMode,
-    committed: int,
-    claimed: int,
-    to_boundary: float | None,
-    ready_in: float | None,
-    expected: int,
-) -> None:
-    assert landing_chunk(mode, committed, claimed, to_boundary, ready_in) == expected
+def test_where_a_change_lands(outlook_: Outlook, low: int, balanced: int, smooth: int) -> None:
+    got = [landing_chunk(mode, 5, 7, outlook_) for mode in ALL]
+    assert got == [low, balanced, smooth]
 
 
 def test_chunk_timer_scales_with_steps_and_widens_with_jitter() -> None:

@@ -132,7 +132,7 @@ def add_realtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a(
         "--latency",
-        choices=["low", "smooth"],
+        choices=["low", "balanced", "smooth"],
         default=None,
         help="steering: the session's extra_args.latency (default: the server's default)",
     )

@@ -43,7 +43,7 @@ class StreamOptions:
     height: int
     settings: SamplingSettings
     prompt_blend_chunks: int = 1
-    latency: LatencyMode = LatencyMode.LOW
+    latency: LatencyMode = LatencyMode.BALANCED
     """Where a change lands (see `steering`)."""
 
 

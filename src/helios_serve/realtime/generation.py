@@ -28,7 +28,7 @@ from helios_serve.errors import StreamCancelledError
 from helios_serve.realtime.driver import Conditions, StreamDriver, StreamOptions, Upscaler
 from helios_serve.realtime.pacing import ChunkTimer, until_due
 from helios_serve.realtime.playout import Frames, MadeChunk, Playout
-from helios_serve.realtime.steering import landing_chunk
+from helios_serve.realtime.steering import Outlook, landing_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Generation:
         self._timeline = 0
         """Bumped by every rollback and stop: what an older timeline makes is thrown away."""
         self._in_flight: Claimed | None = None
+        self._in_flight_since = 0.0
         self._steps = 1
         self._made_s: dict[int, float] = {}
         """Engine seconds of the chunks on the playout not yet shown."""
@@ -142,13 +143,24 @@ class Generation:
     # ------------------------------------------------------------------ steering
     def landing(self, committed: int, claimed: int) -> int:
         """The first chunk a change made now applies to (`steering.landing_chunk`)."""
-        lead = self.timer.lead(self._steps)
-        ready_in = None
-        if lead is not None:
-            abandon = (self.timer.step_s or 0.0) if self._in_flight is not None else 0.0
-            ready_in = lead + self.timer.open_s + abandon
-        to_boundary = self._playout.to_boundary()
-        return landing_chunk(self._options.latency, committed, claimed, to_boundary, ready_in)
+        return landing_chunk(
+            self._options.latency, committed, claimed, self._outlook(committed, claimed)
+        )
+
+    def _outlook(self, committed: int, claimed: int) -> Outlook | None:
+        """What each landing would cost, from the timer's (cautious) chunk time."""
+        lead, to_boundary = self.timer.lead(self._steps), self._playout.to_boundary()
+        if lead is None or to_boundary is None:
+            return None
+        flight = self._in_flight
+        # a remake waits for the chunk being made to let go (about a step) and a reopen
+        let_go = (self.timer.step_s or 0.0) if flight is not None else 0.0
+        remake = lead + self.timer.open_s + let_go
+        next_ready = 0.0
+        if flight is not None and flight.index == committed:
+            next_ready = max(0.0, self._in_flight_since + lead - time.perf_counter())
+        next_remake = remake if claimed > committed + 1 else next_ready + lead
+        return Outlook(to_boundary, remake, next_ready, next_remake, self._playout.playback_s)
 
     def rollback(self, chunk: int) -> None:
         """Make chunk `chunk` next again: drop and abandon everything made from it on."""
@@ -182,7 +194,7 @@ class Generation:
 
     async def _make(self, claimed: Claimed) -> bool:
         """Make one chunk and put it out unless its timeline ended; False ends the loop."""
-        self._in_flight = claimed
+        self._in_flight, self._in_flight_since = claimed, time.perf_counter()
         try:
             return await self._make_and_put(claimed)
         finally:

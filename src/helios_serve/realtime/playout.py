@@ -23,6 +23,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from helios_serve.core.types import FRAMES_PER_CHUNK
+
 Frames = npt.NDArray[np.uint8]
 PULL_GAP_TICKS = 3
 """A consumer that has not pulled a frame for this many ticks is not playing."""
@@ -52,6 +54,11 @@ class Playout(Protocol):
 
     def to_boundary(self) -> float | None:
         """Seconds until chunk `committed` is due, or None while nobody plays."""
+        ...
+
+    @property
+    def playback_s(self) -> float:
+        """Seconds one chunk plays for."""
         ...
 
     def has_room(self) -> bool: ...
@@ -96,6 +103,10 @@ class FrameBuffer:
     @property
     def committed(self) -> int:
         return self._committed
+
+    @property
+    def playback_s(self) -> float:
+        return FRAMES_PER_CHUNK / self._fps
 
     @property
     def queued_chunks(self) -> int:

@@ -62,6 +62,10 @@ class SocketPlayout:
     def committed(self) -> int:
         return self._committed
 
+    @property
+    def playback_s(self) -> float:
+        return self._chunk_s
+
     def _send_at(self, queued: int) -> float:
         """When the chunk `queued` places after the next unsent one should be sent."""
         if self._play_end is None:
