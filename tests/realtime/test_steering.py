@@ -180,3 +180,17 @@ def test_rewind_undoes_claims_of_chunks_not_shown() -> None:
     assert sm.rewind(s, 4) == s  # nothing claimed from 4 on
     paused = sm.pause(s)
     assert sm.first_changeable(paused) == 4  # paused: what is made stays
+
+
+def test_extra_args_latency_chooses_the_mode_and_a_bad_one_is_a_400() -> None:
+    from helios_serve.engine.fake import FakeEngineConfig
+    from helios_serve.realtime.request import stream_overrides
+    from helios_serve.web.errors import ApiError
+
+    info = FakeEngineConfig().info
+    assert stream_overrides({"latency": "smooth"}, info) == {"latency": SMOOTH}
+    assert stream_overrides({}, info) == {}  # the server's default (low)
+    for bad in ("fast", 1, None, ["low"]):
+        with pytest.raises(ApiError) as refused:
+            stream_overrides({"latency": bad}, info)
+        assert refused.value.status == 400

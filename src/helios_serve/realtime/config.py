@@ -26,7 +26,7 @@ class RealtimeConfig:
     """Chunks made ahead of playback at most. While a client plays, chunks are made just in
     time instead (one ready shortly before it is due); this bounds the buffer while nobody
     pulls frames (no peer yet, the track paused)."""
-    latency: LatencyMode = LatencyMode.BALANCED
+    latency: LatencyMode = LatencyMode.LOW
     """Where a change lands (`steering`); Reactor sessions may choose with extra_args.latency."""
     ws_send_ahead_s: float = 0.5
     """`/v1/realtime/video`: how long before the client will play a chunk it is sent (to

@@ -43,7 +43,7 @@ class StreamOptions:
     height: int
     settings: SamplingSettings
     prompt_blend_chunks: int = 1
-    latency: LatencyMode = LatencyMode.BALANCED
+    latency: LatencyMode = LatencyMode.LOW
     """Where a change lands (see `steering`)."""
 
 

@@ -6,8 +6,8 @@ screen (remade from now), or on `c + 1` (chunk `c` plays as made). `Outlook` is 
 expects of each choice: when the change would show, and how long the screen would hold its
 last frame meanwhile. `extra_args.latency` weighs the two:
 
-- `low`: the change shows as soon as it can, whatever the hold.
-- `balanced` (default): a hold is taken only if it brings the change forward by at least half
+- `low` (default): the change shows as soon as it can, whatever the hold.
+- `balanced`: a hold is taken only if it brings the change forward by at least half
   its own length; otherwise the change lands one chunk later, without it.
 - `smooth`: never a hold a later landing would avoid.
 
