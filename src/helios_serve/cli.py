@@ -187,6 +187,21 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "default: bicubic resampling on the model's device",
     )
     p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a web origin (https://app.example.com) allowed to call /v1/videos and /metrics "
+        "from a browser (repeatable); by default only the real-time routes take cross-origin "
+        "calls, as Reactor's SDK needs",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections and requests at once; more get 503 (default 256)",
+    )
+    p.add_argument(
         "--engine-isolation",
         choices=["process", "thread"],
         default="process",
@@ -302,10 +317,10 @@ def _run_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from helios_serve.serve import ServerOptions, run_server
+    from helios_serve.jobs.datadir import DataDirLock
+    from helios_serve.serve import ServerOptions, prepare_store, run_server
 
-    keys = list(args.api_key or [])
-    keys += [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
+    keys = _api_keys(args)
     if args.max_queue < 1 or args.max_sessions < 1 or args.emission_fps <= 0:
         raise InvalidInputError(
             "--max-queue and --max-sessions must be at least 1, --emission-fps positive",
@@ -321,8 +336,41 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         emission_fps=args.emission_fps,
         sr_weights=args.sr_weights,
+        cors_origins=tuple(args.cors_origin or ()),
+        max_connections=args.max_connections,
     )
-    return run_server(_engine(args), options)
+    # before the model loads: a second server on this folder, or an unusable database, must
+    # stop at once
+    with DataDirLock(options.data_dir):
+        store = prepare_store(options.data_dir)
+        try:
+            engine = _engine(args)
+        except BaseException:
+            store.close()
+            raise
+        return run_server(engine, options, store)
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    """The keys from --api-key and $HELIOS_API_KEYS; an empty one (an unset variable in a
+    shell command) would let anyone in, so it stops the start."""
+    keys = list(args.api_key or [])
+    if any(not k.strip() for k in keys):
+        raise InvalidInputError(
+            "--api-key is empty (an unset variable?): refusing to start with auth that any "
+            "empty token passes",
+            param="api_key",
+        )
+    env = os.environ.get(API_KEYS_ENV)
+    if env is not None:
+        from_env = [k.strip() for k in env.split(",")]
+        if not any(from_env) or any(not k for k in from_env):
+            raise InvalidInputError(
+                f"${API_KEYS_ENV} is set but holds an empty key: unset it, or give real keys",
+                param="api_key",
+            )
+        keys += from_env
+    return [k.strip() for k in keys]
 
 
 def _engine(args: argparse.Namespace) -> Engine:

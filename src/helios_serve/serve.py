@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,13 +18,21 @@ from helios_serve.api.app import ApiConfig, ApiParts, create_app
 from helios_serve.core.protocols import Engine
 from helios_serve.engine.metrics import EngineMetrics
 from helios_serve.engine.process import ProcessEngine
+from helios_serve.engine.service import LocalEngine
 from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
+from helios_serve.jobs.datadir import (
+    check_not_lost,
+    database_is_new,
+    open_store,
+    sweep_orphans,
+)
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.web.http_protocol import HeadDeadlineProtocol
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -41,12 +50,39 @@ class ServerOptions:
     max_sessions: int = 1
     emission_fps: float = 24.0
     sr_weights: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_connections: int = 256
 
 
-def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> ApiParts:
-    """Open the job store (recovering from any crash) and build the runner around `engine`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    store = JobStore(data_dir / "jobs.db")
+def prepare_store(data_dir: Path) -> JobStore:
+    """Open the job store and bring the data directory to a clean state after any crash.
+
+    Runs before the model loads, so an unusable folder or database is one line at once
+    (`DataDirError`) rather than after minutes of loading."""
+    new = database_is_new(data_dir)
+    store = open_store(data_dir)
+    try:
+        _recover(store, JobFiles(data_dir / "videos"), new)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def build_parts(
+    engine: Engine, data_dir: Path, idle_poll_s: float = 1.0, store: JobStore | None = None
+) -> ApiParts:
+    """The job store (`prepare_store`'s unless given) and the runner around `engine`."""
+    store = store or prepare_store(data_dir)
+    files = JobFiles(data_dir / "videos")
+    registry = CollectorRegistry()
+    runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
+    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+
+
+def _recover(store: JobStore, files: JobFiles, database_was_new: bool) -> None:
+    check_not_lost(store, files, database_was_new)
+    store.quarantine_unreadable()
     report = store.recover_after_restart(MAX_ATTEMPTS)
     if report.requeued or report.failed:
         logger.warning(
@@ -54,14 +90,11 @@ def build_parts(engine: Engine, data_dir: Path, idle_poll_s: float = 1.0) -> Api
             report.requeued,
             report.failed,
         )
-    files = JobFiles(data_dir / "videos")
     swept = files.sweep_temp()
     if swept:
         logger.info("removed %d partial files left by an interrupted run", swept)
     _drop_finished_work(store, files)
-    registry = CollectorRegistry()
-    runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
-    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+    sweep_orphans(store, files)
 
 
 def _drop_finished_work(store: JobStore, files: JobFiles) -> None:
@@ -102,24 +135,50 @@ def _manage_engine(app: FastAPI, engine: Engine) -> None:
     app.router.lifespan_context = lifespan
 
 
-def run_server(engine: Engine, options: ServerOptions) -> int:
+def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = None) -> int:
     """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
+    try:
+        return _serve(engine, options, build_parts(engine, options.data_dir, store=store))
+    except BaseException:
+        abort_engine(engine)  # a no-op after a clean stop: the lifespan closed it
+        raise
+
+
+def abort_engine(engine: Engine) -> None:
+    """Stop an engine whose server never started (its child would keep this process alive)."""
+    if isinstance(engine, ProcessEngine):
+        engine.abort()
+
+
+def _serve(engine: Engine, options: ServerOptions, parts: ApiParts) -> int:
     import uvicorn
 
     info = engine.info
-    parts = build_parts(engine, options.data_dir)
     if isinstance(engine, ProcessEngine):
         metrics = EngineMetrics(parts.registry)
         engine.on_restart = metrics.restarted
-    app = create_app(parts, ApiConfig(api_keys=options.api_keys, max_queue=options.max_queue))
+    api = ApiConfig(
+        api_keys=options.api_keys, cors_origins=options.cors_origins, max_queue=options.max_queue
+    )
+    app = create_app(parts, api)
     realtime = RealtimeConfig(
         max_sessions=options.max_sessions,
         emission_fps=options.emission_fps,
         server_version=f"helios-serve {__version__}",
     )
-    install_realtime(app, engine, realtime, build_upscaler(info.device, options.sr_weights))
+    upscaler = build_upscaler(info.device, options.sr_weights)
+    install_realtime(app, engine, realtime, upscaler, options.cors_origins)
     _manage_engine(app, engine)
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info")
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        http=HeadDeadlineProtocol,  # a request head must arrive in time (slowloris)
+        limit_concurrency=options.max_connections,  # beyond: 503, before descriptors run out
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,  # request line and headers: 64 KiB at most
+    )
     url = f"http://{options.host}:{options.port}"
 
     class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
@@ -137,9 +196,15 @@ def run_server(engine: Engine, options: ServerOptions) -> int:
             super().handle_exit(sig, frame)
             self._captured_signals.clear()
 
+    # Shutdown order (the nested lifespans): sessions close, the job runner brings its job to
+    # a step boundary and queues it again, the engine finishes its step and stops, the store
+    # closes. Native work that could not be joined is abandoned, not finalized under.
     try:
         AnnouncingServer(config).run()
     finally:
         parts.store.close()
     print("helios-serve stopped", flush=True)
+    if isinstance(engine, LocalEngine) and engine.abandoned_work:
+        logging.shutdown()
+        os._exit(0)
     return 0

@@ -11,7 +11,7 @@ import pytest
 
 from helios_serve.core.spec import ModelInfo
 
-from .conftest import BASE, DISTILLED, MID
+from .conftest import BASE, DISTILLED, MID, png_bytes
 from .test_errors import assert_envelope
 
 pytestmark = pytest.mark.anyio
@@ -117,9 +117,46 @@ async def test_alias_and_blank_model_are_accepted(client: httpx.AsyncClient) -> 
     assert (await post(client, **form(prompt="p", model=""))).status_code == 200
 
 
-async def test_unknown_top_level_fields_are_ignored(client: httpx.AsyncClient) -> None:
-    resp = await post(client, json={"prompt": "p", "user": "abc", "metadata": {"a": 1}})
-    assert resp.status_code == 200, resp.text
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("user", "abc", "unknown_parameter"),
+        ("metadata", {"a": 1}, "unknown_parameter"),
+        ("file_id", "file_123", "unsupported_parameter"),
+        ("audio_reference", {"audio_url": "data:audio/wav;base64,AAAA"}, "unsupported_parameter"),
+        ("lora", {"name": "x"}, "unsupported_parameter"),
+    ],
+)
+async def test_no_field_is_dropped_without_a_word(
+    client: httpx.AsyncClient, field: str, value: Any, code: str
+) -> None:
+    """OpenAI refuses unknown arguments; so do we, naming the field."""
+    resp = await post(client, json={"prompt": "p", field: value})
+    assert resp.status_code == 400, resp.text
+    assert (resp.json()["error"]["param"], resp.json()["error"]["code"]) == (field, code)
+    form = await post(client, data={"prompt": "p", field: json.dumps(value)})
+    assert form.status_code == 400, form.text
+
+
+async def test_vllm_reference_fields_and_flattened_input_reference(
+    client: httpx.AsyncClient,
+) -> None:
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(64, 48, noisy=True)).decode()
+    image = await post(client, json={"prompt": "p", "image_reference": {"image_url": url}})
+    assert image.status_code == 200, image.text
+    assert image.json()["reference"]["kind"] == "image"
+    flat = await post(client, data={"prompt": "p", "input_reference[image_url]": url})
+    assert flat.status_code == 200, flat.text
+    assert flat.json()["mode"] == "i2v"
+    both = await post(
+        client,
+        json={"prompt": "p", "image_reference": {"image_url": url}, "input_reference": url},
+    )
+    assert both.status_code == 400
+    assert both.json()["error"]["code"] == "duplicate_parameter"
+    wrong = await post(client, json={"prompt": "p", "video_reference": {"video_url": url}})
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["param"] == "video_reference"
 
 
 BAD_FORMS: list[tuple[str, dict[str, Any], int, str | None, str]] = [

@@ -27,9 +27,10 @@ def assert_envelope(
     assert resp.status_code == status, resp.text
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
-    assert set(body) == {"error"}
+    assert set(body) == {"error", "detail"}
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
+    assert body["detail"] == error["message"]  # what vLLM-Omni's clients read
     assert isinstance(error["message"], str)
     assert error["message"]
     if code is not None:
@@ -45,7 +46,8 @@ def test_error_body_is_openai_shape() -> None:
             "type": "invalid_request_error",
             "param": "prompt",
             "code": "invalid_value",
-        }
+        },
+        "detail": "bad",
     }
 
 

@@ -8,7 +8,7 @@ from helios_serve.api.videos.extra import HeliosExtraParams
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
 from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, resolve_spec_fields
-from helios_serve.api.videos.sizes import check_size
+from helios_serve.api.videos.sizes import check_size, openai_literal
 from helios_serve.core.requests import RequestError, nearest_valid
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Mode, Variant
@@ -134,7 +134,12 @@ def test_size_string_overrides_width_and_height() -> None:
     assert check_size(" 640 X 384 ", None, None, MID, 1920) == (640, 384)
     assert check_size(None, 320, None, BASE, 1920) == (320, None)
     with pytest.raises(RequestError) as info:
-        check_size("1280x720", None, None, MID, 1920)
+        check_size("1280x700", None, None, MID, 1920)
     assert info.value.param == "size"
-    assert "height 720" in info.value.message
-    assert "704 or 768" in info.value.message
+    assert "height 700" in info.value.message
+    assert "640 or 704" in info.value.message
+    # OpenAI's literals are served: generated at the covering size, then cropped
+    assert check_size("1280x720", None, None, MID, 1920) == (1280, 768)
+    assert openai_literal("1280x720", MID) == (1280, 720)
+    assert openai_literal("720x1280", BASE) is None  # Base makes 720 directly
+    assert openai_literal("1792x1024", MID) is None

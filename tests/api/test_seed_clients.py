@@ -23,6 +23,11 @@ CLIENT = SEED_CLIENTS / "helios_client.py"
 needs_curl = pytest.mark.skipif(
     shutil.which("curl") is None or shutil.which("bash") is None, reason="needs bash and curl"
 )
+pytestmark = pytest.mark.skipif(
+    not SEED_CLIENTS.is_dir(),
+    reason=f"the seed's client scripts are not at {SEED_CLIENTS} (shared/ beside the checkout, "
+    "or HELIOS_SEED_CLIENTS)",
+)
 
 
 def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -85,7 +85,11 @@ def test_sdk_extend_continues_the_saved_stream_exactly(
     assert extension.model_extra["extension_mode"] == "state"
     done = sdk.videos.poll(extension.id, poll_interval_ms=200)
     assert done.status == "completed", done
-    assert done.seconds == f"{165 / 24:.2f}".rstrip("0")  # the stitched whole: 66 + 96 -> 165
+    # seconds echo what was asked, for the stitched whole (the source's 2.75 + 4); the frames
+    # delivered are whole chunks: 66 + 96 asked -> 165
+    assert done.seconds == f"{float(source.seconds) + 4:g}"
+    assert done.model_extra is not None
+    assert done.model_extra["num_frames"] == 165
     assert done.prompt == SECOND
     stitched = sdk.videos.download_content(done.id).read()
 

@@ -195,14 +195,20 @@ def test_cursor_pagination(store: JobStore, add_job: AddJob, clock: FakeClock) -
     assert ([j.id for j in default], more) == (ids[::-1], False)
 
 
-def test_pagination_errors(store: JobStore, add_job: AddJob) -> None:
-    add_job()
-    with pytest.raises(JobNotFoundError):
-        store.list(after=new_job_id())
-    with pytest.raises(JobNotFoundError):
-        store.list(after="../x")
+def test_pagination_after_unknown_or_deleted_ids(store: JobStore, add_job: AddJob) -> None:
+    ids = [add_job().id for _ in range(5)]
+    # unknown (or path-shaped) cursors: an empty page, not an error
+    assert store.list(after=new_job_id()) == ([], False)
+    assert store.list(after="../x") == ([], False)
+    # a deleted cursor keeps its place: deleting while paging skips nothing
+    store.delete(ids[2])
+    page, more = store.list(after=ids[2], limit=10, order="asc")
+    assert ([j.id for j in page], more) == (ids[3:], False)
+    page, more = store.list(after=ids[2], limit=1, order="desc")
+    assert ([j.id for j in page], more) == ([ids[1]], True)
+    assert store.list(limit=0) == ([], True)
     with pytest.raises(InvalidInputError):
-        store.list(limit=0)
+        store.list(limit=-1)
     with pytest.raises(InvalidInputError):
         store.list(order="up")  # type: ignore[arg-type]
 

@@ -110,8 +110,11 @@ def test_client_that_vanishes_gives_its_slot_back() -> None:
         assert asyncio.run(next_client(url))[-1]["type"] == "session.done"
 
 
-@pytest.mark.parametrize("raw", ["not json", json.dumps({"type": "session.start", "prompt": ""})])
-def test_bad_start_over_a_real_socket_is_an_error_then_close(raw: str) -> None:
+@pytest.mark.parametrize(
+    ("raw", "close_code"),
+    [("not json", 1007), (json.dumps({"type": "session.start", "prompt": ""}), 1008)],
+)
+def test_bad_start_over_a_real_socket_is_an_error_then_close(raw: str, close_code: int) -> None:
     app = FastAPI()
     install_realtime(app, FakeEngine(), RealtimeConfig(), np_upscale)
 
@@ -120,7 +123,7 @@ def test_bad_start_over_a_real_socket_is_an_error_then_close(raw: str) -> None:
             await ws.send(raw)
             assert json.loads(await ws.recv())["type"] == "error"
             await ws.wait_closed()
-            assert ws.close_code == 1008
+            assert ws.close_code == close_code
 
     with serve(app) as url:
         asyncio.run(main(url))

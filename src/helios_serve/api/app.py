@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class ApiConfig:
     api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     max_queue: int = 64
     limits: RequestLimits = field(default_factory=lambda: DEFAULT_REQUEST_LIMITS)
 
@@ -45,6 +46,11 @@ class ApiParts:
     files: JobFiles
     runner: JobRunner
     registry: CollectorRegistry
+
+
+def _ready(parts: ApiParts) -> bool:
+    """Ready: the engine answers and the job runner can go on (its store works)."""
+    return parts.engine.is_healthy() and parts.runner.trouble is None
 
 
 def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
@@ -66,7 +72,7 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
         default_response_class=CompactJSONResponse,
     )
     install_error_handlers(app, {JobNotFoundError: 404})
-    install_auth(app, config.api_keys)
+    install_auth(app, config.api_keys, config.cors_origins)
     parts.registry.register(StoreCollector(parts.store))
     service = VideosService(
         parts.store, parts.files, parts.runner, model, config.max_queue, config.limits
@@ -77,7 +83,7 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
             model,
             int(time.time()),
             parts.registry,
-            parts.engine.is_healthy,
+            lambda: _ready(parts),
             video_defaults(model, config.limits),
         )
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hmac
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from helios_serve.web.errors import ApiError
 
@@ -29,9 +31,11 @@ def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
+def install_auth(app: FastAPI, keys: tuple[str, ...], origins: tuple[str, ...] = ()) -> None:
     """Require `Authorization: Bearer <key>` on every route except OPEN_PATHS, GETs of the
-    pages and their static files, and CORS preflight."""
+    pages and their static files, and CORS preflight; WebSockets are checked by
+    `WebSocketGate` (an HTTP middleware never sees them)."""
+    app.add_middleware(WebSocketGate, keys=keys, origins=origins)
     if not keys:
         return
 
@@ -60,3 +64,61 @@ def install_auth(app: FastAPI, keys: tuple[str, ...]) -> None:
                 headers={"WWW-Authenticate": "Bearer"},
             ).response()
         return await call_next(request)
+
+
+QUERY_TOKENS = (b"api_key", b"token", b"access_token")
+"""Query parameters a browser WebSocket may carry its key in (it cannot set headers)."""
+POLICY_VIOLATION = 1008
+
+
+class WebSocketGate:
+    """WebSocket handshakes: the same key as HTTP (header, `?api_key=`/`?token=`, or the
+    subprotocol pair `bearer, <key>`), and an `Origin` that is this server's own or allowed
+    with `--cors-origin` (a page on another site must not open a stream with the visitor's
+    browser). Refused handshakes are closed with 1008 before they are accepted."""
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...], origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = keys
+        self.origins = frozenset(o.rstrip("/").lower() for o in origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            reason = self._refusal(scope)
+            if reason is not None:
+                await receive()  # the websocket.connect message
+                # accepted, then closed: the client sees close code 1008 and the reason (a
+                # close before accepting would be a bare HTTP 403)
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": reason})
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> str | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
+            return "origin not allowed"
+        if self.keys and not _key_matches(_ws_token(scope, headers), self.keys):
+            return "a valid API key is required"
+        return None
+
+    def _origin_allowed(self, origin: str, host: str) -> bool:
+        origin = origin.rstrip("/").lower()
+        if origin in self.origins:
+            return True
+        return origin.split("://", 1)[-1] == host.lower()  # same origin: scheme-less host
+
+
+def _ws_token(scope: Scope, headers: dict[str, str]) -> str:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    for pair in scope.get("query_string", b"").split(b"&"):
+        name, _, value = pair.partition(b"=")
+        if name in QUERY_TOKENS and value:
+            return unquote(value.decode("latin-1"))
+    protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    if len(protocols) >= 2 and protocols[0].lower() == "bearer":
+        return protocols[1]
+    return ""

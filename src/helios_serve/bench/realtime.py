@@ -201,11 +201,16 @@ def run_realtime(args: argparse.Namespace) -> int:
         prefix = Path(args.out)
         json_path = prefix.with_name(prefix.name + ".json")
         png_path = prefix.with_name(prefix.name + ".png")
-        from .report import write_json
+        from .report import plot_if_possible, write_json
 
         write_json(report, json_path)
-        draw(report, png_path)
-        _log(f"wrote {json_path} and {png_path}")
+        if plot_if_possible(draw, report, png_path):
+            _log(f"wrote {json_path} and {png_path}")
+        else:
+            _log(
+                f"wrote {json_path}; no plot: matplotlib is an extra (pip install "
+                "'helios-serve[bench]')"
+            )
     return 0
 
 

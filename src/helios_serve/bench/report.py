@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,6 +282,18 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------- files
+
+
+def plot_if_possible(
+    draw: Callable[[dict[str, Any], Path], None], report: dict[str, Any], path: Path
+) -> bool:
+    """Draw the plot unless matplotlib (the `bench` extra) is missing; says which happened."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    draw(report, path)
+    return True
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -29,9 +29,9 @@ MAX_SIDE = 1920
 DEFAULT_FPS = 24
 MAX_FPS = 60
 DEFAULT_NUM_FRAMES = 99
+"""vLLM-Omni's client default: 3 chunks (OpenAI's default of 4 s at 24 fps makes the same 3)."""
 MAX_NUM_FRAMES_STREAMED = FRAMES_PER_CHUNK * 3600
 """A live stream's cap: 3,600 chunks, about 80 minutes at 24 fps (a job's is smaller)."""
-"""vLLM-Omni's client default: 3 chunks (OpenAI's default of 4 s at 24 fps makes the same 3)."""
 TRAINED_SIZE = (640, 384)
 MAX_GUIDANCE = 30.0
 MAX_STEPS = 200

@@ -131,6 +131,13 @@ class ProcessEngine:
     def is_healthy(self) -> bool:
         return self._ready.is_set() and self._child is not None and self._child.process.is_alive()
 
+    def abort(self) -> None:
+        """Kill the child at once, from outside any event loop (a start that failed)."""
+        self._closed = True
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+
     async def close(self) -> None:
         self._closed = True
         if self._watcher is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -118,4 +119,13 @@ class LocalEngine:
         return self._worker.is_alive()
 
     async def close(self) -> None:
-        self._worker.stop()
+        """Let the step in progress finish, then stop the worker (off the event loop)."""
+        await asyncio.to_thread(self._worker.stop)
+        if self._worker.is_alive():
+            logger.warning("the engine thread did not stop in time; its work is abandoned")
+
+    @property
+    def abandoned_work(self) -> bool:
+        """True after `close` when native work is still running on the worker thread: the
+        process must then end without interpreter finalization (which would abort in it)."""
+        return self._worker.is_alive()

@@ -14,6 +14,7 @@ to 1.46 s (benchmarks/results/README.md, h200-14b).
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -320,6 +321,7 @@ class ChunkStreamer:
             timings=ChunkTimings(current.denoise_s, end - decode_start, end - start),
             prompt=current.prompt,
             seed=current.seed,
+            extras={"peak_memory_mb": peak_memory_mb(self._device)},
             checkpoint=saved,
         )
 
@@ -456,6 +458,13 @@ class ChunkStreamer:
     def decode_uint8(self, latents: torch.Tensor) -> torch.Tensor:
         """`decode_uint8_on_device`, copied to the host."""
         return self.decode_uint8_on_device(latents).cpu()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: the GPU allocator's on CUDA, the process' peak RSS on CPU."""
+    if device.type == "cuda":
+        return float(torch.cuda.max_memory_allocated(device)) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:

@@ -48,6 +48,18 @@ class SavedChunk:
     seconds: float
 
 
+def center_crop(
+    frames: npt.NDArray[np.uint8], size: tuple[int, int] | None
+) -> npt.NDArray[np.uint8]:
+    """Frames (T, H, W, 3) cut to (width, height) around their centre; as they are if None."""
+    if size is None:
+        return frames
+    width, height = size
+    top = (frames.shape[1] - height) // 2
+    left = (frames.shape[2] - width) // 2
+    return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
+
+
 def save_chunk(
     files: JobFiles,
     job_id: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -194,6 +195,19 @@ class JobFiles:
                 shutil.copyfile(source, dest)
             found.append(name)
         return tuple(found)
+
+    def webp_copy(self, job_id: str, name: str) -> Path:
+        """A WebP twin of a JPEG job file, made once on first request."""
+        from PIL import Image
+
+        source = self.file_path(job_id, name)
+        target = source.with_suffix(".webp")
+        if not target.is_file():
+            with Image.open(source) as image:
+                buffer = io.BytesIO()
+                image.save(buffer, format="WEBP", quality=85)
+            _write_atomic(target, buffer.getvalue())
+        return target
 
     def present(self, job_id: str, names: tuple[str, ...]) -> tuple[str, ...]:
         """Which of `names` the job has."""

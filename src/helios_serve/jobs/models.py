@@ -143,6 +143,11 @@ class GenerationSpec:
     reference_kind: ReferenceKind | None = None
     extension: Extension | None = None
     """Set for a job that extends a finished video; `num_frames` then counts the whole."""
+    requested_seconds: str | None = None
+    """`seconds` as the client asked (echoed in the video object); None if frames were asked."""
+    output_size: tuple[int, int] | None = None
+    """(width, height) the video is cropped to, when it differs from the generated size (one
+    of OpenAI's size literals that the model cannot make directly)."""
 
     def __post_init__(self) -> None:
         for name in ("width", "height", "num_frames", "fps"):
@@ -185,6 +190,8 @@ class GenerationSpec:
             "reference_file": self.reference_file,
             "reference_kind": self.reference_kind,
             "extension": None if self.extension is None else self.extension.to_json(),
+            "requested_seconds": self.requested_seconds,
+            "output_size": None if self.output_size is None else list(self.output_size),
         }
 
     @classmethod
@@ -204,7 +211,16 @@ class GenerationSpec:
             reference_file=data.get("reference_file"),
             reference_kind=kind,
             extension=Extension.from_json(data["extension"]) if data.get("extension") else None,
+            requested_seconds=data.get("requested_seconds"),
+            output_size=_size_pair(data.get("output_size")),
         )
+
+
+def _size_pair(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    width, height = (int(v) for v in value)
+    return width, height
 
 
 @dataclass(frozen=True)
@@ -239,6 +255,8 @@ class Job:
     """The chunk the latest attempt started at, when it continued an interrupted one."""
     video_sha256: str | None = None
     """SHA-256 of the finished MP4: an upload of the same bytes is this video."""
+    stats: dict[str, Any] | None = None
+    """How the run went: seconds per stage (`stage_durations`), `peak_memory_mb`."""
 
     def __post_init__(self) -> None:
         if not is_valid_job_id(self.id):

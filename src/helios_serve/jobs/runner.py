@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helios_serve.core.protocols import Engine, Priority
 from helios_serve.core.spec import StreamRequest
+from helios_serve.core.types import ChunkTimings
 from helios_serve.errors import (
     EngineFailedError,
     EngineRestartedError,
@@ -25,6 +29,7 @@ from helios_serve.errors import (
 )
 from helios_serve.jobs.assembly import (
     assemble,
+    center_crop,
     has_v2v_base,
     prepare_v2v_base,
     save_chunk,
@@ -39,9 +44,27 @@ from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
+STOP_GRACE_S = 30.0
+"""How long a stop waits for the running job to reach a step boundary (and go back to the
+queue) before it abandons the job's task; a denoising step of the 14B model takes < 1 s."""
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
 """A second engine failure during one job fails that job instead of looping on it."""
+
+
+def safe_message(exc: BaseException, code: str, job_id: str) -> str:
+    """What a client may read about a failure: our own errors' messages (written for it),
+    else a sentence per code; never an exception's text, a path or a file name."""
+    if isinstance(exc, HeliosError):
+        return exc.message
+    if code == "out_of_memory":
+        return "The engine ran out of memory while making this video; try a smaller size."
+    if code == "insufficient_storage":
+        return "The server's disk filled up while making this video; try again later."
+    return f"The server had an error while making this video (the log has it under {job_id})."
 
 
 def failure_code(exc: BaseException) -> str:
@@ -51,13 +74,50 @@ def failure_code(exc: BaseException) -> str:
     name = type(exc).__name__
     if "OutOfMemory" in name or isinstance(exc, MemoryError) or "out of memory" in str(exc):
         return "out_of_memory"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+    ):
+        return "insufficient_storage"
     return "internal_error"
+
+
+@dataclass
+class RunStats:
+    """Seconds per stage over the chunks this run made, and the engine's peak memory."""
+
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    save_s: float = 0.0
+    assemble_s: float = 0.0
+    peak_memory_mb: float | None = None
+
+    def add(self, timings: ChunkTimings, save_s: float, extras: dict[str, float]) -> None:
+        self.denoise_s += timings.transformer_s
+        self.decode_s += timings.decode_s
+        self.save_s += save_s
+        peak = extras.get("peak_memory_mb")
+        if peak is not None:
+            self.peak_memory_mb = max(peak, self.peak_memory_mb or 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        stages = {
+            "denoise": self.denoise_s,
+            "vae_decode": self.decode_s,
+            "encode_and_save": self.save_s,
+            "assemble": self.assemble_s,
+        }
+        peak = None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1)
+        return {
+            "stage_durations": {k: round(v, 3) for k, v in stages.items()},
+            "peak_memory_mb": peak,
+        }
 
 
 @dataclass
 class _Running:
     job_id: str
     cancelled: threading.Event = field(default_factory=threading.Event)
+    stats: RunStats = field(default_factory=RunStats)
 
 
 class JobRunner:
@@ -80,18 +140,28 @@ class JobRunner:
         self._running: _Running | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.trouble: str | None = None
+        """Why the runner cannot go on (the store keeps failing); None while healthy."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-job-runner")
 
-    async def stop(self) -> None:
-        """Stop at the next step; a job cut short goes back to the queue for the next start."""
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop at the next step; a job cut short goes back to the queue for the next start.
+
+        The running job is asked to stop and given `grace_s` to get there, so no engine or
+        encoder work is left running under the shutdown; only then is the task cancelled."""
         self._stopping = True
+        self._wake.set()
         if self._running is not None:
             self._running.cancelled.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=grace_s)
+        if not done:
+            logger.warning("job runner: the running job did not stop in %.0f s; abandoned", grace_s)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
 
     def wake(self) -> None:
         """A job was queued: look now rather than at the next poll."""
@@ -104,15 +174,39 @@ class JobRunner:
             return True
         return False
 
+    @property
+    def healthy(self) -> bool:
+        return self.trouble is None and self._task is not None and not self._task.done()
+
     async def _loop(self) -> None:
-        while True:
-            job = await asyncio.to_thread(self._store.claim_next)
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
-                continue
-            await self._run(job)
+        """Claim and run jobs for ever: no error from the store, the files or a job ends it.
+        While the store keeps failing (a full disk), back off and say so (`trouble`)."""
+        delay = STORE_RETRY_FIRST_S
+        while not self._stopping:
+            try:
+                job = await asyncio.to_thread(self._store.claim_next)
+                if job is None:
+                    if self._stopping:
+                        break
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._idle_poll_s)
+                else:
+                    await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error(
+                    "job runner: the job store fails; retrying in %.0f s", delay, exc_info=exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+            else:
+                if self.trouble is not None:
+                    logger.info("job runner: the job store works again")
+                self.trouble = None
+                delay = STORE_RETRY_FIRST_S
 
     async def _run(self, job: Job) -> None:
         running = _Running(job.id)
@@ -120,21 +214,18 @@ class JobRunner:
         started = time.perf_counter()
         try:
             await self._generate_through_restarts(job, running)
-        except (StreamCancelledError, asyncio.CancelledError):
+        except (StreamCancelledError, asyncio.CancelledError) as exc:
             await asyncio.shield(self._after_cancel(job.id))
-            if not self._stopping:
-                return
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
-            message = (
-                exc.message if isinstance(exc, HeliosError) else f"{type(exc).__name__}: {exc}"
-            )
-            logger.warning("job %s failed (%s): %s", job.id, code, message)
-            await self._finish_failed(job.id, code, message)
+            # the log gets the exception, the client a code and a sentence with no internals
+            logger.warning("job %s failed (%s)", job.id, code, exc_info=exc)
+            await self._finish_failed(job.id, code, safe_message(exc, code, job.id))
         else:
             elapsed = time.perf_counter() - started
-            await self._finish_completed(job, elapsed)
+            await self._finish_completed(job, elapsed, running.stats)
         finally:
             self._running = None
 
@@ -170,9 +261,11 @@ class JobRunner:
             state = await asyncio.to_thread(files.base_path(job.id, STATE_NAME).read_bytes)
         if start < plan.end_chunk:
             await self._make_chunks(job, plan, start, state, running)
+        began = time.perf_counter()
         frames = await asyncio.to_thread(
             assemble, files, job.id, plan, spec.fps, extension=spec.extension is not None
         )
+        running.stats.assemble_s = time.perf_counter() - began
         if frames != spec.delivered_frames:
             raise RuntimeError(f"assembled {frames} frames, expected {spec.delivered_frames}")
 
@@ -205,12 +298,13 @@ class JobRunner:
                     job.id,
                     plan,
                     index,
-                    chunk.frames,
+                    center_crop(chunk.frames, spec.output_size),
                     spec.fps,
                     chunk.checkpoint,
                     thumbnail=index == 0 and spec.extension is None,
                 )
                 await asyncio.to_thread(tracker.chunk_saved, index, chunk.timings)
+                running.stats.add(chunk.timings, saved.seconds, chunk.extras)
                 if self._metrics is not None:
                     self._metrics.observe_chunk(chunk.timings.total_s)
                     self._metrics.observe_checkpoint(saved.checkpoint_bytes, saved.seconds)
@@ -256,16 +350,35 @@ class JobRunner:
         logger.info("job %s cancelled", job_id)
         await asyncio.to_thread(self._files.remove, job_id)
 
-    async def _finish_completed(self, job: Job, elapsed: float) -> None:
+    async def _retrying(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store or file write that must happen: retried with backoff while it fails (a full
+        disk), saying so in `trouble`; a deleted job (`JobNotFoundError`) is not retried."""
+        delay = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                result = await asyncio.to_thread(call, *args, **kwargs)
+            except JobNotFoundError:
+                raise
+            except Exception as exc:
+                self.trouble = "the job store fails (the server log says why)"
+                logger.error("job runner: a write fails; retrying in %.0f s", delay, exc_info=exc)
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+                continue
+            self.trouble = None
+            return result
+
+    async def _finish_completed(self, job: Job, elapsed: float, stats: RunStats) -> None:
         try:
             digest = await asyncio.to_thread(self._files.sha256, job.id, VIDEO_NAME)
-            await asyncio.to_thread(
+            await self._retrying(
                 self._store.complete,
                 job.id,
                 VIDEO_NAME,
                 round(elapsed, 3),
                 job.spec.delivered_frames,
                 video_sha256=digest,
+                stats=stats.to_json(),
             )
         except JobNotFoundError:  # deleted while finishing: its files go too
             await asyncio.to_thread(self._files.remove, job.id)
@@ -276,7 +389,7 @@ class JobRunner:
 
     async def _finish_failed(self, job_id: str, code: str, message: str) -> None:
         try:
-            await asyncio.to_thread(self._store.fail, job_id, code, message)
+            await self._retrying(self._store.fail, job_id, code, message)
         except JobNotFoundError:
             await asyncio.to_thread(self._files.remove, job_id)
         else:  # a failed job never runs again: its saved chunks are of no use

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+from helios_serve.core.settings import SamplingSettings
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.models import GenerationSpec, Job, JobStatus
 
@@ -74,7 +75,25 @@ def _to_v2(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_to_v1, _to_v2)
+_V3 = """
+CREATE TABLE deleted_jobs (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    deleted_at INTEGER NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN stats TEXT;
+"""
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    """Where deleted jobs stood in the list (a page cursor may name one) and per-job stats."""
+    for statement in _V3.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_to_v1, _to_v2, _to_v3)
 """`MIGRATIONS[n]` takes the schema from version n to n + 1; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -110,7 +129,7 @@ COLUMNS = (
     "id, model, status, progress, created_at, started_at, completed_at, expires_at, spec, "
     "remixed_from_video_id, error_code, error_message, file_name, inference_time_s, "
     "frames_done, num_frames_delivered, attempts, heartbeat_at, chunks_done, resumed_from_chunk, "
-    "video_sha256"
+    "video_sha256, stats"
 )
 PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(",")))
 ASSIGNMENTS = ", ".join(f"{name.strip()} = ?" for name in COLUMNS.split(","))
@@ -144,6 +163,7 @@ def job_to_row(job: Job) -> Row:
         job.chunks_done,
         job.resumed_from_chunk,
         job.video_sha256,
+        None if job.stats is None else json.dumps(job.stats, allow_nan=False),
     )
 
 
@@ -170,4 +190,51 @@ def row_to_job(row: sqlite3.Row) -> Job:
         chunks_done=row["chunks_done"],
         resumed_from_chunk=row["resumed_from_chunk"],
         video_sha256=row["video_sha256"],
+        stats=None if row["stats"] is None else json.loads(row["stats"]),
+    )
+
+
+CORRUPT_RECORD = "corrupt_record"
+PLACEHOLDER_SPEC = GenerationSpec(
+    prompt="",
+    negative_prompt="",
+    width=16,
+    height=16,
+    num_frames=1,
+    fps=24,
+    seed=0,
+    settings=SamplingSettings(),
+)
+"""Stands in for a spec that cannot be read, so the row can still be listed and deleted."""
+
+
+def is_readable(row: sqlite3.Row) -> bool:
+    try:
+        row_to_job(row)
+    except Exception:  # a damaged row can fail in any way: none of them may stop the server
+        return False
+    return True
+
+
+def quarantined(row: sqlite3.Row, now: int) -> Job:
+    """A row that cannot be read, as a failed job with `corrupt_record` (nothing else kept)."""
+    return Job(
+        id=str(row["id"]),
+        model=str(row["model"]),
+        status=JobStatus.FAILED,
+        progress=0,
+        created_at=int(row["created_at"]),
+        started_at=None,
+        completed_at=now,
+        expires_at=None,
+        spec=PLACEHOLDER_SPEC,
+        remixed_from_video_id=None,
+        error_code=CORRUPT_RECORD,
+        error_message="This video's record is damaged and cannot be read; delete it.",
+        file_name=None,
+        inference_time_s=None,
+        frames_done=0,
+        num_frames_delivered=0,
+        attempts=0,
+        heartbeat_at=None,
     )

@@ -42,8 +42,10 @@ from helios_serve.jobs.schema import (
     COLUMNS,
     PLACEHOLDERS,
     JobStoreError,
+    is_readable,
     job_to_row,
     migrate,
+    quarantined,
     row_to_job,
 )
 
@@ -176,19 +178,27 @@ class JobStore:
         row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no video with id {job_id!r}", param="video_id")
+        return JobStore._readable(row)
+
+    @staticmethod
+    def _readable(row: sqlite3.Row) -> Job:
+        """The row's job, or a failed `corrupt_record` stand-in when it cannot be read."""
+        if not is_readable(row):
+            return quarantined(row, int(row["created_at"]))
         return row_to_job(row)
 
     @staticmethod
-    def _position(conn: sqlite3.Connection, job_id: str) -> tuple[int, int]:
-        """The job's sort key in `list`: (created_at, seq)."""
-        row = None
-        if is_valid_job_id(job_id):
+    def _position(conn: sqlite3.Connection, job_id: str) -> tuple[int, int] | None:
+        """The job's sort key in `list`, (created_at, seq), also for a deleted one."""
+        if not is_valid_job_id(job_id):
+            return None
+        for table in ("jobs", "deleted_jobs"):
             row = conn.execute(
-                "SELECT created_at, seq FROM jobs WHERE id = ?", (job_id,)
+                f"SELECT created_at, seq FROM {table} WHERE id = ?", (job_id,)
             ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no video with id {job_id!r}", param="after")
-        return int(row[0]), int(row[1])
+            if row is not None:
+                return int(row[0]), int(row[1])
+        return None
 
     @staticmethod
     def _save(conn: sqlite3.Connection, job: Job) -> None:
@@ -295,9 +305,13 @@ class JobStore:
     def list(
         self, after: str | None = None, limit: int = 20, order: Order = "desc"
     ) -> tuple[builtins.list[Job], bool]:
-        """One page by creation time (ties by insertion order) after the job `after`."""
-        if limit < 1:
-            raise InvalidInputError(f"limit must be at least 1, got {limit}", param="limit")
+        """One page by creation time (ties by insertion order) after the job `after`.
+
+        `after` may name a deleted job (its place is remembered) or none at all (an empty
+        page): a client paging through while deleting never gets an error.
+        """
+        if limit < 0:
+            raise InvalidInputError(f"limit must not be negative, got {limit}", param="limit")
         if order not in ("asc", "desc"):
             raise InvalidInputError(f"order must be asc or desc, got {order!r}", param="order")
         op, direction = (">", "ASC") if order == "asc" else ("<", "DESC")
@@ -305,20 +319,29 @@ class JobStore:
         params: tuple[int, ...] = ()
         with self._read() as conn:
             if after is not None:
-                params = self._position(conn, after)
+                position = self._position(conn, after)
+                if position is None:
+                    return [], False
+                params = position
                 where = f"WHERE (created_at, seq) {op} (?, ?)"
             rows = conn.execute(
                 f"SELECT {COLUMNS} FROM jobs {where} "
                 f"ORDER BY created_at {direction}, seq {direction} LIMIT ?",
                 (*params, limit + 1),
             ).fetchall()
-        jobs = [row_to_job(row) for row in rows]
+        jobs = [self._readable(row) for row in rows]
         return jobs[:limit], len(jobs) > limit
 
     def delete(self, job_id: str) -> Job:
         """Remove the record whatever its status; returns it as it was."""
         with self._write() as conn:
             job = self._fetch(conn, job_id)
+            row = conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO deleted_jobs (id, created_at, seq, deleted_at) "
+                "VALUES (?, ?, ?, ?)",
+                (job_id, job.created_at, int(row[0]), self._now()),
+            )
             conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         return job
 
@@ -342,6 +365,10 @@ class JobStore:
                 f"SELECT {COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
             ).fetchone()
             if row is None:
+                return None
+            if not is_readable(row):  # quarantine it, so one bad row never stops the queue
+                self._save(conn, quarantined(row, self._now()))
+                logger.error("job %s has an unreadable record: quarantined", row["id"])
                 return None
             job = row_to_job(row)
             check_transition(job.status, JobStatus.IN_PROGRESS)
@@ -411,6 +438,7 @@ class JobStore:
         *,
         expires_at: int | None = None,
         video_sha256: str | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> Job:
         return self._transition(
             job_id,
@@ -423,6 +451,7 @@ class JobStore:
             frames_done=num_frames_delivered,
             num_frames_delivered=num_frames_delivered,
             video_sha256=video_sha256,
+            stats=stats,
         )
 
     def find_by_video_digest(self, sha256: str) -> Job | None:
@@ -470,12 +499,28 @@ class JobStore:
         requeued: builtins.list[str] = []
         failed: builtins.list[str] = []
         with self._write() as conn:
-            for job in [row_to_job(row) for row in conn.execute(query + " ORDER BY seq", params)]:
+            rows = conn.execute(query + " ORDER BY seq", params).fetchall()
+            for job in [self._readable(row) for row in rows if is_readable(row)]:
                 self._save(conn, settle_lost(job, max_attempts, self._now()))
                 (requeued if job.attempts < max_attempts else failed).append(job.id)
         return RecoveryReport(tuple(requeued), tuple(failed))
 
     # -- maintenance ------------------------------------------------------------------------
+
+    def quarantine_unreadable(self) -> builtins.list[str]:
+        """Mark every row that cannot be read failed (`corrupt_record`); returns their ids."""
+        found: builtins.list[str] = []
+        with self._write() as conn:
+            for row in conn.execute(f"SELECT {COLUMNS} FROM jobs").fetchall():
+                if not is_readable(row):
+                    logger.error(
+                        "job %s has an unreadable record (spec %r): quarantined as failed",
+                        row["id"],
+                        str(row["spec"])[:500],
+                    )
+                    self._save(conn, quarantined(row, self._now()))
+                    found.append(str(row["id"]))
+        return found
 
     def integrity_check(self) -> str:
         """`"ok"`, or SQLite's description of what is damaged."""

@@ -15,8 +15,9 @@ from helios_serve.core.protocols import Engine
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import Upscaler
 from helios_serve.realtime.manager import SessionManager
-from helios_serve.realtime.routes import build_realtime_router, install_cors
+from helios_serve.realtime.routes import build_realtime_router
 from helios_serve.realtime.ws_video import build_ws_video_router
+from helios_serve.web.cors import PathCors
 
 STATIC_DIR = Path(__file__).parent / "static"
 """The browser pages (the playground, the videos page): plain JavaScript, no build step."""
@@ -37,7 +38,11 @@ def _mount_playground(app: FastAPI) -> None:
 
 
 def install_realtime(
-    app: FastAPI, engine: Engine, config: RealtimeConfig, upscaler: Upscaler
+    app: FastAPI,
+    engine: Engine,
+    config: RealtimeConfig,
+    upscaler: Upscaler,
+    cors_origins: tuple[str, ...] = (),
 ) -> SessionManager:
     """Add the Reactor routes, vLLM-Omni's `WS /v1/realtime/video` and CORS to `app`, and
     close every session when it shuts down.
@@ -49,7 +54,7 @@ def install_realtime(
     app.include_router(build_realtime_router(manager))
     app.include_router(build_ws_video_router(manager))  # vLLM-Omni's WS /v1/realtime/video
     _mount_playground(app)
-    install_cors(app)
+    app.add_middleware(PathCors, origins=cors_origins)
     # The app may already own a lifespan (create_app's job runner); wrap it, don't replace it.
     inner = app.router.lifespan_context
 

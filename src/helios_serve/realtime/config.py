@@ -39,6 +39,12 @@ class RealtimeConfig:
     prompt_blend_chunks: int = 1
     max_upload_bytes: int = 20 * MiB
     max_uploads_per_session: int = 32
+    max_upload_total_bytes: int = 256 * MiB
+    """Upload bytes held by all sessions together (declared sizes of reservations)."""
+    max_pending_sessions: int = 16
+    """Coordinator sessions waiting for a slot; more are refused with 503 and Retry-After."""
+    pending_timeout_s: float = 60.0
+    """A PENDING session that nobody polls (`GET /sessions/{id}`) for this long expires."""
     commands_per_second: float = 30.0
     negotiation_timeout_s: float = 30.0
     server_version: str = "helios-serve"

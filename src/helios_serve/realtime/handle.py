@@ -95,6 +95,8 @@ class SessionHandle:
     live: Connection | None = None
     next_connection_id: int = 1
     created: float = field(default_factory=time.monotonic)
+    polled: float = field(default_factory=time.monotonic)
+    """Last `GET` of a PENDING session: clients that still want it keep polling."""
     closed_reason: str | None = None
 
     @property

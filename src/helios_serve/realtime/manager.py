@@ -1,7 +1,8 @@
 """SessionManager: admission, lookup, the PENDING queue, the liveness watchdog, shutdown.
 
 Local mode refuses a session over `max_sessions` (`SessionLimitError`); coordinator mode queues
-it as PENDING and activates it when a slot frees. A session whose peer goes away, or that sends
+it as PENDING (at most `max_pending_sessions`; one nobody polls for `pending_timeout_s` expires)
+and activates it when a slot frees. A session whose peer goes away, or that sends
 nothing for `ping_timeout_s`, is closed by the watchdog and its slot handed on.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -20,7 +22,7 @@ from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
 from helios_serve.realtime.handle import Connection, Mode, SessionHandle, Status
 from helios_serve.realtime.peer import PeerLink, TrackMapping
-from helios_serve.realtime.uploads import UploadStore
+from helios_serve.realtime.uploads import UploadBudget, UploadStore
 
 logger = logging.getLogger(__name__)
 KEEP_CLOSED = 256
@@ -47,6 +49,7 @@ class SessionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: set[str] = set()
         """Slots held by sessions that are not Reactor handles (the WS video endpoint)."""
+        self._upload_budget = UploadBudget(config.max_upload_total_bytes)
 
     def default_options(self) -> StreamOptions:
         info = self.engine.info
@@ -85,8 +88,15 @@ class SessionManager:
         full = self.active_count >= self.config.max_sessions
         if full and mode is Mode.LOCAL:
             raise SessionLimitError(f"all {self.config.max_sessions} session slots are in use")
+        if full and len(self._pending) >= self.config.max_pending_sessions:
+            raise SessionLimitError(
+                f"all {self.config.max_sessions} session slots are in use and "
+                f"{len(self._pending)} sessions are already waiting"
+            )
         options = replace(self.default_options(), **overrides)
-        uploads = UploadStore(self.config.max_upload_bytes, self.config.max_uploads_per_session)
+        uploads = UploadStore(
+            self.config.max_upload_bytes, self.config.max_uploads_per_session, self._upload_budget
+        )
         handle = SessionHandle(uuid.uuid4().hex, mode, options, uploads)
         self._sessions[handle.id] = handle
         if full:
@@ -97,10 +107,16 @@ class SessionManager:
         return handle
 
     def get(self, session_id: str) -> SessionHandle:
+        """Any known session, closed ones included; a look at a PENDING one keeps it waiting."""
         handle = self._sessions.get(session_id) or self._closed.get(session_id)
         if handle is None:
             raise UnknownSessionError(session_id)
+        handle.polled = time.monotonic()
         return handle
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
 
     def live(self, session_id: str) -> SessionHandle:
         """A session that is not closed (404 otherwise)."""
@@ -176,6 +192,11 @@ class SessionManager:
                 ended = handle.session.ended_reason if handle.session is not None else None
                 if ended is not None:
                     await self.close(handle.id, ended)
+                elif (
+                    handle.status is Status.PENDING
+                    and time.monotonic() - handle.polled > self.config.pending_timeout_s
+                ):
+                    await self.close(handle.id, "expired while waiting for a slot (not polled)")
                 elif (
                     handle.status is Status.ACTIVE
                     and handle.idle_for() > self.config.ping_timeout_s

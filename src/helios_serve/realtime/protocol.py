@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from helios_serve.core.json_text import JsonTextError, loads_strict
+
 APPLICATION = "application"
 RUNTIME = "runtime"
 
@@ -91,9 +93,9 @@ def parse_envelope(raw: str | bytes) -> Envelope:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandError("unknown", f"invalid_json: {exc}") from exc
+        doc = loads_strict(raw)
+    except JsonTextError as exc:
+        raise CommandError("unknown", f"invalid_json: {exc}") from None
     if not isinstance(doc, dict):
         raise CommandError("unknown", "invalid_envelope: expected a JSON object")
     scope = doc.get("scope", APPLICATION)
@@ -121,9 +123,9 @@ def parse_control_json(raw: str | bytes) -> ControlIn:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CommandError("unknown", f"invalid_json: {exc}") from exc
+        doc = loads_strict(raw)
+    except JsonTextError as exc:
+        raise CommandError("unknown", f"invalid_json: {exc}") from None
     if not isinstance(doc, dict):
         raise CommandError("unknown", "invalid_envelope: expected a JSON object")
     action = doc.get("event") if doc.get("type") == "notification" else doc.get("method")

@@ -5,7 +5,6 @@ Every problem is an `ApiError` in the project's envelope, so the routes stay dec
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -15,6 +14,7 @@ from helios_serve.core.spec import ModelInfo
 from helios_serve.realtime.peer import RemoteCandidate, TrackMapping
 from helios_serve.realtime.steering import LatencyMode
 from helios_serve.realtime.uploads import UploadError
+from helios_serve.web.bodies import parse_json_off_loop, read_capped_body
 from helios_serve.web.errors import ApiError, bad_request
 
 API_VERSION = 1
@@ -62,16 +62,12 @@ async def check_versions(request: Request) -> None:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is `{}` (the SDK posts none to some routes)."""
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise ApiError(413, "request body too large", code="request_too_large")
+    """The body as a JSON object; an empty body is `{}` (the SDK posts none to some routes).
+    Over `MAX_JSON_BYTES` is a 413 before the body is read (declared) or as it streams."""
+    raw = await read_capped_body(request, MAX_JSON_BYTES)
     if not raw.strip():
         return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"invalid JSON: {exc}", param=None, code="invalid_json") from None
+    doc = await parse_json_off_loop(raw)
     if not isinstance(doc, dict):
         raise bad_request("the body must be a JSON object", param=None, code="invalid_json")
     return doc

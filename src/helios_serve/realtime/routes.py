@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from helios_serve.realtime.capabilities import session_capabilities
@@ -41,18 +40,6 @@ from helios_serve.web.responses import CompactJSONResponse
 WEBRTC = "/sessions/{session_id}/transport/webrtc"
 CONNECTION = WEBRTC + "/connections/{connection_id}"
 RETRY_AFTER_S = 5
-
-
-def install_cors(app: FastAPI) -> None:
-    """Browsers on any origin may call every route, the presigned upload PUT included."""
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["*"],
-        expose_headers=["*"],
-        max_age=600,
-    )
 
 
 def describe(handle: SessionHandle, manager: SessionManager) -> dict[str, Any]:
@@ -266,10 +253,15 @@ def _upload_routes(manager: SessionManager) -> APIRouter:
     async def reserve_upload(session_id: str, request: Request) -> dict[str, Any]:
         handle = _live(manager, session_id)
         name, size, mime = parse_upload(await read_json(request))
+        if handle.status is not Status.ACTIVE:
+            raise _unavailable("the session has no slot yet (PENDING); upload once it is ACTIVE")
         try:
             slot = handle.uploads.reserve(name, size, mime)
         except UploadError as exc:
-            raise ApiError(exc.status, exc.message, code=exc.code, param="size") from None
+            retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
+            raise ApiError(
+                exc.status, exc.message, code=exc.code, param="size", headers=retry
+            ) from None
         url = f"{str(request.base_url).rstrip('/')}/sessions/{handle.id}/uploads/{slot.id}"
         return {"presigned_id": slot.id, "presigned_url": url, "path": slot.path}
 

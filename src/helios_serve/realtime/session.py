@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from helios_serve.core.protocols import Engine
-from helios_serve.errors import EngineRestartedError
+from helios_serve.errors import EngineRestartedError, HeliosError
 from helios_serve.realtime import commands as cmd
 from helios_serve.realtime import protocol as wire
 from helios_serve.realtime import state_machine as sm
@@ -350,6 +350,8 @@ class Session:
             return False
         logger.error("session chunk %d failed", claimed.index, exc_info=exc)
         self._state = sm.fail_chunk(self._state)
-        self._emit(wire.command_error("start", f"generation_failed: {exc}"[:300]))
+        # the log has the exception; the client gets no internals
+        code = exc.code if isinstance(exc, HeliosError) else "internal_error"
+        self._emit(wire.command_error("start", f"generation_failed: {code}"))
         self._emit_state()
         return True

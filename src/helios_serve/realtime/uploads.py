@@ -1,7 +1,9 @@
 """Upload slots of one session: reserve (name, size, type) → id, PUT the bytes, resolve id → bytes.
 
-The bytes live in memory with the session (capped per file and per session) and are dropped
-when it ends. Errors carry the HTTP status the upload routes answer with.
+The bytes live in memory with the session (capped per file, per session and, through one
+`UploadBudget` shared by every session, per server) and are dropped when it ends. A reservation
+charges its declared size to the budget at once, so many idle reservations cannot add up to
+more memory than the budget. Errors carry the HTTP status the upload routes answer with.
 """
 
 from __future__ import annotations
@@ -31,11 +33,35 @@ class UploadSlot:
         return f"uploads/{self.id}"
 
 
+class UploadBudget:
+    """Bytes reserved by every session's uploads together, under one server-wide cap."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total_bytes = total_bytes
+        self.used = 0
+
+    def charge(self, size: int) -> None:
+        if self.used + size > self.total_bytes:
+            raise UploadError(
+                503,
+                "upload_budget_exhausted",
+                f"the server holds {self.used} upload bytes of {self.total_bytes}; "
+                "try again when a session ends",
+            )
+        self.used += size
+
+    def refund(self, size: int) -> None:
+        self.used = max(0, self.used - size)
+
+
 class UploadStore:
-    def __init__(self, max_bytes: int, max_slots: int = 32) -> None:
+    def __init__(
+        self, max_bytes: int, max_slots: int = 32, budget: UploadBudget | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self._max_slots = max_slots
         self._slots: dict[str, UploadSlot] = {}
+        self._budget = budget or UploadBudget(max_bytes * max_slots)
 
     def reserve(self, name: str, size: int, mime_type: str) -> UploadSlot:
         if size > self.max_bytes:
@@ -44,6 +70,7 @@ class UploadStore:
             )
         if len(self._slots) >= self._max_slots:
             raise UploadError(409, "conflict", f"at most {self._max_slots} uploads per session")
+        self._budget.charge(size)
         slot = UploadSlot(secrets.token_urlsafe(12), name, size, mime_type)
         self._slots[slot.id] = slot
         return slot
@@ -73,4 +100,5 @@ class UploadStore:
         return slot.data
 
     def clear(self) -> None:
+        self._budget.refund(sum(slot.size for slot in self._slots.values()))
         self._slots.clear()

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.generation import Generation
@@ -45,6 +46,10 @@ PATH = "/v1/realtime/video"
 START_TIMEOUT_S = 10.0
 MAX_MESSAGE_CHARS = 1 << 20
 Frames = npt.NDArray[np.uint8]
+
+
+CLOSE_CODES = {"invalid_json": 1007, "invalid_message": 1003, "message_too_large": 1009}
+"""RFC 6455 close codes for a socket refused before its session starts; the rest are 1008."""
 
 
 class VideoSocket:
@@ -78,15 +83,17 @@ class VideoSocket:
         if len(text) > MAX_MESSAGE_CHARS:
             raise WsError("message_too_large", "message over 1 MiB")
         try:
-            msg = json.loads(text)
-        except ValueError as exc:
-            raise WsError("invalid_json", f"invalid JSON: {exc}"[:200]) from exc
+            msg = loads_strict(text)
+        except JsonTextError as exc:
+            raise WsError("invalid_json", f"invalid JSON: {exc}"[:200]) from None
         if not isinstance(msg, dict):
             raise WsError("invalid_json", "messages must be JSON objects")
         return msg
 
     async def run(self) -> None:
-        await self.ws.accept()
+        # a browser that sent its key as the subprotocol pair `bearer, <key>` needs one echoed
+        offered = self.ws.scope.get("subprotocols") or []
+        await self.ws.accept(subprotocol="bearer" if "bearer" in offered else None)
         try:
             plan = await self._await_start()
             slot = self.manager.acquire_slot()
@@ -95,7 +102,7 @@ class VideoSocket:
             return await self.ws.close(1013)
         except WsError as exc:
             await self.error(exc.code, str(exc))
-            return await self.ws.close(1008)
+            return await self.ws.close(CLOSE_CODES.get(exc.code, 1008))
         except TimeoutError:
             await self.error("timeout", f"no session.start within {START_TIMEOUT_S:g} s")
             return await self.ws.close(1008)

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.errors import HeliosError
 from helios_serve.realtime.driver import Conditions
 from helios_serve.realtime.generation import Claimed
 from helios_serve.realtime.playout import Frames, MadeChunk, Started
 from helios_serve.realtime.ws_video_start import Interaction, Plan
 
+logger = logging.getLogger(__name__)
 Events = dict[str, list[str]]
 FINISHED_POLL_S = 0.05
 """While nothing is queued, how often `next_due` checks whether generation has ended."""
@@ -186,8 +189,10 @@ class InteractionSource:
         self.committed = chunk.index + 1
         self._undo = {i: u for i, u in self._undo.items() if i > chunk.index}
 
-    def failed(self, claimed: Claimed, exc: Exception) -> bool:  # noqa: ARG002
-        self.error = f"generation failed: {exc}"[:300]
+    def failed(self, claimed: Claimed, exc: Exception) -> bool:
+        logger.error("ws stream chunk %d failed", claimed.index, exc_info=exc)
+        code = exc.code if isinstance(exc, HeliosError) else "internal_error"
+        self.error = f"generation failed ({code}); the server log has the details"
         return False
 
     def _boundary(self, index: int) -> Events:

@@ -32,7 +32,9 @@ side (`param` names the field; `extra_params.<key>` for Helios keys):
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -69,6 +71,7 @@ _STATUS_CODES = {
     422: "unprocessable_entity",
     429: "rate_limit_exceeded",
     503: "server_is_overloaded",
+    507: "insufficient_storage",
 }
 
 DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
@@ -125,9 +128,11 @@ def error_body(
     type: str,
     param: str | None = None,
     code: str | None = None,
-) -> dict[str, dict[str, str | None]]:
-    """OpenAI's envelope: `{"error": {"message", "type", "param", "code"}}`."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+) -> dict[str, Any]:
+    """OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`, plus a top-level
+    `detail` string (the message) that clients written for vLLM-Omni's errors read."""
+    error = {"message": message, "type": type, "param": param, "code": code}
+    return {"error": error, "detail": message}
 
 
 def api_error_from_domain(
@@ -206,6 +211,28 @@ def _http_exception_error(request: Request, exc: HTTPException) -> ApiError:
     return ApiError(status, message, code=code, headers=exc.headers)
 
 
+def storage_error(exc: BaseException) -> ApiError | None:
+    """507 for a full disk, 503 for a database that is busy or gone; None for anything else."""
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+    )
+    if full:
+        return ApiError(
+            507,
+            "The server's disk is full; nothing was stored. Retry later.",
+            code="insufficient_storage",
+            headers={"Retry-After": "60"},
+        )
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return ApiError(
+            503,
+            "The job store is not available right now; retry later.",
+            code="store_unavailable",
+            headers={"Retry-After": "10"},
+        )
+    return None
+
+
 def install_error_handlers(
     app: FastAPI, domain_statuses: Mapping[type[HeliosError], int] | None = None
 ) -> None:
@@ -235,6 +262,10 @@ def install_error_handlers(
         ).response()
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        storage = storage_error(exc)
+        if storage is not None:  # the disk or the database, not a bug: say so, never a 500
+            logger.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+            return storage.response()
         logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
         return ApiError(500, _INTERNAL_MESSAGE, code="internal_error").response()
 
@@ -243,3 +274,7 @@ def install_error_handlers(
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(Exception, on_unexpected)
+    # Storage faults get their own handlers: Starlette re-raises whatever reaches the
+    # `Exception` handler after answering, which would log a full disk as a crash.
+    app.add_exception_handler(sqlite3.Error, on_unexpected)
+    app.add_exception_handler(OSError, on_unexpected)

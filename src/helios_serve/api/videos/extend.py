@@ -21,19 +21,13 @@ from starlette.datastructures import UploadFile
 
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.sizes import check_size as check_sides
-from helios_serve.api.videos.upload import (
-    FORM_TYPES,
-    check_content_length,
-    load_json_body,
-    media_type,
-    read_capped_body,
-    read_form,
-)
+from helios_serve.api.videos.upload import FORM_TYPES, media_type, read_form
 from helios_serve.core.requests import check_prompt
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.decode import load_video
+from helios_serve.web.bodies import check_content_length, read_json_body
 from helios_serve.web.errors import ApiError, bad_request
 
 KNOWN = frozenset({"prompt", "seconds", "video", "video[id]"})
@@ -117,7 +111,7 @@ async def read_extend_request(request: Request, limits: RequestLimits) -> Extend
         finally:
             await form.close()
     if kind == "application/json" or kind.endswith("+json"):
-        body = load_json_body(await read_capped_body(request, limits.max_body_bytes))
+        body = await read_json_body(request, limits.max_body_bytes)
         if not isinstance(body, dict):
             raise bad_request("the JSON body must be an object", param=None, code="invalid_body")
         _unknown(list(body))

@@ -14,13 +14,13 @@ the same way. Unknown keys, wrong types and combinations the served checkpoint c
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import LATENT_FRAMES_PER_CHUNK, Variant
@@ -68,10 +68,6 @@ def _safe(text: str, limit: int = 80) -> str:
     return cut.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
 def parse_extra_params(raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
     """A JSON string or an object → a plain dict (keys and types are checked later).
 
@@ -91,20 +87,13 @@ def parse_extra_params(raw: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
+        value = loads_strict(raw)
+    except JsonTextError as exc:
         raise bad_request(
-            f"extra_params is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno} (char {exc.pos})",
+            f"extra_params is not valid JSON: {_safe(str(exc))}",
             param="extra_params",
             code="invalid_json",
-        ) from exc
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(
-            f"extra_params is not valid JSON: {_safe(str(exc) or 'nested too deeply')}",
-            param="extra_params",
-            code="invalid_json",
-        ) from exc
+        ) from None
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -36,7 +36,7 @@ def _seconds_text(value: Any) -> Any:
 class CreateFields(BaseModel):
     """Types and fixed ranges of the top-level fields; limits and model rules come after."""
 
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # reject_unknown ran first
 
     prompt: str
     model: str | None = None
@@ -54,7 +54,12 @@ class CreateFields(BaseModel):
     negative_prompt: str | None = None
 
 
-KNOWN_FIELDS = frozenset(CreateFields.model_fields) | {"extra_params", "input_reference"}
+KNOWN_FIELDS = frozenset(CreateFields.model_fields) | {
+    "extra_params",
+    "input_reference",
+    "image_reference",
+    "video_reference",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class VideoCreateRequest:
     negative_prompt: str | None = None
     extra: HeliosExtraParams = field(default_factory=HeliosExtraParams)
     reference: ReferenceMedia | None = None
+    output_size: tuple[int, int] | None = None
+    """An OpenAI size literal generated larger (width/height) and cropped to this."""
 
 
 def check_model(name: str | None, model: ModelInfo) -> str | None:
@@ -116,14 +123,32 @@ def check_ranges(fields: CreateFields, limits: RequestLimits) -> None:
         raise bad_request(f"fps must be at most {limits.max_fps}, got {fields.fps}", param="fps")
 
 
-def reject_misplaced(raw: Mapping[str, Any]) -> None:
-    unknown = sorted(k for k in raw if k not in KNOWN_FIELDS)
-    for key in unknown:
+REFERENCE_FIELDS = ("input_reference", "image_reference", "video_reference")
+"""OpenAI's `input_reference` and vLLM-Omni's JSON spellings (`{"image_url": "data:..."}`)."""
+
+REFUSED = {
+    "file_id": "files by id are not supported: upload the file as input_reference or send a "
+    "data: URL",
+    "audio_reference": "audio references are not supported: Helios makes silent video",
+    "lora": "LoRA adapters are not supported by this server",
+    "loras": "LoRA adapters are not supported by this server",
+}
+
+
+def reject_unknown(raw: Mapping[str, Any]) -> None:
+    """Every field is understood or refused by name: nothing is dropped without a word."""
+    for key in sorted(str(k) for k in raw if k not in KNOWN_FIELDS):
+        shown = key[:100]
         if key in KNOWN_KEYS:
             raise bad_request(
-                f"{key} is a Helios parameter: send it inside extra_params",
-                param=key,
+                f"{shown} is a Helios parameter: send it inside extra_params",
+                param=shown,
                 code="unknown_parameter",
             )
-    if unknown:
-        logger.info("ignoring unknown fields in POST /v1/videos: %s", ", ".join(unknown)[:300])
+        if key in REFUSED:
+            raise bad_request(REFUSED[key], param=shown, code="unsupported_parameter")
+        raise bad_request(
+            f"unknown parameter {shown!r}; known: {', '.join(sorted(KNOWN_FIELDS))}",
+            param=shown,
+            code="unknown_parameter",
+        )

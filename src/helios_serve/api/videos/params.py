@@ -34,12 +34,13 @@ from helios_serve.api.videos.extra import (
     validate_extra_params,
 )
 from helios_serve.api.videos.fields import (
+    REFERENCE_FIELDS,
     CreateFields,
     VideoCreateRequest,
     check_model,
     check_ranges,
     check_seconds,
-    reject_misplaced,
+    reject_unknown,
 )
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.reference import (
@@ -48,7 +49,8 @@ from helios_serve.api.videos.reference import (
     reference_from_json,
 )
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields, settings_for
-from helios_serve.api.videos.sizes import check_size
+from helios_serve.api.videos.sizes import check_size, openai_literal
+from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
 from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
@@ -79,7 +81,7 @@ def _validate(
     `lax` parses top-level values from text (forms); `extra_lax` does so for `extra_params`
     (bracket form fields; a JSON string in a form is strict like any JSON).
     """
-    reject_misplaced(raw)
+    reject_unknown(raw)
     try:
         fields = CreateFields.model_validate(dict(raw), strict=not lax)
     except ValidationError as exc:
@@ -91,6 +93,7 @@ def _validate(
     seed = check_seed(fields.seed)
     name = check_model(fields.model, model)
     width, height = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
+    output_size = openai_literal(fields.size, model)
     check_ranges(fields, limits)
     seconds = check_seconds(fields.seconds, fields.fps or DEFAULT_FPS, limits)
     extra = validate_extra_params(extra_values, lax=extra_lax)
@@ -108,6 +111,7 @@ def _validate(
         num_inference_steps=fields.num_inference_steps,
         negative_prompt=fields.negative_prompt,
         extra=extra,
+        output_size=output_size,
     )
     settings_for(request, model)  # refuse what the served checkpoint cannot run, now
     return request
@@ -155,6 +159,13 @@ def _split_form(form: FormData) -> tuple[dict[str, str], list[tuple[str, str]], 
             upload = value
         elif name.startswith("extra_params["):
             brackets.append((name, value))
+        elif (flat := _flat_reference(name)) is not None:
+            field, key = flat  # `input_reference[image_url]=data:...` (a dict, flattened)
+            if field in texts:
+                raise bad_request(
+                    f"{field} given more than once", param=field, code="duplicate_parameter"
+                )
+            texts[field] = json.dumps({key: value})
         elif name in texts:
             raise bad_request(
                 f"{name[:100]} given more than once", param=name[:100], code="duplicate_parameter"
@@ -162,6 +173,46 @@ def _split_form(form: FormData) -> tuple[dict[str, str], list[tuple[str, str]], 
         else:
             texts[name] = value
     return texts, brackets, upload
+
+
+def _flat_reference(name: str) -> tuple[str, str] | None:
+    for field in REFERENCE_FIELDS:
+        for key in ("image_url", "video_url"):
+            if name == f"{field}[{key}]":
+                return field, key
+    return None
+
+
+def _one_reference(values: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The reference field that was given (at most one), and its value."""
+    given = [(f, values[f]) for f in REFERENCE_FIELDS if values.get(f) not in (None, "")]
+    if len(given) > 1:
+        raise bad_request(
+            f"give one reference, not both {given[0][0]} and {given[1][0]}",
+            param=given[1][0],
+            code="duplicate_parameter",
+        )
+    return given[0] if given else None
+
+
+def _reference(
+    values: Mapping[str, Any], limits: RequestLimits, *, text: bool
+) -> ReferenceMedia | None:
+    found = _one_reference(values)
+    if found is None:
+        return None
+    field, value = found
+    ref = reference_from_json(_text_reference(value) if text else value, limits.media)
+    wanted = {"image_reference": "image", "video_reference": "video"}.get(field)
+    if ref is not None and wanted is not None and ref.kind != wanted:
+        other = "video_reference" if ref.kind == "video" else "image_reference"
+        raise bad_request(
+            f"{field} holds {'a video' if ref.kind == 'video' else 'an image'}: send it as "
+            f"{other} (or input_reference)",
+            param=field,
+            code="invalid_input_reference",
+        )
+    return ref
 
 
 def parse_form(
@@ -182,16 +233,16 @@ def parse_form(
     else:
         extra = parse_extra_params(texts.get("extra_params"))
     request = _validate(texts, extra, model, limits, lax=True, extra_lax=bool(brackets))
-    if upload is not None and "input_reference" in texts:
-        raise bad_request(
-            "input_reference given both as a file and as text",
-            param="input_reference",
-            code="duplicate_parameter",
-        )
     if upload is not None:
+        if _one_reference(texts) is not None:
+            raise bad_request(
+                "input_reference given both as a file and as text",
+                param="input_reference",
+                code="duplicate_parameter",
+            )
         ref: ReferenceMedia | None = check_reference(_read_upload(upload, limits), limits.media)
     else:
-        ref = reference_from_json(_text_reference(texts.get("input_reference")), limits.media)
+        ref = _reference(texts, limits, text=True)
     return _with_reference(request, ref)
 
 
@@ -200,8 +251,8 @@ def _text_reference(text: str | None) -> Any:
     if text is None or not text.lstrip().startswith("{"):
         return text
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        return loads_strict(text)
+    except JsonTextError as exc:
         raise bad_request(
             "input_reference text is neither a data: URL nor a JSON object",
             param="input_reference",
@@ -220,4 +271,4 @@ def parse_json(
         raise bad_request("the JSON body must be an object", param=None, code="invalid_body")
     extra = parse_extra_params(body.get("extra_params"))
     request = _validate(body, extra, model, limits, lax=False)
-    return _with_reference(request, reference_from_json(body.get("input_reference"), limits.media))
+    return _with_reference(request, _reference(body, limits, text=False))

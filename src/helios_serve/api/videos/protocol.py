@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from helios_serve.api.videos.wire import video_answer
 from helios_serve.jobs.models import Job, JobStatus
 
 POLL_AFTER_MS = 1000
 """Sent as `openai-poll-after-ms` on polls: the SDK's `poll()` honours it."""
 
 
-def _seconds(frames: int, fps: int) -> str:
-    return f"{frames / fps:.2f}".rstrip("0").rstrip(".")
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.2f}".rstrip("0").rstrip(".")
+
+
+def seconds_of(job: Job) -> str:
+    """What the client asked (`"4"`), else the frames it asked for at its fps; the delivered
+    length is in `num_frames` / `fps`."""
+    spec = job.spec
+    return spec.requested_seconds or format_seconds(spec.num_frames / spec.fps)
+
+
+def size_of(job: Job) -> tuple[int, int]:
+    """The video's own size: an OpenAI literal it was cropped to, or the generated size."""
+    spec = job.spec
+    return spec.output_size or (spec.width, spec.height)
 
 
 def video_object(job: Job) -> dict[str, Any]:
-    """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...)."""
+    """The JSON a client sees for `job` (OpenAI `Video` + `file_name`, frames, size...),
+    checked against the documented model (`wire.Video`)."""
+    return video_answer(_video_fields(job))
+
+
+def _video_fields(job: Job) -> dict[str, Any]:
     spec = job.spec
     ext = spec.extension
+    width, height = size_of(job)
     frames = job.num_frames_delivered
     error = None
     if job.status is JobStatus.FAILED:
@@ -33,17 +53,20 @@ def video_object(job: Job) -> dict[str, Any]:
         "expires_at": job.expires_at,
         "prompt": spec.prompt,
         "remixed_from_video_id": job.remixed_from_video_id,
-        "seconds": _seconds(frames, spec.fps),
-        "size": f"{spec.width}x{spec.height}",
+        "seconds": seconds_of(job),
+        "size": f"{width}x{height}",
         "error": error,
-        "file_name": job.file_name,
+        "file_name": f"{job.id}.mp4" if job.status is JobStatus.COMPLETED else None,
         "media_type": "video/mp4",
         "inference_time_s": job.inference_time_s,
+        "stage_durations": (job.stats or {}).get("stage_durations"),
+        "peak_memory_mb": (job.stats or {}).get("peak_memory_mb"),
         "num_frames": frames,
         "frames_done": job.frames_done,
         "fps": spec.fps,
-        "width": spec.width,
-        "height": spec.height,
+        "width": width,
+        "height": height,
+        "generated_size": f"{spec.width}x{spec.height}",
         "seed": spec.seed,
         "extended_from_video_id": None if ext is None else ext.source_id,
         "extension_mode": None if ext is None else ext.mode,

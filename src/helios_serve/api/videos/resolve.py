@@ -51,6 +51,8 @@ class ResolvedParams:
     settings: SamplingSettings
     mode: Mode
     reference: ReferenceMedia | None = None
+    requested_seconds: str | None = None
+    output_size: tuple[int, int] | None = None
 
     @property
     def size(self) -> str:
@@ -134,4 +136,6 @@ def resolve_spec_fields(
         settings=settings_for(req, model),
         mode=mode,
         reference=ref,
+        requested_seconds=None if req.seconds is None else str(req.seconds),
+        output_size=req.output_size,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,13 @@ import numpy.typing as npt
 from helios_serve.api.videos.extend import ExtendRequest, check_size, load_upload
 from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
-from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
+from helios_serve.api.videos.protocol import (
+    deleted_object,
+    format_seconds,
+    list_object,
+    seconds_of,
+    video_object,
+)
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
 from helios_serve.core.requests import check_prompt
 from helios_serve.core.spec import ModelInfo
@@ -25,6 +32,7 @@ from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import (
     IdempotencyClaim,
     IdempotencyConflictError,
+    JobNotFoundError,
     JobStore,
     QueueFullError,
 )
@@ -40,6 +48,12 @@ CONTENT_TYPES: dict[str, tuple[str, str]] = {
     "spritesheet": ("spritesheet.jpg", "image/jpeg"),
 }
 QUEUE_RETRY_AFTER_S = 10
+
+
+def wants_jpeg(accept: str) -> bool:
+    """`Accept` names JPEG and not WebP (`*/*` and no header mean WebP)."""
+    kinds = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return "image/jpeg" in kinds and "image/webp" not in kinds
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ def _spec(params: ResolvedParams) -> GenerationSpec:
         fps=params.fps,
         seed=params.seed,
         settings=params.settings,
+        requested_seconds=params.requested_seconds,
+        output_size=params.output_size,
     )
 
 
@@ -182,7 +198,9 @@ class VideosService:
         await asyncio.to_thread(self._files.remove, video_id)
         return deleted_object(video_id)
 
-    async def content(self, video_id: str, variant: str) -> ContentFile:
+    async def content(self, video_id: str, variant: str, accept: str = "") -> ContentFile:
+        """A completed video's MP4, or its thumbnail / spritesheet: WebP (OpenAI's documented
+        type) unless the client accepts JPEG and not WebP."""
         if variant not in CONTENT_TYPES:
             raise ApiError(
                 400,
@@ -202,8 +220,18 @@ class VideosService:
         path = self._files.file_path(video_id, name)
         if not path.is_file():
             raise ApiError(404, f"the {variant} of {video_id} is missing", code="not_found")
-        suffix = "mp4" if variant == "video" else "jpg"
-        return ContentFile(path, media_type, f"{video_id}_{variant}.{suffix}")
+        if variant == "video":
+            return ContentFile(path, media_type, f"{video_id}.mp4")
+        if wants_jpeg(accept):
+            return ContentFile(path, media_type, f"{video_id}_{variant}.jpg")
+        webp = await asyncio.to_thread(self._files.webp_copy, video_id, name)
+        return ContentFile(webp, "image/webp", f"{video_id}_{variant}.webp")
+
+    async def discard(self, video_id: str) -> None:
+        """Remove a job and its files (`/sync` leaves nothing in the list)."""
+        with contextlib.suppress(JobNotFoundError):
+            await asyncio.to_thread(self._store.delete, video_id)
+        await asyncio.to_thread(self._files.remove, video_id)
 
     async def remix(
         self, video_id: str, prompt: object, claim: IdempotencyClaim | None = None
@@ -267,6 +295,7 @@ class VideosService:
         else:  # made before states were kept, or by another model: continue its frames
             ext = Extension(source.id, "v2v", source.num_frames_delivered)
             linked = (VIDEO_NAME, THUMBNAIL_NAME)
+        total = float(seconds_of(source)) + request.seconds  # OpenAI: the stitched whole
         fresh = replace(
             spec,
             prompt=request.prompt,
@@ -274,6 +303,7 @@ class VideosService:
             reference_kind=None,
             num_frames=ext.base_frames + added,
             extension=ext,
+            requested_seconds=format_seconds(total),
         )
         inputs = _Inputs(base_from=source.id, base_names=linked)
         job = await self._enqueue(self._model.name, fresh, inputs, claim=claim)
@@ -306,6 +336,7 @@ class VideosService:
             _spec(params),
             num_frames=len(frames) + added,
             extension=Extension(None, "v2v", len(frames)),
+            requested_seconds=format_seconds(len(frames) / params.fps + request.seconds),
         )
         return await self._enqueue(self._model.name, spec, _Inputs(base_frames=frames), claim=claim)
 

@@ -17,12 +17,36 @@ _COMMON_SIZES = ((320, 192), (384, 640), (512, 512), (960, 576), (1280, 768))
 1.5x and 2x of the trained size (all multiples of 64, so every variant can run them)."""
 
 
+OPENAI_SIZES = frozenset({(720, 1280), (1280, 720), (1024, 1792), (1792, 1024)})
+"""OpenAI's size literals: always served, cropped from the nearest larger valid size when the
+served model cannot make them directly (720 is no multiple of 64 on a pyramid model)."""
+
+
+def covering_size(width: int, height: int, model: ModelInfo) -> tuple[int, int]:
+    """The smallest size the model can make that contains (width, height)."""
+    m = model.size_multiple
+    return -(-width // m) * m, -(-height // m) * m
+
+
+def openai_literal(size: str | None, model: ModelInfo) -> tuple[int, int] | None:
+    """(width, height) of an OpenAI size literal the model cannot make directly, else None."""
+    if size is None or not size.strip():
+        return None
+    asked = parse_size(size)
+    if asked in OPENAI_SIZES and covering_size(*asked, model) != asked:
+        return asked
+    return None
+
+
 def check_size(
     size: str | None, width: int | None, height: int | None, model: ModelInfo, max_side: int
 ) -> tuple[int | None, int | None]:
     """`size` ("WxH", overriding width/height) or width/height → checked (width, height);
-    None stays None (the model's default applies)."""
+    None stays None (the model's default applies). An OpenAI literal the model cannot make
+    directly gives the size it is generated at (see `openai_literal`)."""
     param_w, param_h = "width", "height"
+    if (literal := openai_literal(size, model)) is not None:
+        return covering_size(*literal, model)
     if size is not None and size.strip():
         width, height = parse_size(size)
         param_w = param_h = "size"

@@ -1,26 +1,24 @@
 """Reading a `POST /v1/videos` body under a hard byte cap, whatever its content type.
 
-An over-limit body is never read whole: a `Content-Length` over the cap is answered 413 before
-a byte of the body is read, and bodies without one (chunked) are counted while they stream and
-cut off with a 413 the moment they pass the cap. The route must take the bare `Request` (no
-`Form(...)`/`File(...)` parameters, which would make FastAPI read the body first).
+The caps and the JSON parsing are `web.bodies`'; this module adds forms. The route must take the
+bare `Request` (no `Form(...)`/`File(...)` parameters, which would make FastAPI read the body
+first).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, Headers
+from starlette.datastructures import FormData
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.params import VideoCreateRequest, parse_form, parse_json
 from helios_serve.core.spec import ModelInfo
+from helios_serve.web.bodies import capped_stream, check_content_length, read_json_body
 from helios_serve.web.errors import ApiError, bad_request
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -42,45 +40,6 @@ class _StrictMultiPartParser(MultiPartParser):
                 name = part.field_name[:100]
                 raise MultiPartException(f"form field {name!r} is not valid UTF-8 text") from exc
         super().on_part_end()
-
-
-def too_large(cap: int) -> ApiError:
-    return ApiError(
-        413,
-        f"request body is over the limit of {cap} bytes",
-        code="request_too_large",
-    )
-
-
-def check_content_length(headers: Headers, cap: int) -> None:
-    """413 at once when the declared length is over `cap`; 400 when it is not a number."""
-    declared = headers.get("content-length")
-    if declared is None:
-        return
-    if not declared.strip().isdigit():
-        raise bad_request("Content-Length is not a number", param=None, code="invalid_body")
-    if int(declared) > cap:
-        raise too_large(cap)
-
-
-async def capped_stream(chunks: AsyncIterator[bytes], cap: int) -> AsyncGenerator[bytes, None]:
-    """Pass chunks through until more than `cap` bytes have come, then raise a 413."""
-    total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > cap:
-            raise too_large(cap)
-        yield chunk
-
-
-async def read_capped_body(request: Request, cap: int) -> bytes:
-    """The whole body, if it fits `cap` (a 413 as soon as it does not)."""
-    check_content_length(request.headers, cap)
-    parts: list[bytes] = []
-    async with aclosing(capped_stream(request.stream(), cap)) as stream:
-        async for chunk in stream:
-            parts.append(chunk)
-    return b"".join(parts)
 
 
 async def read_form(request: Request, limits: RequestLimits) -> FormData:
@@ -109,24 +68,6 @@ async def read_form(request: Request, limits: RequestLimits) -> FormData:
             ) from exc
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
-def load_json_body(body: bytes) -> Any:
-    """Parse a JSON body; malformed JSON, NaN/Infinity and absurd nesting or numbers are 400s."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        message = f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise bad_request(message, param=None, code="invalid_json") from exc
-    except (ValueError, RecursionError) as exc:
-        detail = str(exc)[:200] or "nested too deeply"
-        raise bad_request(
-            f"body is not valid JSON: {detail}", param=None, code="invalid_json"
-        ) from exc
-
-
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -148,7 +89,7 @@ async def read_create_request(
         finally:
             await form.close()
     if kind == "application/json" or kind.endswith("+json"):
-        body = load_json_body(await read_capped_body(request, limits.max_body_bytes))
+        body = await read_json_body(request, limits.max_body_bytes)
         if not isinstance(body, dict):
             raise bad_request("the JSON body must be an object", param=None, code="invalid_body")
         return await run_in_threadpool(parse_json, body, model, limits)
@@ -179,7 +120,7 @@ async def read_remix_request(request: Request, limits: RequestLimits) -> dict[st
         finally:
             await form.close()
     else:
-        body = load_json_body(await read_capped_body(request, 1 << 20))
+        body = await read_json_body(request, 1 << 20)
     if not isinstance(body, dict):
         raise bad_request(
             "the body must be a JSON object with a prompt", param="prompt", code="invalid_body"
