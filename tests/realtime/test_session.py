@@ -15,22 +15,47 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.images import ImageLoader
+from helios_serve.realtime.playout import MadeChunk, Started
 from helios_serve.realtime.session import Session
 
 from .conftest import EventLog, np_upscale, png_bytes
 
 
 class RecordingSink:
+    """A playout nobody plays: every chunk counts as shown as soon as it is queued."""
+
     def __init__(self) -> None:
         self.chunks: list[npt.NDArray[np.uint8]] = []
         self.cleared = 0
+        self.committed = 0
+        self._started: Started | None = None
 
-    async def put(self, frames: npt.NDArray[np.uint8]) -> None:
-        self.chunks.append(frames)
-        await asyncio.sleep(0)
+    def listen(self, started: Started, room: Callable[[], None]) -> None:
+        self._started = started
+
+    def time_left(self) -> float | None:
+        return None
+
+    def to_boundary(self) -> float | None:
+        return None
+
+    playback_s = 33 / 24
+
+    def has_room(self) -> bool:
+        return True
+
+    def push(self, chunk: MadeChunk) -> None:
+        self.chunks.append(chunk.frames)
+        self.committed = chunk.index + 1
+        if self._started is not None:
+            asyncio.get_running_loop().call_soon(self._started, chunk, None)
+
+    def drop_from(self, index: int) -> list[int]:
+        return []
 
     def clear(self) -> None:
         self.cleared += 1
+        self.committed = 0
 
 
 class Rig:

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helios_serve.core.framecode import FrameCode
+
 VIDEO_CLOCK_RATE = 90_000
 MIN_STALL_FOR_PIXELS = 6
 """Stalls shorter than this are left to timing: their repeats still carry codec refinement."""
@@ -48,6 +50,8 @@ class ReceivedFrame:
     """Server tick index since the first received frame."""
     luma_diff: float
     """Mean absolute luma change from the previous received frame (grey levels; 0 for the first)."""
+    code: FrameCode | None = None
+    """What the frame says it is, when the server paints frame codes (the paced test engine)."""
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from helios_serve.realtime.peer import (
     RemoteCandidate,
     TrackMapping,
 )
+from helios_serve.realtime.playout import FrameBuffer
 from helios_serve.realtime.session import Session
-from helios_serve.realtime.track import FrameBuffer, PacedVideoTrack
+from helios_serve.realtime.track import PacedVideoTrack
 from helios_serve.realtime.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class SessionHandle:
 
     def activate(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
         """Give the session its slot: build the buffer and session and start its consumer."""
-        self.buffer = FrameBuffer(config.buffer_chunks)
+        self.buffer = FrameBuffer(config.emission_fps, config.buffer_chunks)
         self.session = Session(
             engine,
             self.options,
