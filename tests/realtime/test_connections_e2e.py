@@ -16,7 +16,7 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 from helios_serve.serve import build_parts
 
 from .client import HEADERS, ReactorClient, serve

@@ -32,9 +32,9 @@ from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.service import LocalEngine, describe
 from helios_serve.engine.streamer import ChunkStreamer
 from helios_serve.realtime.driver import StreamOptions
-from helios_serve.realtime.images import ImageLoader
 from helios_serve.realtime.playout import FrameBuffer
-from helios_serve.realtime.session import Session
+from helios_serve.realtime.reactor.images import ImageLoader
+from helios_serve.realtime.reactor.session import Session
 from helios_serve.realtime.steering import LatencyMode
 
 from .conftest import EventLog, np_upscale
@@ -295,8 +295,8 @@ def test_steering_against_a_real_time_consumer_keeps_the_stream_whole(mode: Late
 
 def test_a_ws_interaction_remakes_chunks_made_but_not_sent() -> None:
     from helios_serve.realtime.generation import Generation
-    from helios_serve.realtime.ws_video_start import Interaction, Plan
-    from helios_serve.realtime.ws_video_stream import InteractionSource, SocketPlayout
+    from helios_serve.realtime.ws.start import Interaction, Plan
+    from helios_serve.realtime.ws.stream import InteractionSource, SocketPlayout
 
     clock = [100.0]
     engine = PacedEngine(PacedTiming(0.02, steps=3, open_s=0.0))

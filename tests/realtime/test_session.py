@@ -14,9 +14,9 @@ import pytest
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.driver import StreamOptions
-from helios_serve.realtime.images import ImageLoader
 from helios_serve.realtime.playout import MadeChunk, Started
-from helios_serve.realtime.session import Session
+from helios_serve.realtime.reactor.images import ImageLoader
+from helios_serve.realtime.reactor.session import Session
 
 from .conftest import EventLog, np_upscale, png_bytes
 
@@ -316,8 +316,8 @@ def test_a_restarted_engine_ends_the_session_with_one_clear_event() -> None:
 
 def test_the_manager_closes_a_session_whose_engine_restarted() -> None:
     from helios_serve.realtime.config import RealtimeConfig
-    from helios_serve.realtime.handle import Mode, Status
     from helios_serve.realtime.manager import SessionManager
+    from helios_serve.realtime.reactor.handle import Mode, Status
 
     async def main() -> None:
         config = RealtimeConfig(watchdog_interval_s=0.05)

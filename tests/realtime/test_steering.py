@@ -8,11 +8,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from helios_serve.realtime import state_machine as sm
 from helios_serve.realtime.pacing import ChunkTimer
 from helios_serve.realtime.playout import FrameBuffer, MadeChunk
+from helios_serve.realtime.reactor import state_machine as sm
 from helios_serve.realtime.steering import LatencyMode, Outlook, landing_chunk
-from helios_serve.realtime.ws_video_stream import SocketPlayout
+from helios_serve.realtime.ws.stream import SocketPlayout
 
 LOW, SMOOTH = LatencyMode.LOW, LatencyMode.SMOOTH
 
@@ -184,7 +184,7 @@ def test_rewind_undoes_claims_of_chunks_not_shown() -> None:
 
 def test_extra_args_latency_chooses_the_mode_and_a_bad_one_is_a_400() -> None:
     from helios_serve.engine.fake import FakeEngineConfig
-    from helios_serve.realtime.request import stream_overrides
+    from helios_serve.realtime.reactor.request import stream_overrides
     from helios_serve.web.errors import ApiError
 
     info = FakeEngineConfig().info

@@ -18,10 +18,10 @@ from starlette.websockets import WebSocketDisconnect
 from helios_serve.core import framecode
 from helios_serve.engine.fake import FAIL_MARKER, FakeEngine, FakeEngineConfig
 from helios_serve.engine.paced import PacedEngine, PacedTiming
+from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
-from helios_serve.realtime.ws_video import PATH
+from helios_serve.realtime.ws.endpoint import PATH
 
 from .conftest import np_upscale
 
@@ -304,7 +304,7 @@ def test_generation_failure_is_reported(client: TestClient) -> None:
 def test_vllm_omni_client_start_payload_is_accepted() -> None:
     """The fields vLLM-Omni's streaming_video_client.py sends (size and seconds included)."""
     from helios_serve.engine.fake import FakeEngineConfig
-    from helios_serve.realtime.ws_video_start import plan_session
+    from helios_serve.realtime.ws.start import plan_session
 
     info = FakeEngineConfig().info
     payload = {

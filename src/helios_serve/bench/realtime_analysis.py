@@ -1,6 +1,6 @@
 """Pure analysis of a `helios bench-realtime` run: which received frames are which chunk's.
 
-How the server's `PacedVideoTrack` behaves (``realtime/track.py``): every tick of its clock
+How the server's `PacedVideoTrack` behaves (``realtime/reactor/track.py``): every tick of its clock
 (1/emission_fps) it pops one frame from the buffer, or repeats the last one when the buffer is
 empty, and stamps it with ``pts = round(count * 90000 / fps)`` where ``count`` advances on *every*
 tick, repeats included. aiortc's receiver rebases the RTP timestamp to 0 at the first received

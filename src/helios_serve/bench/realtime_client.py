@@ -36,8 +36,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from helios_serve.core import framecode
-from helios_serve.realtime import wire_pb
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor import wire_pb
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 from .realtime_analysis import ReceivedFrame, tick_of
 

@@ -26,7 +26,7 @@ from helios_serve.errors import HeliosError
 from helios_serve.realtime.driver import Conditions
 from helios_serve.realtime.generation import Claimed
 from helios_serve.realtime.playout import Frames, MadeChunk, Started
-from helios_serve.realtime.ws_video_start import Interaction, Plan
+from helios_serve.realtime.ws.start import Interaction, Plan
 
 logger = logging.getLogger(__name__)
 Events = dict[str, list[str]]

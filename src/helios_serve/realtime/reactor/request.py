@@ -11,9 +11,9 @@ from fastapi import Request
 
 from helios_serve.core.requests import check_side
 from helios_serve.core.spec import ModelInfo
-from helios_serve.realtime.peer import RemoteCandidate, TrackMapping
+from helios_serve.realtime.reactor.peer import RemoteCandidate, TrackMapping
+from helios_serve.realtime.reactor.uploads import UploadError
 from helios_serve.realtime.steering import LatencyMode
-from helios_serve.realtime.uploads import UploadError
 from helios_serve.web.bodies import parse_json_off_loop, read_capped_body
 from helios_serve.web.errors import ApiError, bad_request
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from helios_serve.realtime.protocol import CommandError
+from helios_serve.realtime.reactor.protocol import CommandError
 
 DEFAULT_IMAGE_STRENGTH = 0.5
 SR_LABELS = {1: "off", 2: "2x", 4: "4x"}

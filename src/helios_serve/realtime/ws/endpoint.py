@@ -2,14 +2,14 @@
 
 The socket's first message must be `session.start` (within `START_TIMEOUT_S`); anything wrong
 with it is an `error` and the socket closes. Then each 33-frame chunk goes out as a
-`video.chunk_metadata` text frame and one binary frame of fragmented MP4 (see `fmp4`); every
+`video.chunk_metadata` text frame and one binary frame of fragmented MP4 (see `media.fmp4`); every
 chunk is a whole fragment, so there is never a `trailer`. `num_frames` defaults to 99 and is
 rounded up to whole chunks; the accepted values are echoed in `video.start`'s `config`.
 During generation, bad messages get an `error` and the session goes on; `session.stop` cancels
 the chunk being made, and `session.done` reports `stopped: true`. A socket holds one slot of
 the same `SessionManager` as WebRTC sessions and never queues: over the limit it is `busy`.
 
-Chunks are made just in time and sent paced to the client's playback (`ws_video_stream`), so
+Chunks are made just in time and sent paced to the client's playback (`ws.stream`), so
 a `session.interaction` lands on the first chunk not yet sent: chunks made but not sent are
 remade under the new prompt, as a Reactor session's commands are (`generation`).
 """
@@ -27,19 +27,19 @@ import numpy.typing as npt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from helios_serve.core.json_text import JsonTextError, loads_strict
+from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.driver import StreamOptions
-from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.generation import Generation
 from helios_serve.realtime.manager import SessionLimitError, SessionManager
 from helios_serve.realtime.playout import MadeChunk
-from helios_serve.realtime.ws_video_start import (
+from helios_serve.realtime.ws.start import (
     Interaction,
     Plan,
     WsError,
     parse_interaction,
     plan_session,
 )
-from helios_serve.realtime.ws_video_stream import InteractionSource, SocketPlayout
+from helios_serve.realtime.ws.stream import InteractionSource, SocketPlayout
 
 logger = logging.getLogger(__name__)
 PATH = "/v1/realtime/video"

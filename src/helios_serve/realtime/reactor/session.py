@@ -22,14 +22,14 @@ from typing import Protocol
 
 from helios_serve.core.protocols import Engine
 from helios_serve.errors import EngineRestartedError, HeliosError
-from helios_serve.realtime import commands as cmd
-from helios_serve.realtime import protocol as wire
-from helios_serve.realtime import state_machine as sm
-from helios_serve.realtime.capabilities import model_capabilities, openapi_schema
 from helios_serve.realtime.driver import Conditions, StreamOptions, Upscaler
 from helios_serve.realtime.generation import Claimed, Generation
-from helios_serve.realtime.images import ImageLoader
 from helios_serve.realtime.playout import Frames, MadeChunk, Playout
+from helios_serve.realtime.reactor import commands as cmd
+from helios_serve.realtime.reactor import protocol as wire
+from helios_serve.realtime.reactor import state_machine as sm
+from helios_serve.realtime.reactor.capabilities import model_capabilities, openapi_schema
+from helios_serve.realtime.reactor.images import ImageLoader
 
 logger = logging.getLogger(__name__)
 
