@@ -58,7 +58,7 @@ test: $(STAMP) $(BROWSER_STAMP) $(CLUSTER_STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 # Reactor's wire messages: regenerate the committed gencode after editing the .proto.
-PROTO_DIR := src/helios_serve/realtime/proto
+PROTO_DIR := src/helios_serve/realtime/reactor/proto
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I src -I "$$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')" \
 		--python_out=src --pyi_out=src $(PROTO_DIR)/reactor_wire.proto

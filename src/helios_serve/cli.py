@@ -224,6 +224,14 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
         help="restart the engine process when a call in flight reports no progress for this "
         "long (default 300: room for a compiled 14B model's first chunk)",
     )
+    p.add_argument(
+        "--engine",
+        default=None,
+        metavar="paced:SECONDS",
+        help="TEST ONLY: instead of a model, the paced test engine: every chunk takes SECONDS "
+        "and its frames carry their chunk index and prompt in pixels (engine/paced.py); "
+        "--model is then not loaded",
+    )
 
 
 def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
@@ -534,6 +542,12 @@ def _engine(args: argparse.Namespace) -> Engine:
     from helios_serve.engine.process import ProcessEngine
     from helios_serve.engine.service import LocalEngine, describe
 
+    if args.engine is not None:
+        from helios_serve.engine.paced import PacedEngine, paced_info, parse_engine_spec
+
+        timing = parse_engine_spec(args.engine)
+        logger.warning("serving the paced TEST engine (%.3g s per chunk): no model", timing.chunk_s)
+        return PacedEngine(timing, paced_info(args.served_model_name or "paced"))
     served = args.served_model_name or args.model
     if args.engine_isolation == "thread":
         loaded = _load(args)

@@ -21,6 +21,7 @@ import {
   waitInPage, waitVideoPlays,
 } from "./lib/harness.mjs";
 
+const LATER = "the same lighthouse, lightning strikes the sea behind it";
 const PROMPT =
   "A lighthouse on a rocky coast at dusk, waves rolling in under a violet sky. " +
   "Wide shot from the beach, the camera slowly pushing in.";
@@ -89,6 +90,18 @@ try {
   step("chunk_complete x2");
   await waitInPage(page, "2 chunk_complete events", () => window.__sdk.count("chunk_complete") >= 2, null, budget);
   await page.screenshot({ path: shot });
+
+  // chunk_shown (a chunk's first frame went out) is an event 2.9.0 does not know: it must come
+  // through as a plain message. A prompt sent mid-stream reaches a shown chunk.
+  step("set_prompt mid-stream -> chunk_shown");
+  await page.evaluate((p) => window.__sdk.send("set_prompt", { prompt: p }), LATER);
+  await waitInPage(
+    page,
+    "a chunk_shown with the new prompt",
+    (p) => window.__events.some((e) => e?.type === "chunk_shown" && e.data?.active_prompt === p),
+    LATER,
+    budget,
+  );
 
   step("pause");
   await page.evaluate(() => window.__sdk.send("pause", {}));

@@ -195,7 +195,7 @@ async function runWithoutKey() {
   const [download] = await Promise.all([page.waitForEvent("download"), page.click(`${card(first)} .act-download`)]);
   const file = await download.path();
   const bytes = fs.readFileSync(file);
-  if (download.suggestedFilename() !== `${first}_video.mp4` || bytes.subarray(4, 8).toString() !== "ftyp") {
+  if (download.suggestedFilename() !== `${first}.mp4` || bytes.subarray(4, 8).toString() !== "ftyp") {
     throw new Error(`download: ${download.suggestedFilename()}, ${bytes.length} bytes`);
   }
   summary.download_bytes = bytes.length;

@@ -212,6 +212,7 @@ def test_reactor_js_sdk_streams_from_helios_serve(
     counts = summary["event_counts"]
     assert isinstance(counts, dict)
     assert counts.get("chunk_complete", 0) >= 2
+    assert counts.get("chunk_shown", 0) >= 2  # a newer event, tolerated by the 2.9.0 SDK
     calls = summary["calls"]
     assert isinstance(calls, list)
     session = summary["session_id"]

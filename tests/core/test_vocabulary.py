@@ -111,8 +111,8 @@ def test_a_width_the_pyramid_cannot_make(app: TestClient) -> None:
 
 
 def reactor_reason(command: str, data: dict[str, Any]) -> str:
-    from helios_serve.realtime import commands
-    from helios_serve.realtime import protocol as wire
+    from helios_serve.realtime.reactor import commands
+    from helios_serve.realtime.reactor import protocol as wire
 
     raw = json.dumps({"scope": "application", "data": {"type": command, "data": data}})
     with pytest.raises(wire.CommandError) as info:

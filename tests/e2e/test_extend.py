@@ -88,7 +88,8 @@ def test_sdk_extend_continues_the_saved_stream_exactly(
     # seconds echo what was asked, for the stitched whole (the source's 2.75 + 4); the frames
     # delivered are whole chunks: 66 + 96 asked -> 165
     assert done.seconds == f"{float(source.seconds) + 4:g}"
-    assert done.model_extra is not None and done.model_extra["num_frames"] == 165
+    assert done.model_extra is not None
+    assert done.model_extra["num_frames"] == 165
     assert done.prompt == SECOND
     stitched = sdk.videos.download_content(done.id).read()
 

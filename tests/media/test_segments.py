@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from helios_serve.media.segments import Part, frame_count, iter_frames, join_segments, write_segment
 
@@ -24,6 +25,23 @@ def digest(path: Path) -> str:
 
 def decoded(path: Path) -> list[np.ndarray]:
     return list(iter_frames(path))
+
+
+@pytest.mark.parametrize(("width", "height"), [(96, 64), (224, 128), (352, 192)])
+def test_the_same_frames_always_encode_to_the_same_bytes(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    rng = np.random.default_rng(width)
+    ramp = np.linspace(0, 200, width, dtype=np.float32)[None, None, :, None]
+    moving = ramp + np.arange(33, dtype=np.float32)[:, None, None, None] * 2
+    base = np.broadcast_to(moving, (33, height, width, 3))
+    frames = (base + rng.integers(0, 20, base.shape)).clip(0, 255).astype(np.uint8)
+    digests = set()
+    for k in range(8):  # x264's mbtree made 8 different files of these in 8 encodes
+        path = tmp_path / f"run-{k}.mp4"
+        write_segment(path, frames, fps=24)
+        digests.add(digest(path))
+    assert len(digests) == 1
 
 
 def test_joined_segments_are_deterministic_and_keep_every_frame(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ import numpy.typing as npt
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from helios_serve.bench.realtime_client import split_candidates
-from helios_serve.realtime import wire_pb
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor import wire_pb
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 from .client import HEADERS, TRANSPORT_HEADERS
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from helios_serve.realtime import commands as c
-from helios_serve.realtime.protocol import CommandError, Envelope, parse_envelope
+from helios_serve.realtime.reactor import commands as c
+from helios_serve.realtime.reactor.protocol import CommandError, Envelope, parse_envelope
 
 
 def env(

@@ -16,7 +16,7 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 from helios_serve.serve import build_parts
 
 from .client import HEADERS, ReactorClient, serve
@@ -138,6 +138,8 @@ def test_protobuf_commands_get_correlated_replies(server: str) -> None:
         done = await c.event("chunk_complete")
         assert done["request_id"] == ""
         assert done["data"]["chunk_index"] == 0
+        shown = await c.event("chunk_shown")  # its first frame went out: it can no longer change
+        assert (shown["data"]["chunk_index"], shown["data"]["active_prompt"]) == (0, "a cat")
         # A rejected command: a correlated error carrying command and reason.
         err = await c.reply(c.command("schedule_prompt", {"prompt": "x", "chunk": 0}))
         assert err["error"]["code"] == "chunk_already_generated"

@@ -21,7 +21,7 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.ws_video import PATH
+from helios_serve.realtime.ws.endpoint import PATH
 from helios_serve.serve import build_parts
 
 from .client import HEADERS, serve

@@ -14,23 +14,48 @@ import pytest
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.driver import StreamOptions
-from helios_serve.realtime.images import ImageLoader
-from helios_serve.realtime.session import Session
+from helios_serve.realtime.playout import MadeChunk, Started
+from helios_serve.realtime.reactor.images import ImageLoader
+from helios_serve.realtime.reactor.session import Session
 
 from .conftest import EventLog, np_upscale, png_bytes
 
 
 class RecordingSink:
+    """A playout nobody plays: every chunk counts as shown as soon as it is queued."""
+
     def __init__(self) -> None:
         self.chunks: list[npt.NDArray[np.uint8]] = []
         self.cleared = 0
+        self.committed = 0
+        self._started: Started | None = None
 
-    async def put(self, frames: npt.NDArray[np.uint8]) -> None:
-        self.chunks.append(frames)
-        await asyncio.sleep(0)
+    def listen(self, started: Started, room: Callable[[], None]) -> None:
+        self._started = started
+
+    def time_left(self) -> float | None:
+        return None
+
+    def to_boundary(self) -> float | None:
+        return None
+
+    playback_s = 33 / 24
+
+    def has_room(self) -> bool:
+        return True
+
+    def push(self, chunk: MadeChunk) -> None:
+        self.chunks.append(chunk.frames)
+        self.committed = chunk.index + 1
+        if self._started is not None:
+            asyncio.get_running_loop().call_soon(self._started, chunk, None)
+
+    def drop_from(self, index: int) -> list[int]:
+        return []
 
     def clear(self) -> None:
         self.cleared += 1
+        self.committed = 0
 
 
 class Rig:
@@ -291,8 +316,8 @@ def test_a_restarted_engine_ends_the_session_with_one_clear_event() -> None:
 
 def test_the_manager_closes_a_session_whose_engine_restarted() -> None:
     from helios_serve.realtime.config import RealtimeConfig
-    from helios_serve.realtime.handle import Mode, Status
     from helios_serve.realtime.manager import SessionManager
+    from helios_serve.realtime.reactor.handle import Mode, Status
 
     async def main() -> None:
         config = RealtimeConfig(watchdog_interval_s=0.05)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helios_serve.realtime import protocol as wire
+from helios_serve.realtime.reactor import protocol as wire
 
 from .test_session import Rig, run
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from helios_serve.realtime import state_machine as sm
-from helios_serve.realtime.protocol import CommandError
+from helios_serve.realtime.reactor import state_machine as sm
+from helios_serve.realtime.reactor.protocol import CommandError
 
 IMAGE = sm.ReferenceImage(np.zeros((24, 32, 3), dtype=np.uint8))
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helios_serve.realtime import protocol as wire
-from helios_serve.realtime import wire_pb
-from helios_serve.realtime.link import WireFormat, sniff
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor import protocol as wire
+from helios_serve.realtime.reactor import wire_pb
+from helios_serve.realtime.reactor.link import WireFormat, sniff
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 PROTO_DIR = Path(wire_pb.__file__).parent / "proto"
-SRC = PROTO_DIR.parents[2]
+SRC = PROTO_DIR.parents[3]
 
 
 @pytest.mark.skipif(

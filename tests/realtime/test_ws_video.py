@@ -15,11 +15,13 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from helios_serve.core import framecode
 from helios_serve.engine.fake import FAIL_MARKER, FakeEngine, FakeEngineConfig
+from helios_serve.engine.paced import PacedEngine, PacedTiming
+from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
-from helios_serve.realtime.ws_video import PATH
+from helios_serve.realtime.ws.endpoint import PATH
 
 from .conftest import np_upscale
 
@@ -132,7 +134,7 @@ def test_each_chunk_is_decodable_as_soon_as_it_is_sent() -> None:
     assert times == pytest.approx([i / 16 for i in range(99)])
 
 
-def test_interaction_applies_at_the_next_chunk(slow_client: TestClient) -> None:
+def test_interaction_applies_at_the_first_chunk_not_sent(slow_client: TestClient) -> None:
     with slow_client.websocket_connect(PATH) as ws:
         ws.send_json(START | {"num_frames": 33 * 5})
         assert ws.receive_json()["type"] == "video.start"
@@ -150,7 +152,9 @@ def test_interaction_applies_at_the_next_chunk(slow_client: TestClient) -> None:
     assert done["chunks"] == 5
     assert not done["stopped"]
     first = next(i for i, m in enumerate(metas) if m["started_event_ids"] == ["ev-1"])
-    assert first in (1, 2)  # chunk 0 was already being made when the prompt arrived
+    # Chunk 0 was being made when the prompt arrived: it is remade with it, unless it was sent
+    # first (a slow machine), and then the next one takes it.
+    assert first in (0, 1)
     assert [m["active_event_ids"] for m in metas[first : first + 3]] == [["ev-1"], ["ev-1"], []]
     assert metas[first + 1]["completed_event_ids"] == ["ev-1"]
     frames = decode(data)
@@ -300,7 +304,7 @@ def test_generation_failure_is_reported(client: TestClient) -> None:
 def test_vllm_omni_client_start_payload_is_accepted() -> None:
     """The fields vLLM-Omni's streaming_video_client.py sends (size and seconds included)."""
     from helios_serve.engine.fake import FakeEngineConfig
-    from helios_serve.realtime.ws_video_start import plan_session
+    from helios_serve.realtime.ws.start import plan_session
 
     info = FakeEngineConfig().info
     payload = {
@@ -318,3 +322,45 @@ def test_vllm_omni_client_start_payload_is_accepted() -> None:
     assert (plan.request.width, plan.request.height) == (128, 64)
     assert plan.chunks == 1  # 2 s at 16 fps = 32 frames: one 33-frame chunk
     assert plan.fps == 16
+
+
+def test_an_interaction_lands_on_the_first_chunk_not_sent_and_only_once() -> None:
+    """With the paced test engine the frames say which chunk and prompt they are: the chunks
+    made but not yet sent when an interaction came are remade, and none is sent twice."""
+    engine = PacedEngine(PacedTiming(0.05, steps=3, open_s=0.0))
+    app = FastAPI()
+    config = RealtimeConfig(max_sessions=1, ws_send_ahead_s=0.1)
+    install_realtime(app, engine, config, np_upscale)
+    first, later = "a red fox", "a blue whale"
+    start = {"type": "session.start", "model": "paced", "prompt": first, "seed": 5, "fps": 60}
+    with TestClient(app) as client, client.websocket_connect(PATH) as ws:
+        ws.send_json(start | {"num_frames": 33 * 6})  # a chunk plays for 0.55 s
+        assert ws.receive_json()["type"] == "video.start"
+        metas, data = [], b""
+        while len(metas) < 2:
+            msg = ws.receive_json()
+            if msg["type"] == "video.chunk_metadata":
+                metas.append(msg)
+                data += ws.receive_bytes()
+        interaction = {"event_id": "ev-1", "event": {"prompt": later}, "transition_chunks": 1}
+        ws.send_json({"type": "session.interaction", "interaction": interaction})
+        rest, tail, done = collect(ws)
+    metas += rest
+    assert done["chunks"] == 6
+    assert [m["generation_chunk_index"] for m in metas] == list(range(6))  # none sent twice
+    codes = [framecode.read(f) for f in decode(data + tail)]
+    assert all(c is not None for c in codes)
+    chunks = [codes[i : i + 33] for i in range(0, len(codes), 33)]
+    for index, frames in enumerate(chunks):
+        assert [(c.chunk, c.frame) for c in frames if c] == [(index, i) for i in range(33)]
+        assert len({c.tag for c in frames if c}) == 1
+    tags = [frames[0].tag for frames in chunks if frames[0]]
+    landing = tags.index(framecode.prompt_tag(later))
+    # chunks 0 and 1 were sent; 2 (made and waiting, or being made) is remade with the new
+    # prompt, unless it went out while the interaction was on its way
+    assert landing in (2, 3)
+    assert tags == [framecode.prompt_tag(first)] * landing + [framecode.prompt_tag(later)] * (
+        6 - landing
+    )
+    assert metas[landing]["started_event_ids"] == ["ev-1"]
+    assert all(m["started_event_ids"] == [] for i, m in enumerate(metas) if i != landing)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,16 @@ from .realtime_report import (
     format_table,
     load_average,
     plot,
+    run_fields,
+)
+from .realtime_steering import (
+    STEERING_NOTES,
+    SteeringRun,
+    analyse,
+    format_steering,
+    measure_steering,
+    plot_steering,
+    timeline,
 )
 
 __all__ = ["add_realtime_arguments", "main", "register_realtime", "run_realtime"]
@@ -95,6 +106,37 @@ def add_realtime_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--seed", type=int, default=0, help="set_seed value and the seed of the command timing")
     a(
+        "--engine",
+        default=None,
+        metavar="paced:SECONDS",
+        help="start the server with this TEST engine (every chunk takes SECONDS, frames carry "
+        "codes) and measure steering from pixels: --steady-chunks, --commands; with --url, "
+        "the engine that server runs (recorded in the report)",
+    )
+    a(
+        "--frame-codes",
+        action="store_true",
+        help="with --url: the server's frames carry codes (it runs --engine paced:...)",
+    )
+    a(
+        "--steady-chunks",
+        type=_positive,
+        default=10,
+        help="steering: chunks played with no command (default 10)",
+    )
+    a(
+        "--commands",
+        type=_non_negative,
+        default=20,
+        help="steering: set_prompt commands at random moments (default 20)",
+    )
+    a(
+        "--latency",
+        choices=["low", "balanced", "smooth"],
+        default=None,
+        help="steering: the session's extra_args.latency (default: the server's default)",
+    )
+    a(
         "--timeout",
         type=float,
         default=600.0,
@@ -133,6 +175,10 @@ def _log(message: str) -> None:
     print(f"helios bench-realtime: {message}", file=sys.stderr, flush=True)
 
 
+def _steering(args: argparse.Namespace) -> bool:
+    return args.engine is not None or bool(args.frame_codes)
+
+
 def run_realtime(args: argparse.Namespace) -> int:
     """Run the benchmark: 0 on success, 2 (one line on stderr) when it cannot be measured."""
     if (args.width is None) != (args.height is None):
@@ -144,8 +190,13 @@ def run_realtime(args: argparse.Namespace) -> int:
     except RealtimeBenchError as exc:
         print(f"helios bench-realtime: error: {exc}", file=sys.stderr)
         return 2
-    report = build_report(data, args, load_before)
-    print(format_table(report), flush=True)
+    if isinstance(data, SteeredData):
+        report = build_steering_report(data, args, load_before)
+        table, draw = format_steering_table(report), plot_steering
+    else:
+        report = build_report(data, args, load_before)
+        table, draw = format_table(report), plot
+    print(table, flush=True)
     if args.out:
         prefix = Path(args.out)
         json_path = prefix.with_name(prefix.name + ".json")
@@ -153,7 +204,7 @@ def run_realtime(args: argparse.Namespace) -> int:
         from .report import plot_if_possible, write_json
 
         write_json(report, json_path)
-        if plot_if_possible(plot, report, png_path):
+        if plot_if_possible(draw, report, png_path):
             _log(f"wrote {json_path} and {png_path}")
         else:
             _log(
@@ -163,13 +214,13 @@ def run_realtime(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(args: argparse.Namespace) -> RunData:
+async def _run(args: argparse.Namespace) -> RunData | SteeredData:
     if args.url is not None:
         return await _measure(args.url.rstrip("/"), args, None)
     # The server's log stays in the temp dir and is kept only when the run fails.
     log = Path(tempfile.gettempdir()) / f"helios-bench-realtime-server-{os.getpid()}.log"
     port = free_port()
-    argv = server_argv(args.model, args.data_dir, port, args.emission_fps, args.device)
+    argv = server_argv(args.model, args.data_dir, port, args.emission_fps, args.device, args.engine)
     server = ServerProcess(argv, log)
     _log(f"starting {shlex.join(argv[1:])} (log: {log})")
     t0 = time.perf_counter()
@@ -184,9 +235,21 @@ async def _run(args: argparse.Namespace) -> RunData:
     return data
 
 
-async def _measure(url: str, args: argparse.Namespace, server_start_s: float | None) -> RunData:
-    client = RealtimeClient(url, time.perf_counter(), args.timeout, args.client)
+async def _measure(
+    url: str, args: argparse.Namespace, server_start_s: float | None
+) -> RunData | SteeredData:
+    steering = _steering(args)
+    client = RealtimeClient(url, time.perf_counter(), args.timeout, args.client, steering)
     size = {"width": args.width, "height": args.height} if args.width is not None else None
+    if steering:
+        extra = dict(size or {}) | ({"latency": args.latency} if args.latency else {})
+        try:
+            connect = await client.connect(extra or None)
+            server = await client.get_json("/ready")
+            run = await measure_steering(client, args, connect)
+            return SteeredData(run, server, server_start_s, client.generation)
+        finally:
+            await client.close()
     try:
         connect = await client.connect(size)
         fps = client.fps
@@ -295,6 +358,56 @@ def _fully_played(
         return None
     end = playback[-1].first_tick + chunks[-1].frames - 1
     return (playback, bias) if frames[-1].tick >= end else None
+
+
+# ---------------------------------------------------------------------------- steering
+
+
+@dataclass(frozen=True)
+class SteeredData:
+    run: SteeringRun
+    server: dict[str, Any] | None
+    server_start_s: float | None
+    client: str
+
+
+def build_steering_report(
+    data: SteeredData, args: argparse.Namespace, load_before: list[float] | None
+) -> dict[str, Any]:
+    run = data.run
+    width, height = run.frame_size or (args.width, args.height)
+    return {
+        **run_fields(args, data.server, run.session, data.client, data.server_start_s, load_before),
+        "engine": args.engine,
+        "latency": args.latency,
+        "size": {"width": width, "height": height, "requested": args.width is not None},
+        "emission_fps": run.fps,
+        "emission_fps_requested": args.emission_fps,
+        "settings": {
+            "steady_chunks": args.steady_chunks,
+            "commands": args.commands,
+            "seed": args.seed,
+            "timeout": args.timeout,
+        },
+        "connect_to_ready_s": round(run.connect.ready, 4) if run.connect else None,
+        "steering": analyse(run),
+        "timeline": timeline(run),
+        "notes": STEERING_NOTES,
+    }
+
+
+def format_steering_table(report: dict[str, Any]) -> str:
+    size = report["size"]
+    head = [
+        f"helios bench-realtime  {report['device']}",
+        f"model {report['model']} (engine {report['engine']})  size {size['width']}x"
+        f"{size['height']}  emission_fps {report['emission_fps']:g}  latency "
+        f"{report['latency'] or 'server default'}  load average before: "
+        f"{report['load_average']['before']}",
+        f"client {report['client']['generation']}",
+        "",
+    ]
+    return "\n".join(head) + "\n" + format_steering(report)
 
 
 # ---------------------------------------------------------------------------- report

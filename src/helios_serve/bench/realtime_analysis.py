@@ -1,6 +1,6 @@
 """Pure analysis of a `helios bench-realtime` run: which received frames are which chunk's.
 
-How the server's `PacedVideoTrack` behaves (``realtime/track.py``): every tick of its clock
+How the server's `PacedVideoTrack` behaves (``realtime/reactor/track.py``): every tick of its clock
 (1/emission_fps) it pops one frame from the buffer, or repeats the last one when the buffer is
 empty, and stamps it with ``pts = round(count * 90000 / fps)`` where ``count`` advances on *every*
 tick, repeats included. aiortc's receiver rebases the RTP timestamp to 0 at the first received
@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from helios_serve.core.framecode import FrameCode
+
 VIDEO_CLOCK_RATE = 90_000
 MIN_STALL_FOR_PIXELS = 6
 """Stalls shorter than this are left to timing: their repeats still carry codec refinement."""
@@ -48,6 +50,8 @@ class ReceivedFrame:
     """Server tick index since the first received frame."""
     luma_diff: float
     """Mean absolute luma change from the previous received frame (grey levels; 0 for the first)."""
+    code: FrameCode | None = None
+    """What the frame says it is, when the server paints frame codes (the paced test engine)."""
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from helios_serve.realtime import wire_pb
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
+from helios_serve.core import framecode
+from helios_serve.realtime.reactor import wire_pb
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 from .realtime_analysis import ReceivedFrame, tick_of
 
@@ -154,9 +155,16 @@ def split_candidates(sdp: str) -> tuple[str, list[dict[str, Any]]]:
 
 
 def server_argv(
-    model: str, data_dir: Path | None, port: int, emission_fps: float | None, device: str | None
+    model: str,
+    data_dir: Path | None,
+    port: int,
+    emission_fps: float | None,
+    device: str | None,
+    engine: str | None = None,
 ) -> list[str]:
     argv = [sys.executable, "-m", "helios_serve.cli", "serve", "--model", model]
+    if engine is not None:
+        argv += ["--engine", engine]
     argv += ["--port", str(port), "--host", "127.0.0.1"]
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
@@ -201,8 +209,14 @@ class ClientLog:
 
 class RealtimeClient:
     def __init__(
-        self, base_url: str, origin: float, timeout: float, generation: str = JS_SDK_2_9
+        self,
+        base_url: str,
+        origin: float,
+        timeout: float,
+        generation: str = JS_SDK_2_9,
+        read_codes: bool = False,
     ) -> None:
+        """`read_codes`: read the frame code of every received frame (paced test engine)."""
         if generation not in CLIENTS:
             raise RealtimeBenchError(f"unknown client generation {generation!r}")
         self.generation = generation
@@ -226,6 +240,7 @@ class RealtimeClient:
         self._sent: dict[str, tuple[str, float]] = {}
         self.replies: list[tuple[str, float, str]] = []
         """(command, seconds from send to its correlated reply, reply type or error code)."""
+        self._read_codes = read_codes
 
     @property
     def protobuf(self) -> bool:
@@ -412,7 +427,8 @@ class RealtimeClient:
             if frames and tick <= frames[-1].tick:
                 self.log.lost_order += 1
                 continue
-            frames.append(ReceivedFrame(t, tick, diff))
+            code = framecode.read(luma) if self._read_codes else None
+            frames.append(ReceivedFrame(t, tick, diff, code))
             self._changed.set()
 
     def send_raw(self, doc: dict[str, Any]) -> float:

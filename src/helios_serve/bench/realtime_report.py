@@ -150,6 +150,37 @@ def _device(server: dict[str, Any] | None, remote: bool) -> str:
     return kind + where
 
 
+def run_fields(
+    args: argparse.Namespace,
+    server: dict[str, Any] | None,
+    session: dict[str, Any],
+    client: str,
+    server_start_s: float | None,
+    load_before: list[float] | None,
+) -> dict[str, Any]:
+    """What every report records about the run: command, device, versions, server, client."""
+    remote = args.url is not None
+    return {
+        "tool": "helios bench-realtime",
+        "command": command_line(args),
+        "device": _device(server, remote),
+        "torch": _version("torch"),
+        "aiortc": _version("aiortc"),
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": (server or {}).get("model", args.model),
+        "client": {"generation": client, **CLIENTS[client]},
+        "server": {
+            "url": args.url,
+            "started_by_bench": not remote,
+            "start_to_ready_s": _r(server_start_s, 2),
+            "ready": server,
+            "server_version": (session.get("server_info") or {}).get("server_version"),
+        },
+        "load_average": {"before": load_before, "after": load_average()},
+    }
+
+
 def build_report(
     data: RunData, args: argparse.Namespace, load_before: list[float] | None
 ) -> dict[str, Any]:

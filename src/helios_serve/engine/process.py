@@ -212,12 +212,28 @@ class ProcessEngine:
                 if call.on_progress is not None:
                     progress: StepProgress = message[2]
                     call.on_progress(progress)
+                if call.should_cancel is not None and not call.cancel_sent:
+                    # asked at every step, not only by the watcher's poll: a session that
+                    # dropped this chunk waits for the engine to let go of it
+                    self._on_loop(self._check_cancel, call_id)
             elif kind == "result":
                 self._resolve(call.future, message[2], None)
             elif kind == "error":
                 self._resolve(call.future, None, _rebuild(*message[2:]))
         if not self._closed and generation == self._generation:
             self._schedule_restart("the engine process exited")
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _check_cancel(self, call_id: int) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.should_cancel is None or call.cancel_sent:
+            return
+        if call.should_cancel():
+            call.cancel_sent = True
+            self._send(("cancel", call_id))
 
     def _resolve(self, future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
         def settle() -> None:
@@ -243,10 +259,8 @@ class ProcessEngine:
             if self._calls and time.monotonic() - self._last_activity > self._stall_timeout_s:
                 self._schedule_restart(f"no progress for {self._stall_timeout_s:g} s")
                 continue
-            for call_id, call in list(self._calls.items()):
-                if call.should_cancel is not None and not call.cancel_sent and call.should_cancel():
-                    call.cancel_sent = True
-                    self._send(("cancel", call_id))
+            for call_id in list(self._calls):
+                self._check_cancel(call_id)
 
     def _send(self, message: tuple[Any, ...]) -> None:
         child = self._child

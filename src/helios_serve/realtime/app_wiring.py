@@ -15,8 +15,8 @@ from helios_serve.core.protocols import Engine
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import Upscaler
 from helios_serve.realtime.manager import SessionManager
-from helios_serve.realtime.routes import build_realtime_router
-from helios_serve.realtime.ws_video import build_ws_video_router
+from helios_serve.realtime.reactor.routes import build_realtime_router
+from helios_serve.realtime.ws.endpoint import build_ws_video_router
 from helios_serve.web.cors import PathCors
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from helios_serve.core.settings import SamplingSettings
+from helios_serve.realtime.steering import LatencyMode
 
 MiB = 1024 * 1024
 
@@ -22,7 +23,14 @@ class RealtimeConfig:
     closes and frees its slot; an explicit stop_session / DELETE closes it at once."""
     emission_fps: float = 24.0
     buffer_chunks: int = 2
-    """Chunks buffered ahead of playback; generation waits only when this many are queued."""
+    """Chunks made ahead of playback at most. While a client plays, chunks are made just in
+    time instead (one ready shortly before it is due); this bounds the buffer while nobody
+    pulls frames (no peer yet, the track paused)."""
+    latency: LatencyMode = LatencyMode.LOW
+    """Where a change lands (`steering`); Reactor sessions may choose with extra_args.latency."""
+    ws_send_ahead_s: float = 0.5
+    """`/v1/realtime/video`: how long before the client will play a chunk it is sent (to
+    encode it and carry it); chunks not yet sent can still be remade by an interaction."""
     width: int | None = None
     """Frame size of session streams; None → the model's default size."""
     height: int | None = None

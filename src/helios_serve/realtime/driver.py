@@ -1,4 +1,12 @@
-"""StreamDriver: keeps one engine stream in line with the session state, chunk by chunk.
+"""StreamDriver: keeps one engine stream in line with the conditions of each chunk, and keeps
+the stream's state at every boundary not yet on screen so it can go back to one.
+
+Each chunk is asked for with its checkpoint (`Stream.next_chunk(checkpoint=True)`), kept as
+the `Boundary` after it with the conditions the stream was in. `rewind(b)` makes the next
+chunk `b` again: the stream is reopened from the state kept at boundary `b` (a fresh stream
+with the same seed for 0) and the chunk's conditions are applied to it, so a remade chunk is
+exactly what a stream that had those conditions from that boundary makes. Boundaries before
+the one on screen are forgotten (`forget_before`): a session keeps a handful of small states.
 
 Image strength is mapped plainly: 0 drops the anchor, anything above 0 anchors the stream on the
 image from the next chunk (history kept, so the video drifts toward it), and exactly 1.0 makes a
@@ -9,29 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from helios_serve.core.protocols import Engine, Priority, Stream
+from helios_serve.core.protocols import CancelCheck, Engine, Priority, Stream
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import StreamRequest
-from helios_serve.realtime import state_machine as sm
+from helios_serve.realtime.steering import LatencyMode
 
 Frames = npt.NDArray[np.uint8]
 Upscaler = Callable[[Frames, int], Frames]
 """`upscale(frames (T,H,W,3) uint8, scale) -> frames (T,H*scale,W*scale,3) uint8`."""
-
-
-class FrameSink(Protocol):
-    """Where finished chunks go; `put` waits while the buffer is full."""
-
-    async def put(self, frames: Frames) -> None: ...
-
-    def clear(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -42,63 +43,160 @@ class StreamOptions:
     height: int
     settings: SamplingSettings
     prompt_blend_chunks: int = 1
+    latency: LatencyMode = LatencyMode.LOW
+    """Where a change lands (see `steering`)."""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What one chunk is made with."""
+
+    prompt: str
+    blend_chunks: int = 1
+    image: Any = None
+    """The anchor image (uint8 H×W×3), or None for no anchor."""
+    image_version: int = 0
+    """Changes with every new image, so a new one is applied even if it looks the same."""
+    hard_cut: bool = False
+    """A new image restarts the stream's history on it (image strength 1.0)."""
+    sr_scale: int = 1
+    seed: int = -1
+    """Read when a stream is first opened; -1 draws one."""
+
+    @property
+    def image_key(self) -> tuple[int, bool]:
+        return (self.image_version, self.image is not None)
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The stream between two chunks: its state and the conditions it was left in."""
+
+    state: bytes
+    prompt: str
+    image_key: tuple[int, bool]
+
+
+@dataclass(frozen=True)
+class Made:
+    frames: Frames
+    engine_s: float
+    """Seconds from asking the engine for the chunk to having it (upscale included)."""
+    steps: int
+    reopen_s: float | None
+    """Seconds spent reopening the stream at a boundary first, when it was."""
 
 
 class StreamDriver:
-    """Opens the stream at the first chunk and applies state changes at chunk boundaries."""
-
     def __init__(self, engine: Engine, options: StreamOptions, upscale: Upscaler) -> None:
         self._engine = engine
         self._options = options
         self._upscale = upscale
         self._stream: Stream | None = None
-        self._applied_image: tuple[int, bool] = (0, False)
+        self._prompt = ""
+        self._image_key: tuple[int, bool] = (0, False)
+        self._boundaries: dict[int, Boundary] = {}
+        self._position: int | None = 0
+        """The chunk the open stream makes next, None when a cancelled chunk left it unusable."""
+        self._rewind_to: int | None = None
+        self._rewinds = 0
         self.seed: int | None = None
         """The seed the open stream really uses (a -1 request resolved)."""
 
     async def make_chunk(
-        self,
-        plan: sm.ChunkPlan,
-        state: sm.SessionState,
-        is_stale: Callable[[sm.ChunkPlan], bool],
-    ) -> Frames:
-        """Generate chunk `plan.index` (upscaled when SR is on); cancelled once stale."""
-        stream = await self._prepare(plan, state)
-        result = await stream.next_chunk(should_cancel=lambda: is_stale(plan))
+        self, index: int, conditions: Conditions, should_cancel: CancelCheck
+    ) -> Made:
+        """Chunk `index` under `conditions` (upscaled when SR is on); `StreamCancelledError`
+        once `should_cancel()` holds, at the engine's next step."""
+        start = time.perf_counter()
+        rewinds = self._rewinds
+        stream, reopened = await self._prepare(conditions)
+        ready = time.perf_counter()
+        steps = stream.steps_in_chunk(index)
+        self._position = None  # until the chunk is done: a cancel leaves the stream mid-chunk
+        result = await stream.next_chunk(should_cancel=should_cancel, checkpoint=True)
+        self._position = index + 1
+        if result.checkpoint is not None and rewinds == self._rewinds:  # else made for nothing
+            self._boundaries[index + 1] = Boundary(result.checkpoint, self._prompt, self._image_key)
         frames = result.frames
-        if plan.sr_scale > 1:
-            frames = await asyncio.to_thread(self._upscale, frames, plan.sr_scale)
-        return frames
+        if conditions.sr_scale > 1:
+            frames = await asyncio.to_thread(self._upscale, frames, conditions.sr_scale)
+        end = time.perf_counter()
+        return Made(frames, end - ready, steps, ready - start if reopened else None)
+
+    def rewind(self, boundary: int) -> None:
+        """Make chunk `boundary` next, from the state kept there (boundary 0: a fresh stream)."""
+        self._rewind_to = boundary
+        self._rewinds += 1
+        self._boundaries = {i: b for i, b in self._boundaries.items() if i <= boundary}
+
+    def forget_before(self, boundary: int) -> None:
+        """Boundaries before `boundary` are on screen: nothing will go back to them."""
+        self._boundaries = {i: b for i, b in self._boundaries.items() if i >= boundary}
+
+    @property
+    def kept_boundaries(self) -> list[int]:
+        return sorted(self._boundaries)
 
     async def close(self) -> None:
         stream, self._stream = self._stream, None
         self.seed = None
+        self._boundaries, self._position, self._rewind_to = {}, 0, None
         if stream is not None:
             await stream.close()
 
-    async def _prepare(self, plan: sm.ChunkPlan, s: sm.SessionState) -> Stream:
-        anchor = s.image.pixels if s.image is not None and s.image_strength > 0 else None
+    async def _prepare(self, c: Conditions) -> tuple[Stream, bool]:
+        reopened = False
+        target, self._rewind_to = self._rewind_to, None
+        if target is not None and self._position != target:
+            await self._reopen(target, c)
+            reopened = True
         if self._stream is None:
-            self.seed = s.seed if s.seed >= 0 else random.randrange(2**31)
-            request = StreamRequest(
-                prompt=plan.prompt,
-                width=self._options.width,
-                height=self._options.height,
-                seed=self.seed,
-                settings=self._options.settings,
-                image=anchor,
-            )
-            self._stream = await self._engine.open_stream(request, Priority.SESSION)
-            self._applied_image = (s.image_version, anchor is not None)
-            return self._stream
-        if plan.prompt_changed:
-            await self._stream.set_prompt(plan.prompt, self._options.prompt_blend_chunks)
-        if self._applied_image != (s.image_version, anchor is not None):
-            if anchor is not None:
-                fresh = self._applied_image[0] != s.image_version
-                hard_cut = fresh and s.image_strength >= 1.0
-                await self._stream.set_image(anchor, restart=hard_cut)
+            await self._open(c)
+            return self._require_stream(), reopened
+        stream = self._require_stream()
+        if c.prompt != self._prompt:
+            await stream.set_prompt(c.prompt, c.blend_chunks)
+            self._prompt = c.prompt
+        if c.image_key != self._image_key:
+            if c.image is not None:
+                fresh = self._image_key[0] != c.image_version
+                await stream.set_image(c.image, restart=fresh and c.hard_cut)
             else:
-                await self._stream.clear_image()
-            self._applied_image = (s.image_version, anchor is not None)
+                await stream.clear_image()
+            self._image_key = c.image_key
+        return stream, reopened
+
+    def _require_stream(self) -> Stream:
+        if self._stream is None:
+            raise RuntimeError("no open stream")
         return self._stream
+
+    async def _open(self, c: Conditions, resume: Boundary | None = None) -> None:
+        if self.seed is None:
+            self.seed = c.seed if c.seed >= 0 else random.randrange(2**31)
+        request = StreamRequest(
+            prompt=c.prompt if resume is None else resume.prompt,
+            width=self._options.width,
+            height=self._options.height,
+            seed=self.seed,
+            settings=self._options.settings,
+            image=c.image if resume is None else None,
+        )
+        saved = None if resume is None else resume.state
+        self._stream = await self._engine.open_stream(request, Priority.SESSION, resume=saved)
+        self._prompt = request.prompt
+        self._image_key = c.image_key if resume is None else resume.image_key
+        self._position = self._stream.chunk_index
+
+    async def _reopen(self, boundary: int, c: Conditions) -> None:
+        """Replace the stream by one at `boundary` (its kept state, or a fresh one for 0)."""
+        old, self._stream = self._stream, None
+        if old is not None:
+            await old.close()
+        if boundary == 0:
+            return  # `_prepare` opens a fresh stream with the same seed
+        kept = self._boundaries.get(boundary)
+        if kept is None:
+            raise RuntimeError(f"no stream state kept at boundary {boundary}")
+        await self._open(c, kept)

@@ -20,9 +20,9 @@ from helios_serve.core.protocols import Engine
 from helios_serve.core.settings import PRESETS
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
-from helios_serve.realtime.handle import Connection, Mode, SessionHandle, Status
-from helios_serve.realtime.peer import PeerLink, TrackMapping
-from helios_serve.realtime.uploads import UploadBudget, UploadStore
+from helios_serve.realtime.reactor.handle import Connection, Mode, SessionHandle, Status
+from helios_serve.realtime.reactor.peer import PeerLink, TrackMapping
+from helios_serve.realtime.reactor.uploads import UploadBudget, UploadStore
 
 logger = logging.getLogger(__name__)
 KEEP_CLOSED = 256

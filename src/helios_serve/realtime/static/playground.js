@@ -52,7 +52,8 @@ const playground = {
   sessionId: null,
   lastState: null,
   eventCounts: {}, // received message types → count, for this connection
-  chunksDone: 0, // chunk_complete since the last start/reset (the counter under the video)
+  chunksDone: 0, // chunk_shown since the last start/reset: chunks that reached the video
+  // (a chunk remade after a prompt change completes twice but shows once)
   sent: [], // commands sent, oldest first (bounded)
 };
 window.playground = playground;
@@ -317,7 +318,7 @@ function onMessage(raw) {
     case "state":
       renderState(data);
       break;
-    case "chunk_complete":
+    case "chunk_shown":
       playground.chunksDone += 1;
       el.statChunksDone.textContent = String(playground.chunksDone);
       break;

@@ -578,7 +578,7 @@ function renderCard(card, job) {
   p.playOverlay.hidden = !done || card.mode === "playing";
   p.playOverlay.setAttribute("aria-label", `Play ${job.id}`);
   p.download.setAttribute("aria-label", `Download ${job.id} (MP4)`);
-  p.download.download = `${job.id}_video.mp4`; // the name the server gives it too
+  p.download.download = `${job.id}.mp4`; // the name the server gives it too (file_name)
   if (!done) p.download.removeAttribute("href");
   else if (!apiKey()) p.download.href = `${API}/v1/videos/${encodeURIComponent(job.id)}/content?variant=video`;
   else p.download.href = "#"; // the click fetches it with the key (see wireCard)
@@ -732,7 +732,7 @@ function wireCard(card) {
     try {
       const a = document.createElement("a");
       a.href = await mediaUrl(card, "video");
-      a.download = `${id()}_video.mp4`;
+      a.download = `${id()}.mp4`;
       a.click();
     } catch (err) {
       notifyError(err, `Downloading ${id()}`);

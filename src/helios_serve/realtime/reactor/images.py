@@ -9,9 +9,9 @@ import numpy as np
 
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.decode import load_image
-from helios_serve.realtime.commands import FileRef
-from helios_serve.realtime.protocol import CommandError
-from helios_serve.realtime.state_machine import ReferenceImage
+from helios_serve.realtime.reactor.commands import FileRef
+from helios_serve.realtime.reactor.protocol import CommandError
+from helios_serve.realtime.reactor.state_machine import ReferenceImage
 
 UploadResolver = Callable[[str], bytes]
 """upload id → the bytes the client PUT; raises `LookupError` when there are none (yet)."""

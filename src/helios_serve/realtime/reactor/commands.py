@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helios_serve.core.requests import RequestError, check_prompt, check_seed
-from helios_serve.realtime.protocol import CommandError, Envelope
+from helios_serve.realtime.reactor.protocol import CommandError, Envelope
 
 MAX_CHUNK_INDEX = 1_000_000
 SR_SCALES = {"off": 1, "1x": 1, "none": 1, "2x": 2, "4x": 4}

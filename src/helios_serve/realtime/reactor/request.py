@@ -11,8 +11,9 @@ from fastapi import Request
 
 from helios_serve.core.requests import check_side
 from helios_serve.core.spec import ModelInfo
-from helios_serve.realtime.peer import RemoteCandidate, TrackMapping
-from helios_serve.realtime.uploads import UploadError
+from helios_serve.realtime.reactor.peer import RemoteCandidate, TrackMapping
+from helios_serve.realtime.reactor.uploads import UploadError
+from helios_serve.realtime.steering import LatencyMode
 from helios_serve.web.bodies import parse_json_off_loop, read_capped_body
 from helios_serve.web.errors import ApiError, bad_request
 
@@ -93,6 +94,11 @@ def stream_overrides(extra_args: Any, info: ModelInfo) -> dict[str, Any]:
         out["prompt_blend_chunks"] = _int(
             extra_args["prompt_blend_chunks"], "extra_args.prompt_blend_chunks", 1, 16
         )
+    if "latency" in extra_args:
+        modes = [m.value for m in LatencyMode]
+        if extra_args["latency"] not in modes:
+            raise bad_request(f"'extra_args.latency' must be one of {modes}", param="latency")
+        out["latency"] = LatencyMode(extra_args["latency"])
     return out
 
 

@@ -15,8 +15,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.struct_pb2 import Struct
 
-from helios_serve.realtime.proto import reactor_wire_pb2 as pb
-from helios_serve.realtime.protocol import (
+from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
+from helios_serve.realtime.reactor.protocol import (
     APPLICATION,
     MAX_MESSAGE_BYTES,
     CommandError,

@@ -1,10 +1,11 @@
 """The paced video track: chunks arrive in bursts, frames leave evenly at the emission rate.
 
-`FrameBuffer` is the session's `FrameSink`: it holds at most a few chunks, and `put` waits for
-room, which is what paces generation. `PacedVideoTrack.recv()` only dequeues and stamps; when the
-buffer runs dry it repeats the last frame (black before the first) so the peer never stalls.
-A reconnect builds a new track on the same buffer. A client may pause the track (newer clients'
-`PauseTrack`): nothing is sent until it resumes, the buffer fills and generation waits on it.
+`PacedVideoTrack.recv()` only takes the next frame from the session's `FrameBuffer`
+(playout.py) and stamps it, telling the buffer the frame's pts (the buffer reports the first
+frame of each chunk as it goes out); when the buffer runs dry it repeats the last frame (black
+before the first) so the peer never stalls. A reconnect builds a new track on the same buffer.
+A client may pause the track (newer clients' `PauseTrack`): nothing is sent until it resumes;
+the buffer sees no consumer, fills and generation waits on it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -21,53 +21,11 @@ from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from helios_serve.realtime.playout import FrameBuffer
+
 Frames = npt.NDArray[np.uint8]
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
-
-
-class FrameBuffer:
-    """A bounded queue of whole chunks, read one frame at a time."""
-
-    def __init__(self, max_chunks: int = 2) -> None:
-        self._max = max(1, max_chunks)
-        self._chunks: deque[Frames] = deque()
-        self._offset = 0  # frames already read from the first chunk
-        self._room = asyncio.Event()
-        self._room.set()
-        self.frames_out = 0
-
-    async def put(self, frames: Frames) -> None:
-        """Queue a chunk (T, H, W, 3) once fewer than `max_chunks` are waiting."""
-        while len(self._chunks) >= self._max:
-            self._room.clear()
-            await self._room.wait()
-        if len(frames):
-            self._chunks.append(frames)
-
-    def clear(self) -> None:
-        """Drop everything queued (reset): stale frames must never play."""
-        self._chunks.clear()
-        self._offset = 0
-        self._room.set()
-
-    def pop(self) -> Frames | None:
-        """The next frame, or None when nothing is queued."""
-        if not self._chunks:
-            return None
-        chunk = self._chunks[0]
-        frame: Frames = chunk[self._offset]
-        self._offset += 1
-        if self._offset >= len(chunk):
-            self._chunks.popleft()
-            self._offset = 0
-            self._room.set()
-        self.frames_out += 1
-        return frame
-
-    @property
-    def queued_chunks(self) -> int:
-        return len(self._chunks)
 
 
 class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is Any via av
@@ -114,7 +72,7 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
     async def recv(self) -> Any:
         await self._playing.wait()
         pts, time_base = await self.next_timestamp()
-        frame = self._buffer.pop()
+        frame = self._buffer.pop(pts)
         if frame is not None:
             self._last = frame
         video = VideoFrame.from_ndarray(np.ascontiguousarray(self._last), format="rgb24")

@@ -2,7 +2,11 @@
 
 No I/O and no mutation, so a rejected command leaves the state (and its `state` snapshot)
 exactly as it was. The generation loop drives the chunk side through `claim_chunk` (the moment a
-chunk's prompt is fixed) and `complete_chunk`; commands drive the rest.
+chunk's prompt is fixed), `complete_chunk` and `chunk_shown`; commands drive the rest.
+
+A claim is kept until its chunk is on screen, with what it consumed, so `rewind` can undo the
+claims of chunks made but not yet shown: a change then lands on them as if they had never been
+made (the session drops and remakes them).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from helios_serve.realtime.protocol import CommandError
+from helios_serve.realtime.reactor.protocol import CommandError
 
 DEFAULT_IMAGE_STRENGTH = 0.5
 SR_LABELS = {1: "off", 2: "2x", 4: "4x"}
@@ -46,6 +50,17 @@ class ChunkPlan:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What `claim_chunk` changed for chunk `index`, so that `rewind` can undo it."""
+
+    index: int
+    consumed: tuple[tuple[int, str], ...]
+    previous_prompt: str | None
+    completed: int
+    frames: int
+
+
+@dataclass(frozen=True)
 class SessionState:
     started: bool = False
     paused: bool = False
@@ -64,6 +79,10 @@ class SessionState:
     frames: int = 0
     epoch: int = 0
     """Bumped by reset: results of an older epoch are stale and dropped."""
+    shown: int = 0
+    """Chunks whose first frame went to the client: they can no longer change."""
+    claims: tuple[Claim, ...] = ()
+    """Claims of chunks not yet shown, oldest first."""
 
     @property
     def running(self) -> bool:
@@ -100,7 +119,24 @@ def set_prompt(state: SessionState, prompt: str) -> SessionState:
     return _with_prompt(state, state.next_chunk, prompt)
 
 
+def first_changeable(state: SessionState) -> int:
+    """The first chunk a command may still change: running, anything not on screen (made
+    chunks are remade); paused or failed, the next chunk to be made."""
+    return state.shown if state.running else state.next_chunk
+
+
+def check_schedulable(state: SessionState, chunk: int) -> None:
+    """Refuse a prompt scheduled on a chunk that can no longer change."""
+    free = first_changeable(state)
+    if state.started and chunk < free:
+        raise CommandError(
+            "schedule_prompt",
+            f"chunk_already_generated: chunk {chunk} is generated; the next free is {free}",
+        )
+
+
 def schedule_prompt(state: SessionState, prompt: str, chunk: int) -> SessionState:
+    """Queue `prompt` at `chunk` (not yet claimed: `rewind` to it first if it was)."""
     if state.started and chunk < state.next_chunk:
         raise CommandError(
             "schedule_prompt",
@@ -184,11 +220,13 @@ def claim_chunk(state: SessionState) -> tuple[SessionState, ChunkPlan]:
     if prompt is None:
         raise CommandError("start", "no_prompt")
     changed = prompt != state.current_prompt
+    claim = Claim(index, tuple(due), state.current_prompt, state.completed, state.frames)
     new = replace(
         state,
         prompts=tuple((c, p) for c, p in state.prompts if c > index),
         current_prompt=prompt,
         next_chunk=index + 1,
+        claims=(*state.claims, claim),
     )
     return new, ChunkPlan(index, prompt, changed, state.epoch, state.sr_scale)
 
@@ -197,6 +235,33 @@ def complete_chunk(state: SessionState, frames: int) -> SessionState:
     return replace(state, completed=state.completed + 1, frames=state.frames + frames)
 
 
+def chunk_shown(state: SessionState, index: int) -> SessionState:
+    """Chunk `index` started playing: it and every chunk before it are fixed."""
+    shown = max(state.shown, index + 1)
+    return replace(state, shown=shown, claims=tuple(c for c in state.claims if c.index >= shown))
+
+
+def rewind(state: SessionState, chunk: int) -> SessionState:
+    """Undo the claims of chunks from `chunk` on (not on screen): the next chunk is `chunk`
+    again, with the prompts those claims consumed scheduled as they were."""
+    undone = [c for c in state.claims if c.index >= chunk]
+    if not undone:
+        return state
+    prompts = dict(state.prompts)
+    for claim in undone:
+        prompts.update(claim.consumed)
+    first = undone[0]
+    return replace(
+        state,
+        prompts=tuple(sorted(prompts.items())),
+        current_prompt=first.previous_prompt,
+        next_chunk=first.index,
+        completed=first.completed,
+        frames=first.frames,
+        claims=tuple(c for c in state.claims if c.index < chunk),
+    )
+
+
 def fail_chunk(state: SessionState) -> SessionState:
     """A chunk that failed to generate: give its index back and pause, so resume retries it."""
-    return replace(state, next_chunk=state.completed, paused=True)
+    return replace(rewind(state, state.completed), next_chunk=state.completed, paused=True)

@@ -198,6 +198,15 @@ def chunk_complete(chunk_index: int, frames_emitted: int, active_prompt: str | N
     )
 
 
+def chunk_shown(chunk_index: int, active_prompt: str, pts: int | None) -> Event:
+    """The first frame of chunk `chunk_index` went out on the track (at `pts`, 90 kHz clock
+    from the track's first frame): the moment a change reaches the screen."""
+    data: dict[str, Any] = {"chunk_index": chunk_index, "active_prompt": active_prompt}
+    if pts is not None:
+        data["pts"] = pts
+    return application_event("chunk_shown", data)
+
+
 def generation_paused() -> Event:
     return application_event("generation_paused")
 

@@ -2,12 +2,16 @@
 
 The socket's first message must be `session.start` (within `START_TIMEOUT_S`); anything wrong
 with it is an `error` and the socket closes. Then each 33-frame chunk goes out as a
-`video.chunk_metadata` text frame and one binary frame of fragmented MP4 (see `fmp4`); every
+`video.chunk_metadata` text frame and one binary frame of fragmented MP4 (see `media.fmp4`); every
 chunk is a whole fragment, so there is never a `trailer`. `num_frames` defaults to 99 and is
 rounded up to whole chunks; the accepted values are echoed in `video.start`'s `config`.
 During generation, bad messages get an `error` and the session goes on; `session.stop` cancels
 the chunk being made, and `session.done` reports `stopped: true`. A socket holds one slot of
 the same `SessionManager` as WebRTC sessions and never queues: over the limit it is `busy`.
+
+Chunks are made just in time and sent paced to the client's playback (`ws.stream`), so
+a `session.interaction` lands on the first chunk not yet sent: chunks made but not sent are
+remade under the new prompt, as a Reactor session's commands are (`generation`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import asyncio
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,17 +27,19 @@ import numpy.typing as npt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from helios_serve.core.json_text import JsonTextError, loads_strict
-from helios_serve.core.protocols import Priority, Stream
-from helios_serve.errors import HeliosError, StreamCancelledError
-from helios_serve.realtime.fmp4 import FragmentedMp4Encoder
+from helios_serve.media.fmp4 import FragmentedMp4Encoder
+from helios_serve.realtime.driver import StreamOptions
+from helios_serve.realtime.generation import Generation
 from helios_serve.realtime.manager import SessionLimitError, SessionManager
-from helios_serve.realtime.ws_video_start import (
+from helios_serve.realtime.playout import MadeChunk
+from helios_serve.realtime.ws.start import (
     Interaction,
     Plan,
     WsError,
     parse_interaction,
     plan_session,
 )
+from helios_serve.realtime.ws.stream import InteractionSource, SocketPlayout
 
 logger = logging.getLogger(__name__)
 PATH = "/v1/realtime/video"
@@ -47,13 +52,6 @@ CLOSE_CODES = {"invalid_json": 1007, "invalid_message": 1003, "message_too_large
 """RFC 6455 close codes for a socket refused before its session starts; the rest are 1008."""
 
 
-@dataclass
-class Chunk:
-    index: int
-    frames: Frames
-    events: dict[str, list[str]] = field(default_factory=dict)
-
-
 class VideoSocket:
     """One `/v1/realtime/video` connection: control messages, generation, sending."""
 
@@ -62,9 +60,9 @@ class VideoSocket:
         self.request_id = f"video_stream-{uuid.uuid4().hex}"
         self._send_lock = asyncio.Lock()
         self._stop = False
-        self._pending: list[Interaction] = []
-        self._active: list[Interaction] = []
         self._seen: set[str] = set()
+        self._source: InteractionSource | None = None
+        self._generation: Generation | None = None
 
     async def send(self, payload: dict[str, Any], data: bytes | None = None) -> None:
         async with self._send_lock:  # a chunk's metadata and its bytes stay adjacent
@@ -133,49 +131,53 @@ class VideoSocket:
     async def _session(self, plan: Plan) -> None:
         start = {"type": "video.start", "request_id": self.request_id, "format": "m4s"}
         await self.send(start | {"config": plan.config})
-        queue: asyncio.Queue[Chunk | str | None] = asyncio.Queue(maxsize=1)
-        producer = asyncio.create_task(self._produce(plan, queue))
+        config = self.manager.config
+        playout = SocketPlayout(plan.fps, config.ws_send_ahead_s, self._finished)
+        self._source = source = InteractionSource(plan)
+        options = StreamOptions(
+            plan.request.width, plan.request.height, plan.request.settings, latency=config.latency
+        )
+        self._generation = generation = Generation(
+            self.manager.engine, options, _no_upscale, playout, source
+        )
+        generation.start()
         control = asyncio.create_task(self._control())
         encoder = FragmentedMp4Encoder(plan.request.width, plan.request.height, plan.fps)
         sent = 0
         try:
-            while (item := await self._next(queue, control)) is not None:
-                if isinstance(item, str):
-                    await self.error("generation_failed", item)
-                    return await self.ws.close(1011)
-                if self._stop:
-                    continue  # generated before the stop arrived: dropped, like the rest
-                data = await asyncio.to_thread(encoder.encode, item.frames)
+            while (chunk := await self._next(playout, control)) is not None:
+                data = await asyncio.to_thread(encoder.encode, chunk.frames)
                 meta = {
                     "type": "video.chunk_metadata", "request_id": self.request_id, "kind": "media",
-                    "transport_chunk_index": sent, "generation_chunk_index": item.index,
-                    "num_frames": len(item.frames), "byte_length": len(data), **item.events,
+                    "transport_chunk_index": sent, "generation_chunk_index": chunk.index,
+                    "num_frames": len(chunk.frames), "byte_length": len(data),
+                    **source.events.get(chunk.index, {}),
                 }  # fmt: skip
                 await self.send(meta, data)
                 sent += 1
+            if source.error is not None:
+                await self.error("generation_failed", source.error)
+                return await self.ws.close(1011)
             done = {"type": "session.done", "request_id": self.request_id, "chunks": sent}
             await self.send(done | {"stopped": self._stop})
             await self.ws.close(1000)
         finally:
             self._stop = True
-            for task in (producer, control):
-                task.cancel()
+            control.cancel()
             # wait(), not gather(): gather turns a cancellation of this task (a server or test
             # client tearing the app down) into one that escapes its cancel scope.
-            await asyncio.wait({producer, control})
-            for task in (producer, control):  # retrieved, so asyncio does not log them again
-                _ = task.cancelled() or task.exception()
+            await asyncio.wait({control})
+            _ = control.cancelled() or control.exception()  # retrieved: not logged again
+            await generation.stop()
 
     @staticmethod
-    async def _next(
-        queue: asyncio.Queue[Chunk | str | None], control: asyncio.Task[None]
-    ) -> Chunk | str | None:
-        """The producer's next item; a disconnect seen by the control task ends the wait."""
-        getter = asyncio.ensure_future(queue.get())
+    async def _next(playout: SocketPlayout, control: asyncio.Task[None]) -> MadeChunk | None:
+        """The next chunk due to be sent; a disconnect seen by the control task ends the wait."""
+        getter = asyncio.ensure_future(playout.next_due())
         try:
             done, _ = await asyncio.wait({getter, control}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            getter.cancel()  # a no-op once it holds its item
+            getter.cancel()  # a no-op once it holds its chunk
         if getter in done:
             return getter.result()
         control.result()  # re-raises WebSocketDisconnect (or a bug)
@@ -188,6 +190,9 @@ class VideoSocket:
                 kind = msg.get("type")
                 if kind == "session.stop":
                     self._stop = True
+                    if self._source is not None and self._generation is not None:
+                        self._source.stopped = True
+                        await self._generation.stop()  # what was made and not sent is dropped
                 elif kind == "session.ping":
                     await self.send({"type": "session.pong"})
                 elif kind == "session.interaction":
@@ -195,7 +200,7 @@ class VideoSocket:
                     if event.event_id in self._seen:
                         raise WsError("event_id_conflict", f"event_id {event.event_id!r} was used")
                     self._seen.add(event.event_id)
-                    self._pending.append(event)
+                    self._steer(event)
                     ack = {"type": "session.interaction.queued", "request_id": self.request_id}
                     await self.send(ack | {"event_id": event.event_id})
                 elif kind == "session.start":
@@ -205,43 +210,25 @@ class VideoSocket:
             except WsError as exc:
                 await self.error(exc.code, str(exc))
 
-    async def _produce(self, plan: Plan, queue: asyncio.Queue[Chunk | str | None]) -> None:
-        stream: Stream | None = None
-        try:
-            stream = await self.manager.engine.open_stream(plan.request, Priority.SESSION)
-            for index in range(plan.chunks):
-                if self._stop:
-                    break
-                events = await self._boundary(stream, index)
-                result = await stream.next_chunk(should_cancel=lambda: self._stop)
-                await queue.put(Chunk(index, result.frames, events))
-        except StreamCancelledError:
-            pass  # only raised once the client stopped or went away
-        except Exception as exc:
-            logger.exception("%s: generation failed", self.request_id)
-            code = exc.code if isinstance(exc, HeliosError) else "internal_error"
-            await queue.put(f"generation failed ({code}); the server log has the details")
-            return
-        finally:
-            if stream is not None:
-                await stream.close()
-        await queue.put(None)
+    def _finished(self) -> bool:
+        """Generation has ended: every chunk made and queued, stopped, or failed."""
+        source, generation = self._source, self._generation
+        return source is None or generation is None or not (source.wanted() or generation.busy)
 
-    async def _boundary(self, stream: Stream, index: int) -> dict[str, list[str]]:
-        """Apply queued prompts before chunk `index`; the event ids its metadata reports."""
-        pending, self._pending = self._pending, []
-        completed = [e.event_id for e in self._active + pending[:-1]] if pending else []
-        if pending:  # only the newest prompt is blended in; earlier ones are superseded
-            event = pending[-1]
-            await stream.set_prompt(event.prompt, blend_chunks=event.blend)
-            event.last_chunk = index + event.blend - 1
-            self._active = [event]
-        active = [e.event_id for e in self._active]
-        completed += [e.event_id for e in self._active if e.last_chunk == index]
-        self._active = [e for e in self._active if e.last_chunk > index]
-        started = [e.event_id for e in pending]
-        return {"started_event_ids": started, "active_event_ids": active,
-                "completed_event_ids": completed}  # fmt: skip
+    def _steer(self, interaction: Interaction) -> None:
+        """Queue an interaction where it lands first: chunks made but not sent are remade."""
+        source, generation = self._source, self._generation
+        if source is None or generation is None:
+            return
+        source.add(interaction)
+        landing = generation.landing(source.committed, source.claimed)
+        if landing < source.claimed:
+            generation.rollback(landing)
+        generation.wake()
+
+
+def _no_upscale(frames: Frames, scale: int) -> Frames:  # noqa: ARG001  # no SR here
+    return frames
 
 
 def build_ws_video_router(manager: SessionManager) -> APIRouter:

@@ -19,11 +19,11 @@ import logging
 from collections.abc import Callable
 from enum import StrEnum
 
-from helios_serve.realtime import protocol as wire
-from helios_serve.realtime import wire_pb
-from helios_serve.realtime.capabilities import openapi_schema
-from helios_serve.realtime.peer import CONTROL_CHANNEL_LABEL, DATA_CHANNEL_LABEL, MAIN_VIDEO
-from helios_serve.realtime.session import CLIPS_UNSUPPORTED, Session
+from helios_serve.realtime.reactor import protocol as wire
+from helios_serve.realtime.reactor import wire_pb
+from helios_serve.realtime.reactor.capabilities import openapi_schema
+from helios_serve.realtime.reactor.peer import CONTROL_CHANNEL_LABEL, DATA_CHANNEL_LABEL, MAIN_VIDEO
+from helios_serve.realtime.reactor.session import CLIPS_UNSUPPORTED, Session
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from helios_serve.realtime.capabilities import session_capabilities
-from helios_serve.realtime.handle import (
+from helios_serve.realtime.manager import SessionLimitError, SessionManager, UnknownSessionError
+from helios_serve.realtime.reactor.capabilities import session_capabilities
+from helios_serve.realtime.reactor.handle import (
     LEGACY_CONNECTION,
     Connection,
     ConnectionLimitError,
@@ -23,8 +24,7 @@ from helios_serve.realtime.handle import (
     SessionHandle,
     Status,
 )
-from helios_serve.realtime.manager import SessionLimitError, SessionManager, UnknownSessionError
-from helios_serve.realtime.request import (
+from helios_serve.realtime.reactor.request import (
     check_versions,
     parse_ice_candidates,
     parse_sdp_params,
@@ -33,7 +33,7 @@ from helios_serve.realtime.request import (
     read_upload_body,
     stream_overrides,
 )
-from helios_serve.realtime.uploads import UploadError
+from helios_serve.realtime.reactor.uploads import UploadError
 from helios_serve.web.errors import ApiError, bad_request
 from helios_serve.web.responses import CompactJSONResponse
 

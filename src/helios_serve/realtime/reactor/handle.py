@@ -17,20 +17,21 @@ from enum import StrEnum
 from typing import Any
 
 from helios_serve.core.protocols import Engine
-from helios_serve.realtime import protocol as wire
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
-from helios_serve.realtime.images import ImageLoader
-from helios_serve.realtime.link import ClientLink, WireFormat
-from helios_serve.realtime.peer import (
+from helios_serve.realtime.playout import FrameBuffer
+from helios_serve.realtime.reactor import protocol as wire
+from helios_serve.realtime.reactor.images import ImageLoader
+from helios_serve.realtime.reactor.link import ClientLink, WireFormat
+from helios_serve.realtime.reactor.peer import (
     MAX_REMOTE_CANDIDATES,
     PeerLink,
     RemoteCandidate,
     TrackMapping,
 )
-from helios_serve.realtime.session import Session
-from helios_serve.realtime.track import FrameBuffer, PacedVideoTrack
-from helios_serve.realtime.uploads import UploadStore
+from helios_serve.realtime.reactor.session import Session
+from helios_serve.realtime.reactor.track import PacedVideoTrack
+from helios_serve.realtime.reactor.uploads import UploadStore
 
 logger = logging.getLogger(__name__)
 LEGACY_CONNECTION = 0
@@ -104,7 +105,7 @@ class SessionHandle:
 
     def activate(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
         """Give the session its slot: build the buffer and session and start its consumer."""
-        self.buffer = FrameBuffer(config.buffer_chunks)
+        self.buffer = FrameBuffer(config.emission_fps, config.buffer_chunks)
         self.session = Session(
             engine,
             self.options,

@@ -3,12 +3,13 @@
 Commands go through a queue with one consumer, so they apply in arrival order; the consumer
 changes only the pure `SessionState`. A command may carry a `Reply` (the newer clients await one
 per command): it gets the command's own event, or a bare acknowledgement, as soon as the command
-is applied, or its rejection; JSON clients (`receive`) get the same as plain events. The
-generation loop reads that state at each chunk boundary (`claim_chunk`) and brings the engine
-stream in line: prompt switches, image anchors, the SR scale. Knows nothing of WebRTC: frames go
-to a `FrameSink`, events to `emit`.
+is applied, or its rejection; JSON clients (`receive`) get the same as plain events.
 
-`StreamDriver` holds the engine stream and its image-strength mapping.
+The session is the `ChunkSource` of its `Generation` (generation.py): the loop claims each chunk
+from the state (`claim_chunk` fixes its prompt) just in time, and a command that changes what is
+made (prompt, image, strength) first asks where it lands and rolls back the chunks made past the
+screen (`_steer`), so it shows at the next chunk. Knows nothing of WebRTC: frames go to a
+`Playout`, events to `emit` (`chunk_shown` when a chunk's first frame went out).
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from collections.abc import Callable
 from typing import Protocol
 
 from helios_serve.core.protocols import Engine
-from helios_serve.errors import EngineRestartedError, HeliosError, StreamCancelledError
-from helios_serve.realtime import commands as cmd
-from helios_serve.realtime import protocol as wire
-from helios_serve.realtime import state_machine as sm
-from helios_serve.realtime.capabilities import model_capabilities, openapi_schema
-from helios_serve.realtime.driver import FrameSink, StreamDriver, StreamOptions, Upscaler
-from helios_serve.realtime.images import ImageLoader
+from helios_serve.errors import EngineRestartedError, HeliosError
+from helios_serve.realtime.driver import Conditions, StreamOptions, Upscaler
+from helios_serve.realtime.generation import Claimed, Generation
+from helios_serve.realtime.playout import Frames, MadeChunk, Playout
+from helios_serve.realtime.reactor import commands as cmd
+from helios_serve.realtime.reactor import protocol as wire
+from helios_serve.realtime.reactor import state_machine as sm
+from helios_serve.realtime.reactor.capabilities import model_capabilities, openapi_schema
+from helios_serve.realtime.reactor.images import ImageLoader
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class Session:
         engine: Engine,
         options: StreamOptions,
         emit: Emit,
-        sink: FrameSink,
+        sink: Playout,
         images: ImageLoader,
         upscale: Upscaler,
         *,
@@ -100,7 +103,6 @@ class Session:
         self._engine = engine
         self._options = options
         self._deliver = emit
-        self._sink = sink
         self._images = images
         self._upscale = upscale
         self._limiter = RateLimiter(commands_per_second)
@@ -109,10 +111,8 @@ class Session:
             MAX_QUEUED_COMMANDS
         )
         self._awaiting: _Awaiting | None = None
-        self._wake = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
-        self._generator: asyncio.Task[None] | None = None
-        self._driver = StreamDriver(engine, options, upscale)
+        self._generation = Generation(engine, options, upscale, sink, self)
         self._closed = False
         self.ended_reason: str | None = None
         """Set when the session cannot go on (its engine was restarted); the manager closes it."""
@@ -183,14 +183,12 @@ class Session:
         raise wire.CommandError(envelope.type[:64], "unknown_command")
 
     async def close(self) -> None:
-        """Stop both tasks and the stream; safe to call twice."""
+        """Stop taking commands and making chunks; safe to call twice."""
         self._closed = True
-        self._wake.set()
-        for task in (self._consumer, self._generator):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        await self._driver.close()
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        await self._generation.stop()
 
     # ------------------------------------------------------------------ commands
     async def _consume(self) -> None:
@@ -224,29 +222,40 @@ class Session:
         s = self._state
         match command:
             case cmd.SetPrompt(prompt):
-                self._state = sm.set_prompt(s, prompt)
+                self._steer()
+                self._state = sm.set_prompt(self._state, prompt)
                 self._emit(wire.prompt_accepted(prompt))
                 self._emit_conditions()
             case cmd.SchedulePrompt(prompt, chunk):
-                self._state = sm.schedule_prompt(s, prompt, chunk)
+                sm.check_schedulable(s, chunk)
+                if chunk < s.next_chunk:  # made but not on screen: it is made again
+                    self._generation.rollback(chunk)
+                self._state = sm.schedule_prompt(self._state, prompt, chunk)
                 self._emit(wire.prompt_accepted(prompt))
                 self._emit_conditions()
             case cmd.SetImage(ref):
                 image = await self._images.load("set_image", ref)
+                self._steer()
                 self._state = sm.set_image(self._state, image)
                 self._emit(wire.image_accepted(image.width, image.height))
                 self._emit_conditions()
             case cmd.SetConditioning(prompt, ref):
                 image = await self._images.load("set_conditioning", ref)  # validate before change
+                self._steer()
                 self._state = sm.set_conditioning(self._state, prompt, image)
                 self._emit(wire.prompt_accepted(prompt))
                 self._emit(wire.image_accepted(image.width, image.height))
                 self._emit_conditions()
             case cmd.ClearImage():
-                self._state = sm.clear_image(s)
+                if s.image is not None:
+                    self._steer()
+                self._state = sm.clear_image(self._state)
                 self._emit_conditions()
             case cmd.SetImageStrength(value):
-                self._state = sm.set_image_strength(s, value)
+                sm.set_image_strength(s, value)  # refused before anything changes
+                if s.image is not None and (s.image_strength > 0) != (value > 0):
+                    self._steer()  # the anchor comes or goes
+                self._state = sm.set_image_strength(self._state, value)
             case cmd.SetSrScale(scale):
                 self._state = sm.set_sr_scale(s, scale)
             case cmd.SetSeed(seed):
@@ -262,85 +271,87 @@ class Session:
             case cmd.Start():
                 self._state = sm.start(s)
                 self._emit(wire.generation_started(sm.first_prompt(s) or "", 0))
-                self._generator = asyncio.create_task(self._generate(self._state.epoch))
+                self._generation.start()
             case cmd.Pause():
                 self._state = sm.pause(s)
                 self._emit(wire.generation_paused())
             case cmd.Resume():
                 self._state = sm.resume(s)
-                self._wake.set()
+                self._generation.wake()
                 self._emit(wire.generation_resumed())
             case cmd.Reset():
                 self._state = sm.reset(s)
-                await self._stop_generation()
+                await self._generation.stop()
                 self._emit(wire.generation_reset())
         self._emit_state()
 
-    async def _stop_generation(self) -> None:
-        # The epoch has moved on, so the engine's cancel check fires at its next step.
-        self._wake.set()
-        if self._generator is not None:
-            self._generator.cancel()
-            await asyncio.gather(self._generator, return_exceptions=True)
-            self._generator = None
-        await self._driver.close()
-        self._sink.clear()
+    def _steer(self) -> None:
+        """A change of what is made is coming: remake the chunks made past the screen that it
+        should reach (where it lands: `steering`); paused, nothing already made changes."""
+        s = self._state
+        if not s.running:
+            return
+        landing = self._generation.landing(s.shown, s.next_chunk)
+        if landing < s.next_chunk:
+            self._generation.rollback(landing)
 
     def _emit_state(self) -> None:
-        self._emit(wire.state_event(self._state.snapshot()))
+        snapshot = self._state.snapshot()
+        snapshot["generation"] = self._generation.stats.as_dict()
+        self._emit(wire.state_event(snapshot))
 
     def _emit_conditions(self) -> None:
         s = self._state
         self._emit(wire.conditions_ready(s.has_prompt, s.image is not None))
 
-    # ---------------------------------------------------------------- generation
-    def _stale(self, epoch: int) -> bool:
-        return self._closed or self._state.epoch != epoch
+    # --------------------------------------------- the chunk source of `Generation`
+    def wanted(self) -> bool:
+        return not self._closed and self.ended_reason is None and self._state.running
 
-    def _is_stale(self, plan: sm.ChunkPlan) -> bool:
-        return self._stale(plan.epoch)
+    def claim(self) -> Claimed:
+        self._state, plan = sm.claim_chunk(self._state)
+        s = self._state
+        anchor = s.image.pixels if s.image is not None and s.image_strength > 0 else None
+        conditions = Conditions(
+            prompt=plan.prompt,
+            blend_chunks=self._options.prompt_blend_chunks,
+            image=anchor,
+            image_version=s.image_version,
+            hard_cut=s.image_strength >= 1.0,
+            sr_scale=plan.sr_scale,
+            seed=s.seed,
+        )
+        return Claimed(plan.index, conditions)
 
-    async def _generate(self, epoch: int) -> None:
-        while not self._stale(epoch):
-            while self._state.paused and not self._stale(epoch):
-                self._wake.clear()
-                await self._wake.wait()
-            if self._stale(epoch):
-                return
-            self._state, plan = sm.claim_chunk(self._state)
-            try:
-                frames = await self._driver.make_chunk(plan, self._state, self._is_stale)
-            except StreamCancelledError:
-                return  # only raised once the epoch moved on (reset) or the session closed
-            except EngineRestartedError as exc:
-                if self._stale(epoch):
-                    return
-                # the stream died with the engine process: end the session, say so once
-                logger.warning("session ends at chunk %d: %s", plan.index, exc)
-                self.ended_reason = "engine restarted"
-                self._emit(
-                    wire.command_error(
-                        "start",
-                        "engine_restarted: the engine stopped and was restarted; this session "
-                        "has ended, start a new one",
-                    )
+    def unclaim(self, chunk: int) -> None:
+        self._state = sm.rewind(self._state, chunk)
+
+    def made(self, claimed: Claimed, frames: Frames) -> None:
+        self._state = sm.complete_chunk(self._state, len(frames))
+        self._emit(wire.chunk_complete(claimed.index, len(frames), claimed.conditions.prompt))
+        self._emit_state()
+
+    def started(self, chunk: MadeChunk, pts: int | None) -> None:
+        self._state = sm.chunk_shown(self._state, chunk.index)
+        self._emit(wire.chunk_shown(chunk.index, chunk.prompt, pts))
+
+    def failed(self, claimed: Claimed, exc: Exception) -> bool:
+        if isinstance(exc, EngineRestartedError):
+            # the stream died with the engine process: end the session, say so once
+            logger.warning("session ends at chunk %d: %s", claimed.index, exc)
+            self.ended_reason = "engine restarted"
+            self._emit(
+                wire.command_error(
+                    "start",
+                    "engine_restarted: the engine stopped and was restarted; this session "
+                    "has ended, start a new one",
                 )
-                return
-            except Exception as exc:
-                if self._stale(epoch):
-                    return
-                logger.exception("session chunk %d failed", plan.index)
-                self._state = sm.fail_chunk(self._state)
-                # the log has the exception; the client gets no internals
-                code = exc.code if isinstance(exc, HeliosError) else "internal_error"
-                self._emit(wire.command_error("start", f"generation_failed: {code}"))
-                self._emit_state()
-                continue
-            if self._stale(epoch):
-                return
-            await self._sink.put(frames)  # the only wait: a full buffer paces generation
-            if self._stale(epoch):
-                return
-            self._state = sm.complete_chunk(self._state, len(frames))
-            self._emit(wire.chunk_complete(plan.index, len(frames), plan.prompt))
-            self._emit_state()
+            )
+            return False
+        logger.error("session chunk %d failed", claimed.index, exc_info=exc)
+        self._state = sm.fail_chunk(self._state)
+        # the log has the exception; the client gets no internals
+        code = exc.code if isinstance(exc, HeliosError) else "internal_error"
+        self._emit(wire.command_error("start", f"generation_failed: {code}"))
+        self._emit_state()
+        return True
