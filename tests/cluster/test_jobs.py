@@ -199,6 +199,18 @@ def test_kill_9_worker_mid_job_another_resumes_at_its_checkpoint(
     assert killed["resumed_from_chunk"] is not None
     assert killed["resumed_from_chunk"] >= saved
     assert killed["chunks_done"] == 4
+    # and the taker said so: its log names the chunk it resumed at, the gateway counts it
+    taker = [w for w in workers.ran(victim) if w != name]
+    assert len(taker) == 1, workers.ran(victim)
+    at = f"job {victim} resumes at chunk {killed['resumed_from_chunk']} of 4"
+    assert any(at in line for line in workers.named(taker[0]).log), at
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        metrics = http.get("/metrics").text
+    resumed = [
+        x for x in metrics.splitlines() if x.startswith("helios_jobs_resumed_from_checkpoint ")
+    ]
+    assert len(resumed) == 1, metrics
+    assert float(resumed[0].split()[-1]) >= 1, resumed
     for video_id in jobs:
         assert digest(gateway, video_id) == single_node["parity"]
         assert stored_keys(cluster, video_id) == FINAL_FILES

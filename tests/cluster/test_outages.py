@@ -27,9 +27,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def roles(cluster: LocalCluster) -> tuple[Role, Role]:
-    workers = [cluster.worker(n, *WORKER_FLAGS, *FAST_UPKEEP, start=False) for n in "ab"]
-    start_together(workers)
+def workers(cluster: LocalCluster) -> list[Role]:
+    started = [cluster.worker(n, *WORKER_FLAGS, *FAST_UPKEEP, start=False) for n in "ab"]
+    start_together(started)
+    return started
+
+
+@pytest.fixture(scope="module")
+def roles(cluster: LocalCluster, workers: list[Role]) -> tuple[Role, Role]:
     gateways = [cluster.gateway(f"gateway-{n}", *FAST_UPKEEP, start=False) for n in "ab"]
     start_together(gateways)
     return gateways[0], gateways[1]
@@ -151,3 +156,30 @@ def test_a_gateway_with_keys_guards_jobs_sessions_and_the_stream(
         return None
 
     assert asyncio.run(stream_without_key()) == 1008
+
+
+def test_ready_and_workers_alive_follow_the_workers(
+    workers: list[Role], roles: tuple[Role, Role]
+) -> None:
+    gateway = roles[1]
+
+    def alive_metric(http: httpx.Client) -> float:
+        for line in http.get("/metrics").text.splitlines():
+            if line.startswith("helios_workers_alive "):
+                return float(line.split()[-1])
+        raise AssertionError("no helios_workers_alive in /metrics")
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        ready = http.get("/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "ready"
+        assert alive_metric(http) == 2
+        for worker in workers:
+            worker.kill()  # no goodbye: their heartbeats just stop
+        wait_until(lambda: http.get("/ready").status_code == 503, 30, "/ready to say 503")
+        assert http.get("/ready").json()["status"] == "unavailable"
+        assert alive_metric(http) == 0
+        assert http.get("/health").status_code == 200  # the gateway itself is fine
+        workers[0].start()  # one worker back is enough
+        wait_until(lambda: http.get("/ready").status_code == 200, 30, "/ready to say 200")
+        assert alive_metric(http) == 1

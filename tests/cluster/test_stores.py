@@ -4,12 +4,16 @@ on SQLite and on a real PostgreSQL, blobs in a folder and in a real S3 (SeaweedF
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from helios_serve.cluster.pg_schema import SCHEMA_VERSION
 from helios_serve.cluster.pg_store import PostgresJobStore
 from helios_serve.cluster.s3 import S3BlobStore
 from helios_serve.core.settings import SamplingSettings
@@ -171,6 +175,37 @@ def test_postgres_away_is_unavailable_not_a_crash(local_cluster: LocalCluster) -
             store.queue_depth()
     finally:
         store.close()
+
+
+def test_helios_db_upgrade_migrates_once_and_refuses_a_newer_schema(
+    local_cluster: LocalCluster,
+) -> None:
+    dsn = local_cluster.postgres.create_database(f"helios_s{next(_databases)}")
+
+    def upgrade() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "helios_serve.cli", "db", "upgrade", "--database", dsn]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    for _ in range(2):  # a fresh database, then one already up to date
+        done = upgrade()
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"the database is at schema version {SCHEMA_VERSION}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        versions = conn.execute("SELECT version FROM helios_schema_version").fetchall()
+        assert [v for (v,) in versions] == list(range(1, SCHEMA_VERSION + 1))
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        }
+        assert {"helios_jobs", "helios_workers", "procrastinate_jobs"} <= tables
+        conn.execute(
+            "INSERT INTO helios_schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,)
+        )
+    refused = upgrade()  # a database a newer helios-serve migrated is never touched
+    assert refused.returncode != 0
+    assert f"schema version {SCHEMA_VERSION + 1}" in refused.stderr
 
 
 @pytest.fixture(params=["folder", "s3"])
