@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from helios_serve.api.app import ApiConfig, ApiParts, create_app
+from helios_serve import __version__
+from helios_serve.api.app import ApiConfig, ApiParts, install_job_api
 from helios_serve.cluster.maintenance import Maintenance, Upkeep
 from helios_serve.cluster.pg_store import PostgresJobStore
 from helios_serve.cluster.queue import QueueDispatch, build_queue_app
@@ -39,6 +40,8 @@ from helios_serve.errors import HeliosError
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.mirror import JobMirror
 from helios_serve.web.cors import PathCors
+from helios_serve.web.errors import install_error_handlers
+from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +134,14 @@ def build_gateway(
     config = ApiConfig(
         api_keys=options.api_keys, max_queue=options.max_queue, cors_origins=options.cors_origins
     )
-    app = create_app(parts, config)
+    app = FastAPI(
+        title="helios-serve gateway",
+        version=__version__,
+        lifespan=_dispatch_lifespan(parts),
+        default_response_class=CompactJSONResponse,
+    )
+    install_error_handlers(app)  # the same error map as `helios serve`
+    install_job_api(app, parts, config)
     registry.register(ClusterCollector(engine, store))
     workers = WorkerRegistry(store.pool)
     proxy = SessionProxy(workers, options.upkeep.worker_timeout_s)
@@ -156,6 +166,20 @@ def build_gateway(
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def _dispatch_lifespan(parts: ApiParts) -> Any:
+    """The job dispatch (the queue's client) starts and stops with the app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        parts.runner.start()
+        try:
+            yield
+        finally:
+            await parts.runner.stop()
+
+    return lifespan
 
 
 async def _watch_workers(engine: WorkersEngine, workers: WorkerRegistry, upkeep: Upkeep) -> None:

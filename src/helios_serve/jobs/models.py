@@ -17,7 +17,7 @@ from helios_serve.core.spec import (
     settings_to_json,
 )
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.errors import HeliosError
+from helios_serve.errors import HeliosError, NotFoundError
 
 ReferenceKind = Literal["image", "video"]
 ExtensionMode = Literal["state", "v2v"]
@@ -70,7 +70,7 @@ def check_attempt(job: Job, attempt: int | None) -> None:
         )
 
 
-class JobNotFoundError(HeliosError):
+class JobNotFoundError(NotFoundError):
     """No job has this id (never created, deleted, or not a well-formed id)."""
 
     code = "video_not_found"

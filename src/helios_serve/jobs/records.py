@@ -12,17 +12,21 @@ from __future__ import annotations
 import builtins
 from typing import Any, Literal, Protocol
 
-from helios_serve.errors import HeliosError
+from helios_serve.errors import UnavailableError
 from helios_serve.jobs.models import Job, JobStatus
 from helios_serve.jobs.store import IdempotencyClaim, RecoveryReport
 
 Order = Literal["asc", "desc"]
 
 
-class StoreUnavailableError(HeliosError):
-    """The job database cannot be reached right now (restarting, network); retry later."""
+class StoreUnavailableError(UnavailableError):
+    """The job database cannot be reached right now (restarting, network); retry later.
+
+    A 503 with `Retry-After` wherever it surfaces (the error map's `UnavailableError`); the job
+    API answers it with a message of its own (`api.app`), not the driver's."""
 
     code = "store_unavailable"
+    retry_after_s = 2
 
 
 class JobRecords(Protocol):
