@@ -80,6 +80,7 @@ def test_two_sessions_run_on_two_workers_a_third_waits_a_lost_worker_ends_only_i
             assert third.json()["error"]["code"] == "no_free_worker"
 
             lost = next(w for w in workers if w.name == host_of(cluster, first.session_id))
+            second_host = host_of(cluster, second.session_id)
             lost.kill()
 
             async def ended() -> dict[str, object]:
@@ -103,7 +104,17 @@ def test_two_sessions_run_on_two_workers_a_third_waits_a_lost_worker_ends_only_i
             await second.frames_until(lambda f: len(f) >= 10)
             async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
                 again = await http.post("/start_session", json={})
-            assert again.status_code == 503
+                assert again.status_code == 503
+                # coordinator mode waits instead: PENDING on the surviving worker, as today
+                coordinator = {"Authorization": "Bearer any-token", "Reactor-API-Version": "1"}
+                queued = await http.post("/sessions", json={}, headers=coordinator)
+                assert queued.status_code == 200, queued.text
+                waiting = queued.json()["session_id"]
+                assert host_of(cluster, waiting) == second_host
+                described = await http.get(f"/sessions/{waiting}", headers=coordinator)
+                assert described.json()["state"] == "PENDING"
+                deleted = await http.delete(f"/sessions/{waiting}", headers=coordinator)
+                assert deleted.status_code == 200
             second.send("pause")
         finally:
             await first.close(stop=False)
