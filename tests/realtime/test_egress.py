@@ -90,6 +90,18 @@ def test_governor_steps_back_up_only_after_the_hold_and_with_headroom() -> None:
     assert gov2.reason is None
 
 
+def test_a_one_off_stall_lowers_nothing() -> None:
+    """Half a second without frames (another process had the CPU): the window is slow, but the
+    egress is not busy per frame, so the scale stays."""
+    clock = Clock()
+    gov = EgressGovernor(FPS, clock=clock)
+    feed(gov, clock, 3, FPS, 4, 0.01)
+    clock.now += 0.5
+    gov.frame_sent(4, 0.5)
+    feed(gov, clock, 1.5, FPS, 4, 0.01)
+    assert gov.cap == 4
+
+
 def test_governor_starts_a_new_window_after_a_pause() -> None:
     clock = Clock()
     gov = EgressGovernor(FPS, clock=clock)

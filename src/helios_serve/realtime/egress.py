@@ -4,9 +4,11 @@ The track tells it about every frame it hands to the sender (`frame_sent`: the s
 went at, and how long the egress was busy with the previous one: preparing it, encoding and
 sending it). It measures the delivered frame rate over a sliding window and applies one rule:
 
-- **down**: sending upscaled frames (2x or 4x) and a full window (`window_s`, 2 s) delivered
-  under `down_ratio` (90 %) of the emission rate → the scale cap drops one step (4x → 2x → off);
-  the window restarts, so the next step down needs another full window at the new scale.
+- **down**: sending upscaled frames (2x or 4x), a full window (`window_s`, 2 s) delivered
+  under `down_ratio` (90 %) of the emission rate, and the egress saturated: its median busy time
+  per frame at least `busy_ratio` (90 %) of a frame interval (so a one-off stall, or a generator
+  that is behind, lowers nothing) → the scale cap drops one step (4x → 2x → off); the window
+  restarts, so the next step down needs another full window at the new scale.
 - **up**: sending at the cap, below 4x, at least `hold_s` (10 s) since the last change, the
   window at ≥ `up_fps_ratio` (98 %) of the rate, and the egress busy time per frame, scaled by the
   pixel ratio of the next step (4x the pixels), fits in `up_headroom` (75 %) of a frame interval
@@ -19,6 +21,7 @@ there is nothing left to give up, and the state says so.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +36,7 @@ LABELS = {1: "off", 2: "2x", 4: "4x"}
 class EgressPolicy:
     window_s: float = 2.0
     down_ratio: float = 0.9
+    busy_ratio: float = 0.9
     up_fps_ratio: float = 0.98
     up_headroom: float = 0.75
     hold_s: float = 10.0
@@ -101,7 +105,8 @@ class EgressGovernor:
 
     def _decide(self, now: float, fps: float) -> None:
         p = self.policy
-        if self.scale > 1 and fps < p.down_ratio * self.fps:
+        saturated = statistics.median(self._busy) >= p.busy_ratio / self.fps
+        if self.scale > 1 and fps < p.down_ratio * self.fps and saturated:
             lower = SR_STEPS[SR_STEPS.index(self.scale) - 1]
             self._change(
                 now,
