@@ -77,6 +77,13 @@ def register_egress(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured steady state")
     parser.add_argument("--out", type=Path, help="PREFIX: writes PREFIX.json and PREFIX.md")
     parser.add_argument("--label", default="", help="a name for this run in the report")
+    parser.add_argument(
+        "--slow-encoder-ms",
+        type=float,
+        default=0.0,
+        help="add MS to every encode of a 2560x1536 frame (scaled by pixels for other sizes): "
+        "a stand-in for an encoder that cannot keep up, to see the degradation rule act",
+    )
     parser.set_defaults(handler=run_egress)
 
 
@@ -105,6 +112,7 @@ def run_egress(args: argparse.Namespace) -> int:
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "model_size": [args.width, args.height],
         "emission_fps": args.fps,
+        "slow_encoder_ms": args.slow_encoder_ms,
         "cases": [asdict(r) for r in results],
     }
     table = format_table(report)
@@ -140,6 +148,9 @@ def format_table(report: dict[str, Any]) -> str:
         "|" + "---|" * 14,
     ]
     lines += [_row(CaseResult(**c)) for c in report["cases"]]
+    notes = [f"- {c['scale']}x {c['offer']}: {n}" for c in report["cases"] for n in c["notes"]]
+    if notes:
+        lines += ["", "Degradation (the egress governor's reason):", *notes]
     return "\n".join(lines)
 
 
@@ -160,15 +171,22 @@ class _Timed:
         return 1000 * self.seconds / self.items if self.items else 0.0
 
 
-class _TimedEncoder:
-    """Wraps the sender's encoder: times `encode`, passes everything else through."""
+SLOW_REFERENCE_PIXELS = 2560 * 1536
 
-    def __init__(self, inner: Any, timed: _Timed) -> None:
+
+class _TimedEncoder:
+    """Wraps the sender's encoder: times `encode` (slowed by `slow_s` at 4x when asked),
+    passes everything else through."""
+
+    def __init__(self, inner: Any, timed: _Timed, slow_s: float = 0.0) -> None:
         object.__setattr__(self, "_inner", inner)
         object.__setattr__(self, "_timed", timed)
+        object.__setattr__(self, "_slow_s", slow_s)
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> Any:
         start = time.perf_counter()
+        if self._slow_s:
+            time.sleep(self._slow_s * frame.width * frame.height / SLOW_REFERENCE_PIXELS)
         out = self._inner.encode(frame, force_keyframe)
         self._timed.add(time.perf_counter() - start, 1)
         return out
@@ -312,7 +330,7 @@ async def _client(offer: str) -> tuple[Any, list[float], asyncio.Event]:
     return client, received, measuring
 
 
-def _time_encoder(sender: Any, timed: _Timed) -> Callable[[], None]:
+def _time_encoder(sender: Any, timed: _Timed, slow_s: float) -> Callable[[], None]:
     """Wrap the sender's encoder (the one the server installed, or aiortc's own when it is
     created); returns the undo."""
     from aiortc import rtcrtpsender
@@ -320,9 +338,9 @@ def _time_encoder(sender: Any, timed: _Timed) -> Callable[[], None]:
     original = rtcrtpsender.get_encoder
     installed = getattr(sender, "_RTCRtpSender__encoder", None)
     if installed is not None:
-        sender._RTCRtpSender__encoder = _TimedEncoder(installed, timed)
+        sender._RTCRtpSender__encoder = _TimedEncoder(installed, timed, slow_s)
     else:
-        rtcrtpsender.get_encoder = lambda codec: _TimedEncoder(original(codec), timed)
+        rtcrtpsender.get_encoder = lambda codec: _TimedEncoder(original(codec), timed, slow_s)
 
     def undo() -> None:
         rtcrtpsender.get_encoder = original
@@ -361,7 +379,7 @@ async def _case(args: argparse.Namespace, scale: int, offer: str) -> CaseResult:
     await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
     sender = server._pc.getTransceivers()[0].sender
     result.codec = _negotiated(answer)
-    undo = _time_encoder(sender, encode_timed)
+    undo = _time_encoder(sender, encode_timed, args.slow_encoder_ms / 1000)
     generation.start()
     try:
         await asyncio.sleep(args.warmup_s)
