@@ -1,4 +1,9 @@
-"""Domain errors with machine-readable codes; every layer maps these to its own wire format."""
+"""Domain errors with machine-readable codes; every layer maps these to its own wire format.
+
+Errors of every layer derive from the kinds here (invalid input, not found, conflict, too large,
+unavailable), so the HTTP edge maps them all through one table (`web.errors`), whichever way in
+raised them.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,31 @@ class InvalidInputError(HeliosError):
     """A request, file or flag that cannot be used as given (a 4xx, never a crash)."""
 
     code = "invalid_input"
+
+
+class NotFoundError(HeliosError):
+    """No such thing (a job, a session, an upload): 404 at the HTTP edge."""
+
+    code = "not_found"
+
+
+class ConflictError(HeliosError):
+    """Not possible in the current state (try later, or do something else first): 409."""
+
+    code = "conflict"
+
+
+class TooLargeError(HeliosError):
+    """Over a size limit: 413."""
+
+    code = "request_too_large"
+
+
+class UnavailableError(HeliosError):
+    """Full for now (slots, budgets): 503 with this message and `Retry-After`."""
+
+    code = "service_unavailable"
+    retry_after_s = 5
 
 
 class CheckpointError(HeliosError):

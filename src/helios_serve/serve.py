@@ -1,20 +1,23 @@
-"""Composition root: config → engine → job store and runner → app → uvicorn."""
+"""Composition root: config → engine → job store and runner → app → uvicorn.
+
+`build_app` is the one place an app is assembled, for `helios serve` and for the tests: the
+job API and the real-time sessions each add routes, and their lifecycles nest in one lifespan
+(engine outermost, then the job runner, then the sessions)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
-from helios_serve.api.app import ApiConfig, ApiParts, create_app
+from helios_serve.api.app import ApiConfig, ApiParts, install_job_api
 from helios_serve.core.protocols import Engine
 from helios_serve.engine.metrics import EngineMetrics
 from helios_serve.engine.process import ProcessEngine
@@ -32,7 +35,11 @@ from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobNotFoundError, JobStore
 from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.realtime.driver import Upscaler as SessionUpscaler
+from helios_serve.realtime.manager import SessionManager
+from helios_serve.web.errors import install_error_handlers
 from helios_serve.web.http_protocol import HeadDeadlineProtocol
+from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -117,22 +124,63 @@ def build_upscaler(device: str, sr_weights: Path | None) -> Upscaler:
     return TorchResampler(torch.device(device))
 
 
-def _manage_engine(app: FastAPI, engine: Engine) -> None:
-    """Start the engine's supervision with the app's loop, and close it when the app stops
-    (after the sessions and the job runner, whose lifespans run inside this one)."""
-    inner = app.router.lifespan_context
+@dataclass(frozen=True)
+class JobApi:
+    """The job API's share of an app: its parts (store, files, runner) and its settings."""
+
+    parts: ApiParts
+    config: ApiConfig = field(default_factory=ApiConfig)
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """The real-time sessions' share of an app."""
+
+    config: RealtimeConfig
+    upscaler: SessionUpscaler
+    cors_origins: tuple[str, ...] = ()
+
+
+def build_app(
+    engine: Engine,
+    jobs: JobApi | None = None,
+    sessions: Sessions | None = None,
+    own_engine: bool = False,
+) -> FastAPI:
+    """The app around `engine`: the job API and/or the real-time sessions, one error map, and
+    one lifespan. With `own_engine` the app also starts the engine's supervision with its
+    loop and closes the engine last. The session manager is `app.state.sessions` (or None)."""
+    manager = SessionManager(engine, sessions.config, sessions.upscaler) if sessions else None
 
     @asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        if isinstance(engine, ProcessEngine):
-            await engine.start()
-        try:
-            async with inner(a) as state:
-                yield state
-        finally:
-            await engine.close()
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Stops in reverse order: sessions close, the runner brings its job to a step
+        # boundary, then the engine stops.
+        async with AsyncExitStack() as stack:
+            if own_engine:
+                if isinstance(engine, ProcessEngine):
+                    await engine.start()
+                stack.push_async_callback(engine.close)
+            if jobs is not None:
+                jobs.parts.runner.start()
+                stack.push_async_callback(jobs.parts.runner.stop)
+            if manager is not None:
+                stack.push_async_callback(manager.shutdown)
+            yield
 
-    app.router.lifespan_context = lifespan
+    app = FastAPI(
+        title="helios-serve",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=CompactJSONResponse,
+    )
+    install_error_handlers(app)  # one table for the job API's and the sessions' errors
+    if jobs is not None:
+        install_job_api(app, jobs.parts, jobs.config)
+    if sessions is not None and manager is not None:
+        install_realtime(app, manager, sessions.cors_origins)
+    app.state.sessions = manager
+    return app
 
 
 def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = None) -> int:
@@ -160,15 +208,18 @@ def _serve(engine: Engine, options: ServerOptions, parts: ApiParts) -> int:
     api = ApiConfig(
         api_keys=options.api_keys, cors_origins=options.cors_origins, max_queue=options.max_queue
     )
-    app = create_app(parts, api)
     realtime = RealtimeConfig(
         max_sessions=options.max_sessions,
         emission_fps=options.emission_fps,
         server_version=f"helios-serve {__version__}",
     )
     upscaler = build_upscaler(info.device, options.sr_weights)
-    install_realtime(app, engine, realtime, upscaler, options.cors_origins)
-    _manage_engine(app, engine)
+    app = build_app(
+        engine,
+        jobs=JobApi(parts, api),
+        sessions=Sessions(realtime, upscaler, options.cors_origins),
+        own_engine=True,
+    )
     config = uvicorn.Config(
         app,
         host=options.host,

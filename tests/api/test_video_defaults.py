@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 from fastapi.testclient import TestClient
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.api.videos.defaults import video_defaults
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS
 from helios_serve.api.videos.params import VideoCreateRequest
@@ -19,9 +19,8 @@ from helios_serve.api.videos.sizes import check_size
 from helios_serve.core.spec import ModelInfo, delivered_frames
 from helios_serve.core.types import Variant
 from helios_serve.engine.fake import FakeEngine
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .conftest import BASE, DISTILLED, MID, model_info
 
@@ -92,8 +91,11 @@ def _no_sr(frames: npt.NDArray[np.uint8], scale: int) -> npt.NDArray[np.uint8]:
 def _app(tmp_path: Path, keys: tuple[str, ...] = ()) -> TestClient:
     """The app as `helios serve` composes it: the job API plus the realtime routes and pages."""
     engine = FakeEngine()
-    app = create_app(build_parts(engine, tmp_path, idle_poll_s=0.05), ApiConfig(api_keys=keys))
-    install_realtime(app, engine, RealtimeConfig(), _no_sr)
+    app = build_app(
+        engine,
+        jobs=JobApi(build_parts(engine, tmp_path, idle_poll_s=0.05), ApiConfig(api_keys=keys)),
+        sessions=Sessions(RealtimeConfig(), _no_sr),
+    )
     return TestClient(app)
 
 

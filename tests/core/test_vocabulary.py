@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.cli import main as cli_main
 from helios_serve.core.requests import (
     MAX_PROMPT_CHARS,
@@ -22,9 +22,8 @@ from helios_serve.core.requests import (
 )
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 PYRAMID = FakeEngineConfig().info  # the fake serves a 3-stage pyramid: sides are 64-multiples
 
@@ -45,9 +44,9 @@ WIDTH_MESSAGE = refusal(lambda: check_side(656, "width", PYRAMID))
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     engine = FakeEngine()
     parts = build_parts(engine, tmp_path_factory.mktemp("vocabulary"), idle_poll_s=0.05)
-    application = create_app(parts, ApiConfig())
     config = RealtimeConfig(width=64, height=64, settings=SamplingSettings())
-    install_realtime(application, engine, config, lambda frames, _scale: frames)
+    sessions = Sessions(config, lambda frames, _scale: frames)
+    application = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=sessions)
     with TestClient(application) as client:
         yield client
     parts.store.close()

@@ -7,12 +7,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .client import HEADERS, serve
 from .conftest import np_upscale
@@ -28,9 +27,8 @@ CREATE = {
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     engine = FakeEngine()
     parts = build_parts(engine, tmp_path_factory.mktemp("coord"))
-    app = create_app(parts, ApiConfig())
     config = RealtimeConfig(width=64, height=64, settings=SamplingSettings(), ping_timeout_s=30)
-    install_realtime(app, engine, config, np_upscale)
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))
     with serve(app) as url, httpx.Client(base_url=url, headers=HEADERS, timeout=10) as client:
         yield client
     parts.store.close()

@@ -16,13 +16,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .client import HEADERS, serve
 from .conftest import np_upscale
@@ -35,8 +34,11 @@ CREATE = {"model": {"name": "helios"}, "client_info": {"sdk_version": "2.9.0"}}
 def _app(tmp: Path, config: RealtimeConfig, keys: tuple[str, ...] = ()) -> Iterator[str]:
     engine = FakeEngine()
     parts = build_parts(engine, tmp, idle_poll_s=0.05)
-    app = create_app(parts, ApiConfig(api_keys=keys, cors_origins=(ALLOWED,)))
-    install_realtime(app, engine, config, np_upscale, (ALLOWED,))
+    app = build_app(
+        engine,
+        jobs=JobApi(parts, ApiConfig(api_keys=keys, cors_origins=(ALLOWED,))),
+        sessions=Sessions(config, np_upscale, (ALLOWED,)),
+    )
     try:
         with serve(app) as url:
             yield url

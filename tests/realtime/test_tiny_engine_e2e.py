@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.core.settings import PRESETS
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .client import ReactorClient, serve
 from .conftest import np_upscale
@@ -33,8 +32,7 @@ def tiny_server(
         width=64, height=64, settings=settings, emission_fps=60, ping_timeout_s=30
     )
     parts = build_parts(engine, Path(tmp_path_factory.mktemp("tiny-rt")))
-    app = create_app(parts, ApiConfig())
-    install_realtime(app, engine, config, np_upscale)
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))
     with serve(app) as url:
         yield url
     asyncio.run(engine.close())

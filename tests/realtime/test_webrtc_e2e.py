@@ -8,12 +8,11 @@ from typing import Any
 
 import pytest
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .client import ReactorClient, serve
 from .conftest import np_upscale
@@ -35,8 +34,7 @@ CONFIG = RealtimeConfig(
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.01))
     parts = build_parts(engine, tmp_path_factory.mktemp("rt-data"))
-    app = create_app(parts, ApiConfig())
-    install_realtime(app, engine, CONFIG, np_upscale)
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(CONFIG, np_upscale))
     with serve(app) as url:
         yield url
     parts.store.close()

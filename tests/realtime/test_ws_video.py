@@ -10,7 +10,6 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
@@ -19,9 +18,9 @@ from helios_serve.core import framecode
 from helios_serve.engine.fake import FAIL_MARKER, FakeEngine, FakeEngineConfig
 from helios_serve.engine.paced import PacedEngine, PacedTiming
 from helios_serve.media.fmp4 import FragmentedMp4Encoder
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
+from helios_serve.serve import Sessions, build_app
 
 from .conftest import np_upscale
 
@@ -30,8 +29,8 @@ START = {"type": "session.start", "model": "fake", "prompt": "a red fox", "seed"
 
 def make_client(step_delay_s: float = 0.0, engine: FakeEngine | None = None) -> TestClient:
     engine = engine or FakeEngine(FakeEngineConfig(step_delay_s=step_delay_s))
-    app = FastAPI()
-    app.state.manager = install_realtime(app, engine, RealtimeConfig(max_sessions=1), np_upscale)
+    app = build_app(engine, sessions=Sessions(RealtimeConfig(max_sessions=1), np_upscale))
+    app.state.manager = app.state.sessions
     return TestClient(app)
 
 
@@ -328,9 +327,8 @@ def test_an_interaction_lands_on_the_first_chunk_not_sent_and_only_once() -> Non
     """With the paced test engine the frames say which chunk and prompt they are: the chunks
     made but not yet sent when an interaction came are remade, and none is sent twice."""
     engine = PacedEngine(PacedTiming(0.05, steps=3, open_s=0.0))
-    app = FastAPI()
     config = RealtimeConfig(max_sessions=1, ws_send_ahead_s=0.1)
-    install_realtime(app, engine, config, np_upscale)
+    app = build_app(engine, sessions=Sessions(config, np_upscale))
     first, later = "a red fox", "a blue whale"
     start = {"type": "session.start", "model": "paced", "prompt": first, "seed": 5, "fps": 60}
     with TestClient(app) as client, client.websocket_connect(PATH) as ws:

@@ -12,17 +12,15 @@ from typing import Any
 
 import av
 import pytest
-from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
-from helios_serve.api.app import ApiConfig, create_app
+from helios_serve.api.app import ApiConfig
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
-from helios_serve.realtime.app_wiring import install_realtime
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
-from helios_serve.serve import build_parts
+from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 from .client import serve
 from .conftest import np_upscale
@@ -51,8 +49,9 @@ def test_tiny_engine_streams_a_decodable_fmp4(
     model = tiny_model("tiny")
     engine = LocalEngine(model, describe(model, "helios"))
     parts = build_parts(engine, tmp_path)
-    app = create_app(parts, ApiConfig())
-    install_realtime(app, engine, RealtimeConfig(), np_upscale)
+    app = build_app(
+        engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(RealtimeConfig(), np_upscale)
+    )
     start = {
         "type": "session.start",
         "model": engine.info.name,
@@ -88,8 +87,8 @@ def test_tiny_engine_streams_a_decodable_fmp4(
 
 def test_client_that_vanishes_gives_its_slot_back() -> None:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.02))
-    app = FastAPI()
-    manager = install_realtime(app, engine, RealtimeConfig(max_sessions=1), np_upscale)
+    app = build_app(engine, sessions=Sessions(RealtimeConfig(max_sessions=1), np_upscale))
+    manager = app.state.sessions
 
     async def vanish(url: str) -> None:
         async with connect(url.replace("http", "ws") + PATH) as ws:
@@ -115,8 +114,7 @@ def test_client_that_vanishes_gives_its_slot_back() -> None:
     [("not json", 1007), (json.dumps({"type": "session.start", "prompt": ""}), 1008)],
 )
 def test_bad_start_over_a_real_socket_is_an_error_then_close(raw: str, close_code: int) -> None:
-    app = FastAPI()
-    install_realtime(app, FakeEngine(), RealtimeConfig(), np_upscale)
+    app = build_app(FakeEngine(), sessions=Sessions(RealtimeConfig(), np_upscale))
 
     async def main(url: str) -> None:
         async with connect(url.replace("http", "ws") + PATH) as ws:

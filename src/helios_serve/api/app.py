@@ -1,17 +1,17 @@
-"""create_app: the HTTP app around already-built parts (tests inject their own)."""
+"""install_job_api: the job API's routes, auth and metrics on an app `serve.build_app` makes.
+
+The parts are built outside (`serve.build_parts`; tests inject their own); their lifecycle
+(the runner's start and stop) is the composition root's, not this module's."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from helios_serve import __version__
 from helios_serve.api.auth import install_auth
 from helios_serve.api.system import StoreCollector, build_system_router
 from helios_serve.api.videos.defaults import video_defaults
@@ -20,11 +20,8 @@ from helios_serve.api.videos.router import build_router
 from helios_serve.api.videos.service import VideosService
 from helios_serve.core.protocols import Engine
 from helios_serve.jobs.files import JobFiles
-from helios_serve.jobs.models import JobNotFoundError
 from helios_serve.jobs.runner import JobRunner
 from helios_serve.jobs.store import JobStore
-from helios_serve.web.errors import install_error_handlers
-from helios_serve.web.responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 
@@ -53,25 +50,9 @@ def _ready(parts: ApiParts) -> bool:
     return parts.engine.is_healthy() and parts.runner.trouble is None
 
 
-def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
-    """The app: routes, error envelope, auth; the runner starts and stops with it."""
+def install_job_api(app: FastAPI, parts: ApiParts, config: ApiConfig) -> None:
+    """`/v1/videos`, `/health`, `/ready`, `/metrics` and the API-key check on `app`."""
     model = parts.engine.info
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        parts.runner.start()
-        try:
-            yield
-        finally:
-            await parts.runner.stop()
-
-    app = FastAPI(
-        title="helios-serve",
-        version=__version__,
-        lifespan=lifespan,
-        default_response_class=CompactJSONResponse,
-    )
-    install_error_handlers(app, {JobNotFoundError: 404})
     install_auth(app, config.api_keys, config.cors_origins)
     parts.registry.register(StoreCollector(parts.store))
     service = VideosService(
@@ -87,4 +68,3 @@ def create_app(parts: ApiParts, config: ApiConfig) -> FastAPI:
             video_defaults(model, config.limits),
         )
     )
-    return app

@@ -17,7 +17,7 @@ from helios_serve.core.spec import (
     settings_to_json,
 )
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.errors import HeliosError
+from helios_serve.errors import HeliosError, NotFoundError
 
 ReferenceKind = Literal["image", "video"]
 ExtensionMode = Literal["state", "v2v"]
@@ -55,7 +55,7 @@ class InvalidTransitionError(HeliosError):
     code = "invalid_state"
 
 
-class JobNotFoundError(HeliosError):
+class JobNotFoundError(NotFoundError):
     """No job has this id (never created, deleted, or not a well-formed id)."""
 
     code = "video_not_found"

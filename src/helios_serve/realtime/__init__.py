@@ -7,5 +7,5 @@
   `steering`), the session slots (`manager`), the knobs (`config`) and `app_wiring`.
 
 aiortc is imported only inside this package; the engine is seen only through `core.protocols`.
-Compose it onto an app with `helios_serve.realtime.app_wiring.install_realtime`.
+The app is assembled in `helios_serve.serve.build_app` (routes from `app_wiring`).
 """

@@ -18,6 +18,7 @@ from typing import Any
 
 from helios_serve.core.protocols import Engine
 from helios_serve.core.settings import PRESETS
+from helios_serve.errors import NotFoundError, UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
 from helios_serve.realtime.reactor.handle import Connection, Mode, SessionHandle, Status
@@ -29,12 +30,15 @@ KEEP_CLOSED = 256
 """Closed sessions remembered so GET can answer CLOSED instead of 404."""
 
 
-class SessionLimitError(Exception):
-    """Every session slot is taken (local mode answers 503 with Retry-After)."""
+class SessionLimitError(UnavailableError):
+    """Every session slot is taken (503 with Retry-After; the WebSocket closes 1013)."""
+
+    code = "session_limit_reached"
 
 
-class UnknownSessionError(LookupError):
-    pass
+class UnknownSessionError(NotFoundError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id[:80]!r}", param="session_id")
 
 
 class SessionManager:
@@ -71,7 +75,9 @@ class SessionManager:
     def acquire_slot(self) -> str:
         """Take a session slot for a non-Reactor session; never queues (`SessionLimitError`)."""
         if self.active_count >= self.config.max_sessions:
-            raise SessionLimitError(f"all {self.config.max_sessions} session slots are in use")
+            raise SessionLimitError(
+                f"all {self.config.max_sessions} session slots are in use; try again later"
+            )
         token = uuid.uuid4().hex
         self._slots.add(token)
         return token
@@ -87,11 +93,13 @@ class SessionManager:
         self._ensure_watchdog()
         full = self.active_count >= self.config.max_sessions
         if full and mode is Mode.LOCAL:
-            raise SessionLimitError(f"all {self.config.max_sessions} session slots are in use")
+            raise SessionLimitError(
+                f"all {self.config.max_sessions} session slots are in use; try again later"
+            )
         if full and len(self._pending) >= self.config.max_pending_sessions:
             raise SessionLimitError(
                 f"all {self.config.max_sessions} session slots are in use and "
-                f"{len(self._pending)} sessions are already waiting"
+                f"{len(self._pending)} sessions are already waiting; try again later"
             )
         options = replace(self.default_options(), **overrides)
         uploads = UploadStore(

@@ -47,9 +47,13 @@ from starlette.responses import Response
 
 from helios_serve.errors import (
     CheckpointError,
+    ConflictError,
     HeliosError,
     InvalidInputError,
+    NotFoundError,
     StreamCancelledError,
+    TooLargeError,
+    UnavailableError,
 )
 from helios_serve.web.responses import CompactJSONResponse
 
@@ -76,7 +80,11 @@ _STATUS_CODES = {
 
 DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
     InvalidInputError: 400,
+    NotFoundError: 404,
+    ConflictError: 409,
     StreamCancelledError: 409,
+    TooLargeError: 413,
+    UnavailableError: 503,
     CheckpointError: 503,
 }
 """HTTP status per domain error class (looked up along the MRO; unmapped ones are 500)."""
@@ -146,6 +154,9 @@ def api_error_from_domain(
     if isinstance(exc, ApiError):
         return exc
     status = next((statuses[c] for c in type(exc).__mro__ if c in statuses), 500)
+    if isinstance(exc, UnavailableError):  # written for the client: how long, and why
+        retry = {"Retry-After": str(exc.retry_after_s)}
+        return ApiError(status, exc.message, code=exc.code, param=exc.param, headers=retry)
     if status == 503:
         message = _UNAVAILABLE_MESSAGE
     else:

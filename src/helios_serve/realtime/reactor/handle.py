@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from helios_serve.core.protocols import Engine
+from helios_serve.errors import UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
 from helios_serve.realtime.egress import EgressGovernor
@@ -41,7 +42,7 @@ MAX_CONNECTIONS = 8
 """Connection ids a session holds at once; registering more is refused (503) until one ends."""
 
 
-class ConnectionLimitError(Exception):
+class ConnectionLimitError(UnavailableError):
     """Every connection id of the session is taken."""
 
 
@@ -129,7 +130,9 @@ class SessionHandle:
     def register_connection(self) -> Connection:
         """A new connection id for the newer clients' flow (`ConnectionLimitError` when full)."""
         if len(self.connections) >= MAX_CONNECTIONS:
-            raise ConnectionLimitError(f"all {MAX_CONNECTIONS} connections of the session are open")
+            raise ConnectionLimitError(
+                f"all {MAX_CONNECTIONS} connections of the session are open; try again later"
+            )
         connection = Connection(self.next_connection_id, None)
         self.next_connection_id += 1
         self.connections[connection.id] = connection

@@ -12,7 +12,7 @@ from fastapi import Request
 from helios_serve.core.requests import check_side
 from helios_serve.core.spec import ModelInfo
 from helios_serve.realtime.reactor.peer import RemoteCandidate, TrackMapping
-from helios_serve.realtime.reactor.uploads import UploadError
+from helios_serve.realtime.reactor.uploads import UploadTooLargeError
 from helios_serve.realtime.steering import LatencyMode
 from helios_serve.web.bodies import parse_json_off_loop, read_capped_body
 from helios_serve.web.errors import ApiError, bad_request
@@ -137,12 +137,12 @@ async def read_upload_body(request: Request, declared: int, cap: int) -> bytes:
     """Read a PUT body, stopping early past the declared size or the cap."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cap:
-        raise UploadError(413, "file_too_large", f"over the limit of {cap} bytes")
+        raise UploadTooLargeError(f"over the limit of {cap} bytes")
     data = bytearray()
     async for part in request.stream():
         data.extend(part)
         if len(data) > cap:
-            raise UploadError(413, "file_too_large", f"over the limit of {cap} bytes")
+            raise UploadTooLargeError(f"over the limit of {cap} bytes")
         if len(data) > declared:
             break  # already a mismatch; no need to read the rest
     return bytes(data)

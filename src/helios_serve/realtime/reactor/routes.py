@@ -1,8 +1,10 @@
 """HTTP routes of Reactor's protocol: local and coordinator sessions, WebRTC signalling, uploads.
 
-Thin: parse, call the `SessionManager`, shape the JSON the SDK reads. Errors use the project's
-error envelope through `ApiError`. Status codes are what the SDKs check: 202 for sdp_params (2.9.0
-and the newer clients), 201 for a registered connection (the newer clients).
+Thin: parse, call the `SessionManager`, shape the JSON the SDK reads. Domain errors (no such
+session, slots full, upload limits) are mapped by the app's one error table (`web.errors`);
+protocol states the SDK checks are `ApiError`s here. Status codes are what the SDKs check: 202
+for sdp_params (2.9.0 and the newer clients), 201 for a registered connection (the newer
+clients).
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from helios_serve.realtime.manager import SessionLimitError, SessionManager, UnknownSessionError
+from helios_serve.realtime.manager import SessionManager
 from helios_serve.realtime.reactor.capabilities import session_capabilities
 from helios_serve.realtime.reactor.handle import (
     LEGACY_CONNECTION,
     Connection,
-    ConnectionLimitError,
     Mode,
     Negotiation,
     SessionHandle,
@@ -33,7 +34,6 @@ from helios_serve.realtime.reactor.request import (
     read_upload_body,
     stream_overrides,
 )
-from helios_serve.realtime.reactor.uploads import UploadError
 from helios_serve.web.errors import ApiError, bad_request
 from helios_serve.web.responses import CompactJSONResponse
 
@@ -55,17 +55,6 @@ def describe(handle: SessionHandle, manager: SessionManager) -> dict[str, Any]:
         body["selected_transport"] = {"protocol": "webrtc", "version": "1.0"}
         body["capabilities"] = session_capabilities(manager.config.emission_fps)
     return body
-
-
-def _not_found(session_id: str) -> ApiError:
-    return ApiError(404, f"no session {session_id[:80]!r}", code="not_found", param="session_id")
-
-
-def _live(manager: SessionManager, session_id: str) -> SessionHandle:
-    try:
-        return manager.live(session_id)
-    except UnknownSessionError:
-        raise _not_found(session_id) from None
 
 
 def _connection(handle: SessionHandle, connection_id: str) -> Connection:
@@ -117,16 +106,8 @@ def _session_routes(manager: SessionManager) -> APIRouter:
 
     async def create(request: Request, mode: Mode) -> SessionHandle:
         body = await read_json(request)
-        try:
-            overrides = stream_overrides(body.get("extra_args"), manager.engine.info)
-            return await manager.create(mode, overrides)
-        except SessionLimitError as exc:
-            raise ApiError(
-                503,
-                f"{exc}; try again later",
-                code="session_limit_reached",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+        overrides = stream_overrides(body.get("extra_args"), manager.engine.info)
+        return await manager.create(mode, overrides)
 
     @router.post("/start_session")
     async def start_session(request: Request) -> dict[str, Any]:
@@ -150,21 +131,18 @@ def _session_routes(manager: SessionManager) -> APIRouter:
     async def get_local_session(request: Request) -> dict[str, Any]:
         # Local mode's join: a local runtime serves one session, so this takes no id.
         wanted = request.query_params.get("session_id")
-        handle = manager.latest_local() if wanted is None else _live(manager, wanted)
+        handle = manager.latest_local() if wanted is None else manager.live(wanted)
         if handle is None:
             raise ApiError(404, "no local session is running", code="not_found")
         return describe(handle, manager)
 
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: str) -> dict[str, Any]:
-        try:
-            return describe(manager.get(session_id), manager)
-        except UnknownSessionError:
-            raise _not_found(session_id) from None
+        return describe(manager.get(session_id), manager)
 
     @router.delete("/sessions/{session_id}")
     async def delete_session(session_id: str) -> dict[str, Any]:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         await manager.close(handle.id, "deleted by the client")
         return describe(handle, manager)
 
@@ -181,12 +159,12 @@ def _transport_routes(manager: SessionManager) -> APIRouter:
 
     @router.get(WEBRTC + "/ice_servers")
     async def ice_servers(session_id: str) -> dict[str, Any]:
-        _live(manager, session_id)
+        manager.live(session_id)
         return {"ice_servers": list(manager.config.ice_servers)}
 
     async def offer(session_id: str, request: Request) -> Response:
         # The 2.9.0 flow: no connection registered, JSON on the "data" channel.
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         if handle.status is not Status.ACTIVE:
             raise ApiError(409, "the session has no slot yet (PENDING)", code="conflict")
         sdp, mapping = parse_sdp_params(await read_json(request))
@@ -197,7 +175,7 @@ def _transport_routes(manager: SessionManager) -> APIRouter:
 
     @router.get(WEBRTC + "/sdp_params")
     async def answer(session_id: str) -> Response:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         return _answer(handle.legacy_connection().negotiation, None)
 
     router.include_router(_connection_routes(manager))
@@ -211,18 +189,14 @@ def _connection_routes(manager: SessionManager) -> APIRouter:
 
     @router.post(WEBRTC + "/connections", status_code=201)
     async def register(session_id: str, request: Request) -> dict[str, Any]:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         await read_json(request)  # validated, not used: the client sends {}
         if handle.status is not Status.ACTIVE:
             raise _unavailable("the session has no slot yet (PENDING); try again later")
-        try:
-            connection = handle.register_connection()
-        except ConnectionLimitError as exc:
-            raise _unavailable(f"{exc}; try again later") from None
-        return {"connection_id": connection.id}
+        return {"connection_id": handle.register_connection().id}
 
     async def offer(session_id: str, connection_id: str, request: Request) -> Response:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         connection = _connection(handle, connection_id)
         sdp, mapping = parse_sdp_params(await read_json(request))
         await manager.connect(handle, connection, sdp, mapping)
@@ -232,12 +206,12 @@ def _connection_routes(manager: SessionManager) -> APIRouter:
 
     @router.get(CONNECTION + "/sdp_params")
     async def answer(session_id: str, connection_id: str) -> Response:
-        connection = _connection(_live(manager, session_id), connection_id)
+        connection = _connection(manager.live(session_id), connection_id)
         return _answer(connection.negotiation, connection.id)
 
     @router.post(CONNECTION + "/ice_candidates")
     async def ice_candidates(session_id: str, connection_id: str, request: Request) -> Response:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         connection = _connection(handle, connection_id)
         candidates, final = parse_ice_candidates(await read_json(request))
         await handle.add_candidates(connection, candidates, final)
@@ -251,28 +225,19 @@ def _upload_routes(manager: SessionManager) -> APIRouter:
 
     @router.post("/sessions/{session_id}/uploads")
     async def reserve_upload(session_id: str, request: Request) -> dict[str, Any]:
-        handle = _live(manager, session_id)
+        handle = manager.live(session_id)
         name, size, mime = parse_upload(await read_json(request))
         if handle.status is not Status.ACTIVE:
             raise _unavailable("the session has no slot yet (PENDING); upload once it is ACTIVE")
-        try:
-            slot = handle.uploads.reserve(name, size, mime)
-        except UploadError as exc:
-            retry = {"Retry-After": str(RETRY_AFTER_S)} if exc.status == 503 else None
-            raise ApiError(
-                exc.status, exc.message, code=exc.code, param="size", headers=retry
-            ) from None
+        slot = handle.uploads.reserve(name, size, mime)
         url = f"{str(request.base_url).rstrip('/')}/sessions/{handle.id}/uploads/{slot.id}"
         return {"presigned_id": slot.id, "presigned_url": url, "path": slot.path}
 
     @router.put("/sessions/{session_id}/uploads/{upload_id}")
     async def put_upload(session_id: str, upload_id: str, request: Request) -> dict[str, Any]:
-        uploads = _live(manager, session_id).uploads
-        try:
-            slot = uploads.slot(upload_id)
-            uploads.write(upload_id, await read_upload_body(request, slot.size, uploads.max_bytes))
-        except UploadError as exc:
-            raise ApiError(exc.status, exc.message, code=exc.code) from None
+        uploads = manager.live(session_id).uploads
+        slot = uploads.slot(upload_id)
+        uploads.write(upload_id, await read_upload_body(request, slot.size, uploads.max_bytes))
         return {"presigned_id": slot.id, "size": slot.size}
 
     return router

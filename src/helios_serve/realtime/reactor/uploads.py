@@ -3,7 +3,8 @@
 The bytes live in memory with the session (capped per file, per session and, through one
 `UploadBudget` shared by every session, per server) and are dropped when it ends. A reservation
 charges its declared size to the budget at once, so many idle reservations cannot add up to
-more memory than the budget. Errors carry the HTTP status the upload routes answer with.
+more memory than the budget. Errors are the domain's kinds (too large, conflict, not found,
+unavailable), mapped to HTTP with every other error's.
 """
 
 from __future__ import annotations
@@ -11,13 +12,33 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from helios_serve.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+    UnavailableError,
+)
 
-class UploadError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+
+class UploadTooLargeError(TooLargeError):
+    code = "file_too_large"
+
+
+class UploadBudgetError(UnavailableError):
+    code = "upload_budget_exhausted"
+
+
+class UploadLimitError(ConflictError):
+    """The session has reserved as many uploads as it may."""
+
+
+class UnknownUploadError(NotFoundError):
+    pass
+
+
+class UploadSizeMismatchError(InvalidInputError):
+    code = "size_mismatch"
 
 
 @dataclass
@@ -42,11 +63,10 @@ class UploadBudget:
 
     def charge(self, size: int) -> None:
         if self.used + size > self.total_bytes:
-            raise UploadError(
-                503,
-                "upload_budget_exhausted",
+            raise UploadBudgetError(
                 f"the server holds {self.used} upload bytes of {self.total_bytes}; "
                 "try again when a session ends",
+                param="size",
             )
         self.used += size
 
@@ -65,11 +85,11 @@ class UploadStore:
 
     def reserve(self, name: str, size: int, mime_type: str) -> UploadSlot:
         if size > self.max_bytes:
-            raise UploadError(
-                413, "file_too_large", f"{size} bytes is over the limit of {self.max_bytes}"
+            raise UploadTooLargeError(
+                f"{size} bytes is over the limit of {self.max_bytes}", param="size"
             )
         if len(self._slots) >= self._max_slots:
-            raise UploadError(409, "conflict", f"at most {self._max_slots} uploads per session")
+            raise UploadLimitError(f"at most {self._max_slots} uploads per session")
         self._budget.charge(size)
         slot = UploadSlot(secrets.token_urlsafe(12), name, size, mime_type)
         self._slots[slot.id] = slot
@@ -78,15 +98,13 @@ class UploadStore:
     def slot(self, upload_id: str) -> UploadSlot:
         slot = self._slots.get(upload_id)
         if slot is None:
-            raise UploadError(404, "not_found", "no such upload")
+            raise UnknownUploadError("no such upload", param="upload_id")
         return slot
 
     def write(self, upload_id: str, data: bytes) -> None:
         slot = self.slot(upload_id)
         if len(data) != slot.size:
-            raise UploadError(
-                400, "size_mismatch", f"got {len(data)} bytes, {slot.size} were declared"
-            )
+            raise UploadSizeMismatchError(f"got {len(data)} bytes, {slot.size} were declared")
         slot.data = data
 
     def resolve(self, ref: str) -> bytes:
