@@ -284,3 +284,54 @@ def test_a_slow_encoder_lowers_the_scale_over_a_real_peer_connection() -> None:
     assert "4x" in (state["degraded_reason"] or "")
     assert state["effective_fps"] is not None
     assert state["effective_fps"] > 20
+
+
+def test_session_reports_the_egress_and_makes_network_sr_at_its_cap() -> None:
+    """An SR network upscales in the loop: once the egress lowers the cap, chunks are made at
+    it, and `state` says so (a new `state` goes out at the change)."""
+    import json
+
+    from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
+    from helios_serve.realtime.reactor.images import ImageLoader
+    from helios_serve.realtime.reactor.session import Session
+
+    from .conftest import EventLog, np_upscale
+    from .test_session import RecordingSink
+
+    async def main() -> None:
+        clock = Clock()
+        egress = EgressGovernor(FPS, clock=clock)
+        log, sink = EventLog(), RecordingSink()
+        session = Session(
+            FakeEngine(FakeEngineConfig(step_delay_s=0.005)),
+            StreamOptions(width=32, height=16, settings=SamplingSettings()),
+            log,
+            sink,
+            ImageLoader(lambda ref: b""),
+            np_upscale,
+            commands_per_second=1000,
+            egress=egress,
+        )
+        session.start()
+
+        def send(name: str, data: dict[str, Any]) -> None:
+            envelope = {"scope": "application", "data": {"type": name, "data": data}}
+            session.receive(json.dumps(envelope))
+
+        try:
+            send("set_sr_scale", {"sr_scale": "4x"})
+            send("set_prompt", {"prompt": "p"})
+            send("start", {})
+            await log.wait("chunk_complete", lambda d: d["chunk_index"] == 0)
+            feed(egress, clock, 2.5, 12, 4, 0.08)  # the track saw a saturated egress
+            state = await log.wait("state", lambda d: d["egress"]["sr_scale_cap"] == "2x")
+            assert state["sr_scale"] == "4x"  # what the client asked for stays
+            assert "4x" in state["egress"]["degraded_reason"]
+            shown = len(sink.chunks)
+            await log.wait("chunk_complete", lambda d: d["chunk_index"] == shown + 1)
+        finally:
+            await session.close()
+        assert sink.chunks[0].shape[1:3] == (64, 128)  # 4x of 32x16
+        assert sink.chunks[-1].shape[1:3] == (32, 64)  # 2x
+
+    asyncio.run(main())
