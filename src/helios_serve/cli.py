@@ -229,6 +229,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def build_parser() -> argparse.ArgumentParser:
     from helios_serve.bench import register as register_bench
+    from helios_serve.bench.egress import register_egress
     from helios_serve.bench.realtime import register_realtime
 
     parser = argparse.ArgumentParser(prog="helios", description=__doc__)
@@ -239,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tiny_model(sub)
     register_bench(sub)
     register_realtime(sub)
+    register_egress(sub)
     return parser
 
 

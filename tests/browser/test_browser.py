@@ -135,6 +135,9 @@ def test_reactor_js_sdk_streams_from_helios_serve(
     assert isinstance(video, dict)
     assert video["width"] > 0
     assert video["advanced"] >= 1.0
+    sr_video = summary["sr_video"]  # after set_sr_scale 2x
+    assert isinstance(sr_video, dict)
+    assert (sr_video["width"], sr_video["height"]) == (2 * video["width"], 2 * video["height"])
     counts = summary["event_counts"]
     assert isinstance(counts, dict)
     assert counts.get("chunk_complete", 0) >= 2
