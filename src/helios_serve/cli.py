@@ -322,6 +322,7 @@ def _add_db(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def build_parser() -> argparse.ArgumentParser:
     from helios_serve.bench import register as register_bench
     from helios_serve.bench.dispatch_cli import register_dispatch
+    from helios_serve.bench.egress import register_egress
     from helios_serve.bench.realtime import register_realtime
 
     parser = argparse.ArgumentParser(prog="helios", description=__doc__)
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench(sub)
     register_realtime(sub)
     register_dispatch(sub)
+    register_egress(sub)
     return parser
 
 

@@ -91,6 +91,18 @@ try {
   await waitInPage(page, "2 chunk_complete events", () => window.__sdk.count("chunk_complete") >= 2, null, budget);
   await page.screenshot({ path: shot });
 
+  // Super-resolution: from the next chunk on, frames go at twice the model's size (the egress
+  // upscales them), so the <video> itself becomes twice as wide and high.
+  step("set_sr_scale 2x -> video twice the size");
+  await page.evaluate(() => window.__sdk.send("set_sr_scale", { sr_scale: "2x" }));
+  summary.sr_video = await waitInPage(page, "the <video> at twice the model size", ([sel, w, h]) => {
+    const v = document.querySelector(sel);
+    return { ok: v.videoWidth === 2 * w && v.videoHeight === 2 * h, width: v.videoWidth, height: v.videoHeight };
+  }, ["#video", summary.video.width, summary.video.height], budget);
+  summary.egress = await page.evaluate(
+    () => window.__events.filter((e) => e?.type === "state").at(-1)?.data?.egress ?? null,
+  );
+
   // chunk_shown (a chunk's first frame went out) is an event 2.9.0 does not know: it must come
   // through as a plain message. A prompt sent mid-stream reaches a shown chunk.
   step("set_prompt mid-stream -> chunk_shown");

@@ -15,22 +15,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from helios_serve.bench.realtime_client import free_port
+from tests.live_server import LiveServer, live_server
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR") or HERE / "artifacts")
-SERVER_START_TIMEOUT_S = 180
 NODE_TEST_TIMEOUT_S = 540  # the scripts bound each wait themselves; this only stops a hang
 
 pytestmark = [
@@ -71,95 +66,26 @@ def _run(cmd: list[str], what: str, timeout: float) -> None:
         )
 
 
-@dataclass
-class Server:
-    """`helios serve --model tiny` in a subprocess on a free loopback port."""
-
-    data_dir: Path
-    extra_args: tuple[str, ...] = ()
-    port: int = field(default_factory=free_port)
-    log: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[str] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "helios_serve.cli",
-            "serve",
-            "--model",
-            "tiny",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            *self.extra_args,
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        ready = threading.Event()
-        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
-        if not ready.wait(SERVER_START_TIMEOUT_S) or self.proc.poll() is not None:
-            self.stop()
-            pytest.fail("helios serve did not become ready:\n" + self.tail())
-
-    def _pump(self, ready: threading.Event) -> None:
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if "helios-serve ready" in line:
-                ready.set()
-        ready.set()  # the process ended: let start() see it instead of waiting out the timeout
-
-    def tail(self, lines: int = 60) -> str:
-        return "".join(self.log[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture
-def helios(tmp_path: Path) -> Iterator[Server]:
+def helios(tmp_path: Path) -> Iterator[LiveServer]:
     """A fresh server per test: local mode has a single session, so a test that fails midway
     cannot leave it taken for the next one."""
-    server = Server(tmp_path / "data")
-    server.start()
-    try:
+    with live_server(tmp_path / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 API_KEY = "browser-test-key"
 
 
 @pytest.fixture
-def helios_with_key(tmp_path: Path) -> Iterator[Server]:
+def helios_with_key(tmp_path: Path) -> Iterator[LiveServer]:
     """Keys required, and a queue of one so that the page can be shown a real 429."""
-    server = Server(tmp_path / "data", ("--api-key", API_KEY, "--max-queue", "1"))
-    server.start()
-    try:
+    with live_server(tmp_path / "data", "--api-key", API_KEY, "--max-queue", "1") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _run_node_test(
-    script: str, server: Server, screenshot: str, extra_env: dict[str, str] | None = None
+    script: str, server: LiveServer, screenshot: str, extra_env: dict[str, str] | None = None
 ) -> dict[str, object]:
     """Runs one node script against `server`; returns its JSON verdict, fails with all logs."""
     assert NODE is not None
@@ -199,7 +125,7 @@ def _run_node_test(
     ("mode", "screenshot"), [("local", "sdk.png"), ("coordinator", "sdk-coordinator.png")]
 )
 def test_reactor_js_sdk_streams_from_helios_serve(
-    node_harness: Path, helios: Server, mode: str, screenshot: str
+    node_harness: Path, helios: LiveServer, mode: str, screenshot: str
 ) -> None:
     """local: `local: true` (POST /start_session, POST /stop_session). coordinator: no `local`,
     `connect(jwt)` (POST /sessions, GET /sessions/{id} until ACTIVE, DELETE /sessions/{id})."""
@@ -209,6 +135,9 @@ def test_reactor_js_sdk_streams_from_helios_serve(
     assert isinstance(video, dict)
     assert video["width"] > 0
     assert video["advanced"] >= 1.0
+    sr_video = summary["sr_video"]  # after set_sr_scale 2x
+    assert isinstance(sr_video, dict)
+    assert (sr_video["width"], sr_video["height"]) == (2 * video["width"], 2 * video["height"])
     counts = summary["event_counts"]
     assert isinstance(counts, dict)
     assert counts.get("chunk_complete", 0) >= 2
@@ -223,14 +152,16 @@ def test_reactor_js_sdk_streams_from_helios_serve(
         assert calls[0].startswith("POST /start_session")
 
 
-def test_playground_page_drives_a_session(node_harness: Path, helios: Server) -> None:
+def test_playground_page_drives_a_session(node_harness: Path, helios: LiveServer) -> None:
     summary = _run_node_test("run_playground_test.mjs", helios, "playground.png")
     counts = summary["event_counts"]
     assert isinstance(counts, dict)
     assert counts.get("generation_reset", 0) >= 1
 
 
-def test_videos_page_makes_watches_remixes_and_deletes(node_harness: Path, helios: Server) -> None:
+def test_videos_page_makes_watches_remixes_and_deletes(
+    node_harness: Path, helios: LiveServer
+) -> None:
     """Playground → Videos; a job (I2V, custom pyramid steps) to 100 %; thumbnail, spritesheet
     scrub, play, download; remix; cancel; Load more; delete; `videos.png` at 1280x800."""
     summary = _run_node_test("run_videos_test.mjs", helios, "videos.png")
@@ -248,7 +179,7 @@ def test_videos_page_makes_watches_remixes_and_deletes(node_harness: Path, helio
     assert summary["download_bytes"] > 1000
 
 
-def test_videos_page_with_an_api_key(node_harness: Path, helios_with_key: Server) -> None:
+def test_videos_page_with_an_api_key(node_harness: Path, helios_with_key: LiveServer) -> None:
     """401 without and with a wrong key, the key kept in localStorage and sent as a bearer
     token on every call (media through blob: URLs), 429 from a full queue, 503, Forget."""
     summary = _run_node_test(

@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
-
-from helios_serve.bench.realtime_client import free_port
+from tests.live_server import LiveServer
 
 
 def test_serve_answers_health_and_models_then_stops_on_sigterm(data_dir: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "helios_serve.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    server = LiveServer(data_dir, model=None)  # the embedded default
+    server.start()
     try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "helios-serve ready" in line or proc.poll() is not None:
-                break
-        assert any(f"http://127.0.0.1:{port}" in line for line in lines), "".join(lines)
+        lines = server.log
+        assert any(server.url in line for line in lines), server.tail()
         assert any("output is noise" in line for line in lines), "tiny model must say so"
-        base = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base}/health", timeout=10).json()["status"] == "ok"
-        ready = httpx.get(f"{base}/ready", timeout=10).json()
+        assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+        ready = httpx.get(f"{server.url}/ready", timeout=10).json()
         assert ready["variant"] == "distilled"
-        models = httpx.get(f"{base}/v1/models", timeout=10).json()
+        models = httpx.get(f"{server.url}/v1/models", timeout=10).json()
         assert models["data"][0]["id"] == "tiny"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        assert server.stop() == 0

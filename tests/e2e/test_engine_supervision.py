@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from .conftest import LiveServer
+from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 JOB = {
@@ -73,7 +72,7 @@ def hang_file(tmp_path: Path) -> Path:
 def server(tmp_path: Path, hang_file: Path) -> LiveServer:
     os.environ["HELIOS_TEST_HANG_FILE"] = str(hang_file)
     try:
-        live = LiveServer("tiny", "tiny", tmp_path / "data", ["--engine-stall-timeout", "10"])
+        live = LiveServer(tmp_path / "data", "tiny", "tiny", ["--engine-stall-timeout", "10"])
         live.start()
     finally:
         del os.environ["HELIOS_TEST_HANG_FILE"]

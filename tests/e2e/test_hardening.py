@@ -16,11 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.live_server import LiveServer
 
 from helios_serve.jobs.models import new_job_id
 from helios_serve.serve import prepare_store
-
-from .conftest import LiveServer
 
 pytestmark = pytest.mark.slow
 SMALL = {"prompt": "a lighthouse in fog", "size": "128x128", "num_frames": "33"}
@@ -93,7 +92,7 @@ def test_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("hardening")
-    server = LiveServer("tiny", "tiny", data_dir)
+    server = LiveServer(data_dir, "tiny", "tiny")
     server.start()
     server.stop()  # the database exists now: a folder without a row is an orphan
     orphan = data_dir / "videos" / new_job_id()
@@ -190,7 +189,7 @@ def test_huge_chunked_body_is_not_held_in_memory(live: LiveServer) -> None:
 def test_repeated_sigterm_during_a_job_exits_0_and_keeps_the_job(
     tmp_path: Path, isolation: str
 ) -> None:
-    server = LiveServer("tiny", "tiny", tmp_path, ["--engine-isolation", isolation])
+    server = LiveServer(tmp_path, "tiny", "tiny", ["--engine-isolation", isolation])
     server.start()
     try:
         with server.client() as http:

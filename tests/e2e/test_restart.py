@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from .conftest import LiveServer
+from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 SMALL = {"prompt": "a lighthouse in fog", "size": "128x128", "num_frames": "33"}
@@ -30,7 +29,7 @@ def content_digest(server: LiveServer, video_id: str) -> str:
 
 
 def test_kill_9_mid_job_loses_nothing(tmp_path: Path) -> None:
-    server = LiveServer("tiny", "tiny", tmp_path)
+    server = LiveServer(tmp_path, "tiny", "tiny")
     server.start()
     try:
         done = submit(server)
@@ -64,7 +63,7 @@ def test_kill_9_mid_job_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_sigterm_requeues_the_running_job(tmp_path: Path) -> None:
-    server = LiveServer("tiny", "tiny", tmp_path)
+    server = LiveServer(tmp_path, "tiny", "tiny")
     server.start()
     try:
         job = submit(server, size="256x256", num_frames="330")

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from .conftest import LiveServer
+from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 SIX_CHUNKS = {
@@ -37,7 +36,7 @@ def mp4_digest(server: LiveServer, video_id: str) -> str:
 
 
 def test_kill_9_mid_job_resumes_at_its_last_chunk_with_identical_bytes(tmp_path: Path) -> None:
-    server = LiveServer("tiny", "tiny", tmp_path)
+    server = LiveServer(tmp_path, "tiny", "tiny")
     server.start()
     try:
         job = submit(server)

@@ -15,22 +15,31 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from tests.live_server import LiveServer, live_server
 
 from helios_serve.media.decode import probe_video
 
-from .conftest import SEED_CLIENTS, LiveServer, live_server, needs_seed_clients
+from .conftest import SEED_CLIENTS, needs_seed_clients
 
 pytestmark = [needs_seed_clients, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def base_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    yield from live_server("tiny-base", "BestWishYsh/Helios-Base", tmp_path_factory.mktemp("b"))
+    data_dir = tmp_path_factory.mktemp("b")
+    with live_server(
+        data_dir, model="tiny-base", served_name="BestWishYsh/Helios-Base", graceful=False
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def mid_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    yield from live_server("tiny-mid", "BestWishYsh/Helios-Mid", tmp_path_factory.mktemp("m"))
+    data_dir = tmp_path_factory.mktemp("m")
+    with live_server(
+        data_dir, model="tiny-mid", served_name="BestWishYsh/Helios-Mid", graceful=False
+    ) as server:
+        yield server
 
 
 def run_client(cmd: list[str], server: LiveServer) -> str:

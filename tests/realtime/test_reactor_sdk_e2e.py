@@ -12,8 +12,6 @@ decodes the video: frame sizes are what the browser would see.
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,8 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-
-from helios_serve.bench.realtime_client import free_port, server_argv
+from tests.live_server import live_server
 
 from .client import HEADERS
 from .conftest import png_bytes
@@ -73,33 +70,9 @@ class Seen:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`helios serve` on the tiny model, one session slot (the default), on CPU."""
-    tmp = tmp_path_factory.mktemp("reactor-sdk")
-    port = free_port()
-    argv = server_argv("tiny", tmp / "data", port, None, "cpu")
-    url = f"http://127.0.0.1:{port}"
-    with (tmp / "server.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 300
-            while not _answers(url + "/ready"):
-                assert proc.poll() is None, (tmp / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the server did not become ready"
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
+    data_dir = tmp_path_factory.mktemp("reactor-sdk") / "data"
+    with live_server(data_dir, "--device", "cpu") as server:
+        yield server.url
 
 
 def _sizes(seen: Seen, shape: tuple[int, int]) -> list[float]:

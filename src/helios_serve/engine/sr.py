@@ -68,6 +68,9 @@ def _batched(
 class TorchResampler:
     """Bicubic upscaling on `device`, a few frames at a time."""
 
+    deferrable = True
+    """Plain resampling: a WebRTC egress may do it itself, per frame and cheaper."""
+
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
 

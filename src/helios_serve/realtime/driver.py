@@ -85,13 +85,24 @@ class Made:
     steps: int
     reopen_s: float | None
     """Seconds spent reopening the stream at a boundary first, when it was."""
+    scale: int = 1
+    """SR left to the playout's consumer (`frames` are at model size)."""
 
 
 class StreamDriver:
-    def __init__(self, engine: Engine, options: StreamOptions, upscale: Upscaler) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        options: StreamOptions,
+        upscale: Upscaler,
+        defer_resampling: bool = False,
+    ) -> None:
         self._engine = engine
         self._options = options
         self._upscale = upscale
+        # Plain resampling (not an SR network) is left to an egress that does it per frame,
+        # fused with its colour conversion, far cheaper (track.py).
+        self._defer = defer_resampling and bool(getattr(upscale, "deferrable", False))
         self._stream: Stream | None = None
         self._prompt = ""
         self._image_key: tuple[int, bool] = (0, False)
@@ -118,11 +129,13 @@ class StreamDriver:
         self._position = index + 1
         if result.checkpoint is not None and rewinds == self._rewinds:  # else made for nothing
             self._boundaries[index + 1] = Boundary(result.checkpoint, self._prompt, self._image_key)
-        frames = result.frames
-        if conditions.sr_scale > 1:
+        frames, left = result.frames, 1
+        if conditions.sr_scale > 1 and self._defer:
+            left = conditions.sr_scale
+        elif conditions.sr_scale > 1:
             frames = await asyncio.to_thread(self._upscale, frames, conditions.sr_scale)
         end = time.perf_counter()
-        return Made(frames, end - ready, steps, ready - start if reopened else None)
+        return Made(frames, end - ready, steps, ready - start if reopened else None, left)
 
     def rewind(self, boundary: int) -> None:
         """Make chunk `boundary` next, from the state kept there (boundary 0: a fresh stream)."""

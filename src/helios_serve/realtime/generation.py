@@ -104,7 +104,9 @@ class Generation:
         self._options = options
         self._playout = playout
         self._source = source
-        self.driver = StreamDriver(engine, options, upscale)
+        self.driver = StreamDriver(
+            engine, options, upscale, defer_resampling=getattr(playout, "resamples", False)
+        )
         self.timer = ChunkTimer()
         self.stats = GenerationStats()
         self._wake = asyncio.Event()
@@ -231,7 +233,9 @@ class Generation:
             self.stats.wasted_s += made.engine_s
             return True
         self._made_s[claimed.index] = made.engine_s
-        self._playout.push(MadeChunk(claimed.index, made.frames, claimed.conditions.prompt))
+        self._playout.push(
+            MadeChunk(claimed.index, made.frames, claimed.conditions.prompt, made.scale)
+        )
         self._source.made(claimed, made.frames)
         return True
 

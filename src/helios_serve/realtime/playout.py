@@ -35,6 +35,14 @@ class MadeChunk:
     index: int
     frames: Frames
     prompt: str
+    scale: int = 1
+    """SR still to apply: the frames are at model size and the egress upscales them."""
+
+
+@dataclass(frozen=True, eq=False)
+class OutFrame:
+    pixels: Frames
+    scale: int
 
 
 Started = Callable[[MadeChunk, int | None], None]
@@ -82,6 +90,9 @@ class Playout(Protocol):
 
 class FrameBuffer:
     """A bounded queue of whole chunks, read one frame at a time at `fps`."""
+
+    resamples = True
+    """Its consumer (the WebRTC track) applies a chunk's plain resampling SR itself."""
 
     def __init__(
         self, fps: float, max_chunks: int = 2, clock: Callable[[], float] = time.monotonic
@@ -142,6 +153,11 @@ class FrameBuffer:
         self._freed()
 
     def pop(self, pts: int | None = None) -> Frames | None:
+        """The next frame's pixels (see `pop_frame`)."""
+        item = self.pop_frame(pts)
+        return item.pixels if item is not None else None
+
+    def pop_frame(self, pts: int | None = None) -> OutFrame | None:
         """The next frame (`pts`: the track's timestamp for it), or None when none is queued."""
         self._last_pull = self._clock()
         if not self._chunks:
@@ -158,7 +174,7 @@ class FrameBuffer:
             self._offset = 0
             self._freed()
         self.frames_out += 1
-        return frame
+        return OutFrame(frame, chunk.scale)
 
     def _freed(self) -> None:
         if self._room is not None:

@@ -20,6 +20,7 @@ from helios_serve.core.protocols import Engine
 from helios_serve.errors import UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions, Upscaler
+from helios_serve.realtime.egress import EgressGovernor
 from helios_serve.realtime.playout import FrameBuffer
 from helios_serve.realtime.reactor import protocol as wire
 from helios_serve.realtime.reactor.images import ImageLoader
@@ -92,6 +93,7 @@ class SessionHandle:
     status: Status = Status.PENDING
     session: Session | None = None
     buffer: FrameBuffer | None = None
+    egress: EgressGovernor | None = None
     connections: dict[int, Connection] = field(default_factory=dict)
     live: Connection | None = None
     next_connection_id: int = 1
@@ -107,6 +109,7 @@ class SessionHandle:
     def activate(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
         """Give the session its slot: build the buffer and session and start its consumer."""
         self.buffer = FrameBuffer(config.emission_fps, config.buffer_chunks)
+        self.egress = EgressGovernor(config.emission_fps)
         self.session = Session(
             engine,
             self.options,
@@ -115,6 +118,7 @@ class SessionHandle:
             ImageLoader(self.uploads.resolve),
             upscale,
             commands_per_second=config.commands_per_second,
+            egress=self.egress,
         )
         self.session.start()
         self.status = Status.ACTIVE
@@ -187,7 +191,11 @@ class SessionHandle:
         connection.peer = connection.link = None
         session = self.session
         track = PacedVideoTrack(
-            self.buffer, config.emission_fps, self.options.width, self.options.height
+            self.buffer,
+            config.emission_fps,
+            self.options.width,
+            self.options.height,
+            self.egress,
         )
         # The peer and its link refer to each other; the lambdas see `link` once it is bound.
         peer = PeerLink(
@@ -219,6 +227,7 @@ class SessionHandle:
             negotiation.answer = await asyncio.wait_for(
                 peer.negotiate(offer, mapping, track), timeout_s
             )
+            track.egress.codec, track.egress.encoder = peer.codec, peer.encoder
         except Exception as exc:  # reported to the client through GET sdp_params
             logger.warning("WebRTC negotiation failed: %s", exc)
             negotiation.error = str(exc) or type(exc).__name__

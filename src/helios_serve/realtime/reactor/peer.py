@@ -18,6 +18,8 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from helios_serve.realtime.reactor import encoders
+
 logger = logging.getLogger(__name__)
 
 DATA_CHANNEL_LABEL = "data"
@@ -71,6 +73,10 @@ class PeerLink:
         """Closed by the server (replaced, or the session ended)."""
         self.gone: str | None = None
         """Why the client's side went away, if it did (a reconnect may follow)."""
+        self.prefer_h264 = True
+        self.codec: str | None = None
+        """The negotiated video codec (mime type), once negotiated."""
+        self.encoder: str | None = None
 
     async def negotiate(
         self, offer_sdp: str, mapping: list[TrackMapping], track: MediaStreamTrack
@@ -87,6 +93,13 @@ class PeerLink:
         transceiver = _main_video_transceiver(pc, mapping)
         transceiver.direction = "sendonly"
         transceiver.sender.replaceTrack(track)
+        # H.264 first when offered: it encodes faster than VP8 (encoders.py); the sender uses
+        # the first codec of this list, which is also the answer's order.
+        if self.prefer_h264:
+            transceiver._codecs = encoders.prefer_codec(transceiver._codecs, encoders.H264)
+        if transceiver._codecs:
+            self.codec = transceiver._codecs[0].mimeType
+            self.encoder = encoders.install_encoder(transceiver.sender, self.codec)
         self._remote_set = True
         early, self._early = self._early, []
         await self._add(early, self._early_final)

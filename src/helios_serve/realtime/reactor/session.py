@@ -23,6 +23,7 @@ from typing import Protocol
 from helios_serve.core.protocols import Engine
 from helios_serve.errors import EngineRestartedError, HeliosError
 from helios_serve.realtime.driver import Conditions, StreamOptions, Upscaler
+from helios_serve.realtime.egress import EgressGovernor
 from helios_serve.realtime.generation import Claimed, Generation
 from helios_serve.realtime.playout import Frames, MadeChunk, Playout
 from helios_serve.realtime.reactor import commands as cmd
@@ -99,8 +100,12 @@ class Session:
         upscale: Upscaler,
         *,
         commands_per_second: float = 30.0,
+        egress: EgressGovernor | None = None,
     ) -> None:
         self._engine = engine
+        self._egress = egress
+        if egress is not None:
+            egress.listener = self._emit_state  # a scale change shows in `state` at once
         self._options = options
         self._deliver = emit
         self._images = images
@@ -298,6 +303,8 @@ class Session:
     def _emit_state(self) -> None:
         snapshot = self._state.snapshot()
         snapshot["generation"] = self._generation.stats.as_dict()
+        if self._egress is not None:
+            snapshot["egress"] = self._egress.as_dict()
         self._emit(wire.state_event(snapshot))
 
     def _emit_conditions(self) -> None:
@@ -318,7 +325,8 @@ class Session:
             image=anchor,
             image_version=s.image_version,
             hard_cut=s.image_strength >= 1.0,
-            sr_scale=plan.sr_scale,
+            # an SR network upscales in the loop: made at the scale the egress can send
+            sr_scale=self._egress.limit(plan.sr_scale) if self._egress else plan.sr_scale,
             seed=s.seed,
         )
         return Claimed(plan.index, conditions)
