@@ -41,7 +41,7 @@ def roles(cluster: LocalCluster, workers: list[Role]) -> tuple[Role, Role]:
 
 
 def test_postgres_restart_mid_run_loses_nothing_and_answers_503_meanwhile(
-    cluster: LocalCluster, roles: tuple[Role, Role]
+    cluster: LocalCluster, workers: list[Role], roles: tuple[Role, Role]
 ) -> None:
     gateway, _ = roles
     jobs = [
@@ -71,7 +71,9 @@ def test_postgres_restart_mid_run_loses_nothing_and_answers_503_meanwhile(
     wait_until(answers_again, 30, "the gateway to answer again", poll_s=0.3)
     later = submit(gateway, request("after the restart", chunks=1, seed=9))
     for video_id in [*jobs, later]:
-        assert wait_done(gateway, video_id, timeout=300)["status"] == "completed"
+        video = wait_done(gateway, video_id, timeout=300)
+        logs = "".join(line for w in workers for line in w.log[-40:])
+        assert video["status"] == "completed", (video, logs)
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         ready = wait_until(lambda: http.get("/ready").status_code == 200, 30, "ready again")
     assert ready

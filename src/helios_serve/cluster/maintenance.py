@@ -7,6 +7,9 @@ at once): jobs of silent workers go back on the queue, and no stored job is left
    `max_attempts`): the backstop when the queue's bookkeeping and the record disagree (a
    paused worker that wakes up ends its stale task as done).
 3. Queued records without a queue task are deferred (a gateway stopped between the two).
+
+Steps 1 and 2 wait one worker timeout after a round that could not reach the database: nobody
+could report in meanwhile, so silence then proves nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 import procrastinate
@@ -38,6 +42,9 @@ class Maintenance:
         self._store = store
         self._upkeep = upkeep
         self._task: asyncio.Task[None] | None = None
+        self._judge_after = 0.0
+        """Monotonic time before which no worker is judged silent: nobody could report in
+        while the database was away, so after an outage every worker gets a full timeout."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="helios-cluster-upkeep")
@@ -53,11 +60,16 @@ class Maintenance:
                 await self.run_once()
             except Exception as exc:  # the database away: try again next round
                 logger.warning("cluster upkeep skipped a round: %s", exc)
+                self._judge_after = time.monotonic() + self._upkeep.worker_timeout_s
             await asyncio.sleep(self._upkeep.interval_s)
 
     async def run_once(self) -> None:
         upkeep = self._upkeep
         manager = self._app.job_manager
+        if time.monotonic() < self._judge_after:  # just after an outage: silence proves nothing
+            for job_id in await asyncio.to_thread(undispatched_jobs, self._store.pool):
+                await defer_video(self._app, job_id)
+            return
         stalled = await manager.get_stalled_jobs(
             queue=VIDEOS_QUEUE, seconds_since_heartbeat=upkeep.worker_timeout_s
         )
