@@ -83,7 +83,7 @@ async function waitCompleted(id) {
   await page.evaluate((sel) => {
     const li = document.querySelector(sel);
     window.__samples = [];
-    window.__sampler = setInterval(() => {
+    window.__sample = () => {
       const box = li.getBoundingClientRect();
       window.__samples.push({
         status: li.dataset.status,
@@ -91,7 +91,8 @@ async function waitCompleted(id) {
         height: Math.round(box.height * 10) / 10,
         width: Math.round(box.width * 10) / 10,
       });
-    }, 50);
+    };
+    window.__sampler = setInterval(window.__sample, 50);
   }, card(id));
   const final = await waitInPage(page, `${id} to reach 100% and completed`, (sel) => {
     const li = document.querySelector(sel);
@@ -99,7 +100,12 @@ async function waitCompleted(id) {
     if (li?.dataset.status === "failed") return { ok: true, failed: li.querySelector(".job-detail").textContent };
     return li?.dataset.status === "completed" && value === "100" ? { ok: true, progress: 100 } : { ok: false, value };
   }, card(id), budget);
-  const samples = await page.evaluate(() => { clearInterval(window.__sampler); return window.__samples; });
+  // One last sample as the sampler stops: the wait above can see 100 between two ticks.
+  const samples = await page.evaluate(() => {
+    clearInterval(window.__sampler);
+    window.__sample();
+    return window.__samples;
+  });
   if (final.failed) throw new Error(`${id} failed: ${final.failed}`);
   // Queued, running and finished, the card keeps one size: nothing around it moves.
   const running = samples.filter((s) => s.status === "queued" || s.status === "in_progress");
