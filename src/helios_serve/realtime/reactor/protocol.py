@@ -88,8 +88,8 @@ class ControlIn:
     """The track a track verb names."""
 
 
-def parse_envelope(raw: str | bytes) -> Envelope:
-    """Decode one data-channel message; anything malformed raises `CommandError`."""
+def _json_object(raw: str | bytes) -> dict[str, Any]:
+    """One JSON object from a channel message, within the size cap; else `CommandError`."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
     try:
@@ -98,6 +98,12 @@ def parse_envelope(raw: str | bytes) -> Envelope:
         raise CommandError("unknown", f"invalid_json: {exc}") from None
     if not isinstance(doc, dict):
         raise CommandError("unknown", "invalid_envelope: expected a JSON object")
+    return doc
+
+
+def parse_envelope(raw: str | bytes) -> Envelope:
+    """Decode one data-channel message; anything malformed raises `CommandError`."""
+    doc = _json_object(raw)
     scope = doc.get("scope", APPLICATION)
     # Tolerate a flat `{type, data}` message besides the nested envelope.
     inner = doc if "type" in doc else doc.get("data")
@@ -120,14 +126,7 @@ def parse_envelope(raw: str | bytes) -> Envelope:
 def parse_control_json(raw: str | bytes) -> ControlIn:
     """A JSON control-channel message of JS SDK ≥ 2.12: `{type: "notification", event, data}`
     for track verbs, `{type: "request", method, request_id, data}` for `publish_track`."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise CommandError("unknown", f"message_too_large: over {MAX_MESSAGE_BYTES} bytes")
-    try:
-        doc = loads_strict(raw)
-    except JsonTextError as exc:
-        raise CommandError("unknown", f"invalid_json: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CommandError("unknown", "invalid_envelope: expected a JSON object")
+    doc = _json_object(raw)
     action = doc.get("event") if doc.get("type") == "notification" else doc.get("method")
     if not isinstance(action, str) or action not in CONTROL_ACTIONS:
         raise CommandError(str(action)[:64], "unknown_command")
