@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from helios_serve.bench.realtime_client import free_port
+from helios_bench.realtime_client import free_port
 
 READY_LINE = "helios-serve ready"
 START_TIMEOUT_S = 300.0

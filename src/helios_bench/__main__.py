@@ -1,4 +1,4 @@
-"""`python -m helios_serve.bench ...`: the `helios bench` sub-command on its own."""
+"""`python -m helios_bench ...`: the `helios bench` sub-command on its own."""
 
 from __future__ import annotations
 

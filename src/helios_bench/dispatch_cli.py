@@ -27,6 +27,6 @@ def _ints(text: str) -> Sequence[int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from helios_serve.bench.dispatch import main
+    from helios_bench.dispatch import main
 
     return main(args)

@@ -414,7 +414,7 @@ def format_steering_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m helios_serve.bench.realtime ...`: the sub-command on its own."""
+    """`python -m helios_bench.realtime ...`: the sub-command on its own."""
     parser = argparse.ArgumentParser(prog="helios")
     register_realtime(parser.add_subparsers(dest="command", required=True))
     args_list = list(sys.argv[1:] if argv is None else argv)

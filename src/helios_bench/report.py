@@ -54,7 +54,7 @@ NOTES = {
     "speedup_end_to_end": "stream fps_end_to_end / diffusers fps_end_to_end (longest run)",
     "first_frames_speedup": "diffusers first_chunk_s / stream first_chunk_s",
     "tflops": (
-        "FLOPs of the transformer calls (helios_serve.bench.arch.transformer_flops_per_chunk: "
+        "FLOPs of the transformer calls (helios_bench.arch.transformer_flops_per_chunk: "
         "linear layers + attention, history tokens included) over the chunks after the first, "
         "divided by their dit_s (transformer) or wall_s (chunk)"
     ),

@@ -49,6 +49,8 @@ class BenchConfig:
     prefetch: bool = False
     """Stream: denoise chunk k+1 while chunk k decodes (``next_chunk(prefetch=True)``). The
     synchronising per-call timers would serialise the two, so this run has no ``dit_s``."""
+    on_latents: Callable[[torch.Tensor], None] | None = None
+    """Handed to the measured stream's `ChunkStreamer.on_latents` (the engine's seam)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def measure_stream(cfg: BenchConfig) -> SideResult:
         synchronize(model.device)
         start = time.perf_counter()
         streamer = ChunkStreamer(model, _request(cfg), prompt_encoder=cfg.prompt_encoder)
+        streamer.on_latents = cfg.on_latents
         for index in range(max(counts)):
             chunk_start = time.perf_counter()
             result = streamer.next_chunk(prefetch=cfg.prefetch and index + 1 < max(counts))

@@ -1,6 +1,6 @@
 """The GPU measurement suite: every number issue 8 asks for, in one process and one device call.
 
-``python -m helios_serve.bench.suite --out DIR`` builds the real 14B architecture once (random
+``python -m helios_bench.suite --out DIR`` builds the real 14B architecture once (random
 bf16 weights on the GPU, the real Wan2.1 VAE) and runs these phases in order, writing
 ``DIR/suite.json`` after each one, so a run cut short by its time limit keeps what it measured:
 
@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,22 +145,6 @@ class Suite:
 
 
 @contextlib.contextmanager
-def capture_stream_latents(store: list[torch.Tensor]) -> Iterator[None]:
-    """Record the fp32 latents every stream chunk hands to its VAE decode."""
-    original = ChunkStreamer._decode_video
-
-    def decode(self: ChunkStreamer, latents: torch.Tensor) -> Any:
-        store.append(latents.detach().float().cpu())
-        return original(self, latents)
-
-    ChunkStreamer._decode_video = decode  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ChunkStreamer._decode_video = original  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
 def capture_pipeline_latents(vae: Any, store: list[torch.Tensor]) -> Iterator[None]:
     """Record diffusers' per-chunk latents, recovered from each ``vae.decode`` input in fp32."""
     z_dim = vae.config.z_dim
@@ -205,8 +189,9 @@ def _measure(suite: Suite, cfg: BenchConfig, capture: str | None = None) -> Conf
         return measure(cfg, _log)
     stream: list[torch.Tensor] = []
     pipeline: list[torch.Tensor] = []
-    with capture_stream_latents(stream), capture_pipeline_latents(cfg.model.pipe.vae, pipeline):
-        result = measure(cfg, _log)
+    tap = replace(cfg, on_latents=lambda z: stream.append(z.detach().float().cpu()))
+    with capture_pipeline_latents(cfg.model.pipe.vae, pipeline):
+        result = measure(tap, _log)
     n = max(cfg.chunk_counts)
     # the warm-up chunk(s) come first; the measured stream is the last n decodes of the stream
     suite.latents[f"{capture}/stream"] = stream[-n:]
@@ -597,7 +582,7 @@ def _steps_list(text: str) -> list[tuple[int, ...]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m helios_serve.bench.suite", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m helios_bench.suite", description=__doc__)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--arch", choices=("14b", "small"), default="14b")
     p.add_argument("--device", default="cuda")
@@ -669,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
 
     suite.results = {
-        "tool": "helios_serve.bench.suite",
-        "command": " ".join(["python -m helios_serve.bench.suite", *(argv or sys.argv[1:])]),
+        "tool": "helios_bench.suite",
+        "command": " ".join(["python -m helios_bench.suite", *(argv or sys.argv[1:])]),
         "device": device_description(suite.device),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,9 @@ FLAGS = {
 API_KEYS_ENV = "HELIOS_API_KEYS"
 DATABASE_ENV = "HELIOS_DATABASE"
 STORAGE_ENV = "HELIOS_STORAGE"
+COMMANDS_GROUP = "helios_serve.commands"
+"""Entry points that add sub-commands (`register(subparsers)`): the benchmarks live in their
+own package (`helios_bench`), which the runtime never imports."""
 
 
 def _positive_ints(text: str) -> tuple[int, ...]:
@@ -320,11 +324,6 @@ def _add_db(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from helios_serve.bench import register as register_bench
-    from helios_serve.bench.dispatch_cli import register_dispatch
-    from helios_serve.bench.egress import register_egress
-    from helios_serve.bench.realtime import register_realtime
-
     parser = argparse.ArgumentParser(prog="helios", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -334,10 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_gateway(sub)
     _add_db(sub)
-    register_bench(sub)
-    register_realtime(sub)
-    register_dispatch(sub)
-    register_egress(sub)
+    for plugin in entry_points(group=COMMANDS_GROUP):  # e.g. helios_bench's commands
+        plugin.load()(sub)
     return parser
 
 

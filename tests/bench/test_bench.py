@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from helios_serve.bench import register
-from helios_serve.bench.__main__ import main
-from helios_serve.bench.arch import (
+from helios_bench import register
+from helios_bench.__main__ import main
+from helios_bench.arch import (
     HELIOS_14B_TRANSFORMER,
     WAN21_VAE,
     RandomModelSpec,
@@ -26,10 +26,10 @@ from helios_serve.bench.arch import (
     stage_noisy_tokens,
     transformer_flops_per_chunk,
 )
-from helios_serve.bench.measure import CallLog, PeakMemory, TimingShims
-from helios_serve.bench.plan import settings_for
-from helios_serve.bench.report import format_table
-from helios_serve.bench.runner import PROMPT, BenchConfig, measure, pipeline_kwargs, split_chunks
+from helios_bench.measure import CallLog, PeakMemory, TimingShims
+from helios_bench.plan import settings_for
+from helios_bench.report import format_table
+from helios_bench.runner import PROMPT, BenchConfig, measure, pipeline_kwargs, split_chunks
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Variant
 from helios_serve.engine.loader import LoadedModel

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from helios_serve.bench.realtime import main, register_realtime
-from helios_serve.bench.realtime_analysis import (
+from helios_bench.realtime import main, register_realtime
+from helios_bench.realtime_analysis import (
     ChunkDone,
     ReceivedFrame,
     calibrate_bias,

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from helios_serve.bench.realtime import main
-from helios_serve.bench.realtime_analysis import ReceivedFrame
-from helios_serve.bench.realtime_client import Event
-from helios_serve.bench.realtime_steering import SentCommand, SteeringRun, analyse, stalls
+from helios_bench.realtime import main
+from helios_bench.realtime_analysis import ReceivedFrame
+from helios_bench.realtime_client import Event
+from helios_bench.realtime_steering import SentCommand, SteeringRun, analyse, stalls
 from helios_serve.core.framecode import FrameCode, prompt_tag
 
 FPS = 24.0

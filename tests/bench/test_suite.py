@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helios_serve.bench import suite
+from helios_bench import suite
 
 
 def test_suite_writes_every_phase_and_the_stream_equals_diffusers(tmp_path: Path) -> None:

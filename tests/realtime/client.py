@@ -22,7 +22,7 @@ import uvicorn
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from fastapi import FastAPI
 
-from helios_serve.bench.realtime_client import free_port
+from helios_bench.realtime_client import free_port
 
 HEADERS = {"Reactor-API-Version": "1", "Reactor-API-Accept-Version": "1"}
 TRANSPORT_HEADERS = {**HEADERS, "Reactor-WebRTC-Version": "1.0", "Authorization": "Bearer local"}

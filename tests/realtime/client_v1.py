@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from helios_serve.bench.realtime_client import split_candidates
+from helios_bench.realtime_client import split_candidates
 from helios_serve.realtime.reactor import wire_pb
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 

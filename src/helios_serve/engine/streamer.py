@@ -110,6 +110,9 @@ class ChunkStreamer:
         (the request's size and settings must match it; its prompt, seed, image and video are
         then already in the state)."""
         validate_request(request)
+        self.on_latents: Callable[[torch.Tensor], None] | None = None
+        """A measurement seam: sees each chunk's final latents just before their VAE decode
+        (the GPU suite compares them with diffusers'); None in production."""
         self.model = model
         self.request = request
         self.settings = request.settings
@@ -433,6 +436,8 @@ class ChunkStreamer:
 
     def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode one chunk's latents: (1, 3, T, H, W) in [-1, 1], in the VAE's dtype."""
+        if self.on_latents is not None:
+            self.on_latents(latents)
         vae = self._pipe.vae
         scaled = latents.to(vae.dtype) / self._stats.std_inv + self._stats.mean
         video: torch.Tensor = vae.decode(scaled, return_dict=False)[0]
