@@ -1,11 +1,14 @@
-"""The one way every suite starts a real `helios serve`: a subprocess on a free loopback port,
-ready when it prints its ready line, restartable on the same data directory and port."""
+"""The one way every suite starts a real server: `helios serve` as a subprocess on a free
+loopback port, ready when it prints its ready line, restartable on the same data directory and
+port (`LiveServer`); or an app of this process under the production launcher (`app_server`:
+`web.server`'s one uvicorn configuration, the same hardening as every process shape)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,10 +17,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from helios_bench.realtime_client import free_port
+from helios_serve.web.server import HttpOptions, Server, uvicorn_config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def app_server(app: Any, http: HttpOptions | None = None) -> Iterator[str]:
+    """`app` served in a background thread by the launcher every process uses (on a free
+    loopback port unless `http` says otherwise); yields its base URL."""
+    http = http or HttpOptions(port=free_port(), log_level="warning")
+    server = Server(uvicorn_config(app, http), own_signals=False)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{http.host}:{http.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
 
 READY_LINE = "helios-serve ready"
 START_TIMEOUT_S = 300.0

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from helios_serve.cluster.maintenance import Upkeep
-from helios_serve.cluster.pg_store import PostgresJobStore
-from helios_serve.cluster.queue import build_queue_app, defer_video
 from helios_serve.cluster.worker import WorkerOptions, serve_worker
 from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
 from helios_serve.core.settings import SamplingSettings
@@ -37,9 +35,11 @@ from helios_serve.core.types import ChunkResult, StepProgress
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig, FakeStream
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.models import GenerationSpec, Job, JobStatus
+from helios_serve.jobs.postgres.queue import build_queue_app, defer_video
+from helios_serve.jobs.postgres.store import PostgresJobStore
 from helios_serve.jobs.records import JobRecords
 from helios_serve.jobs.runner import JobRunner
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.sqlite.store import JobStore
 
 
 @dataclass
@@ -95,29 +95,17 @@ class TimedEngine(FakeEngine):
         return TimedStream(self._timeline, request, self.config, self._lock, resume)
 
 
-def _timed(store: JobRecords, timeline: Timeline) -> None:
-    """Record when `store` hands out and completes jobs (wraps the instance's methods)."""
-    claim_next, take, complete = store.claim_next, store.take, store.complete
+class TimedEvents:
+    """When the stores hand out and complete jobs: the `RecordEvents` seam of the job store."""
 
-    def timed_claim_next() -> Job | None:
-        job = claim_next()
-        if job is not None:
-            timeline.claimed[job.id] = time.monotonic()
-        return job
+    def __init__(self, timeline: Timeline) -> None:
+        self._timeline = timeline
 
-    def timed_take(job_id: str, max_attempts: int) -> Job | None:
-        job = take(job_id, max_attempts)
-        timeline.claimed.setdefault(job_id, time.monotonic())
-        return job
+    def claimed(self, job: Job) -> None:
+        self._timeline.claimed.setdefault(job.id, time.monotonic())
 
-    def timed_complete(job_id: str, *args: Any, **kwargs: Any) -> Job:
-        job = complete(job_id, *args, **kwargs)
-        timeline.completed[job_id] = time.monotonic()
-        return job
-
-    store.claim_next = timed_claim_next  # type: ignore[method-assign]
-    store.take = timed_take  # type: ignore[method-assign]
-    store.complete = timed_complete  # type: ignore[method-assign]
+    def completed(self, job: Job) -> None:
+        self._timeline.completed[job.id] = time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -152,8 +140,7 @@ async def _wait_all(store: JobRecords, ids: list[str]) -> None:
 async def run_in_process(workload: Workload, root: Path) -> Timeline:
     """`helios serve`'s dispatcher: one runner claiming from SQLite."""
     timeline = Timeline()
-    store = JobStore(root / "jobs.db")
-    _timed(store, timeline)
+    store = JobStore(root / "jobs.db", events=TimedEvents(timeline))
     runner = JobRunner(store, JobFiles(root / "videos"), workload.engine(timeline), None, 0.5)
     runner.start()
     ids = []
@@ -181,8 +168,7 @@ async def run_cluster(
     upkeep = Upkeep(worker_timeout_s=30, max_attempts=3, interval_s=2)
     tasks = []
     for w in range(workers):
-        store = PostgresJobStore(database)
-        _timed(store, timeline)
+        store = PostgresJobStore(database, events=TimedEvents(timeline))
         options = WorkerOptions(f"bench-{w}", database, storage, root / f"w{w}", upkeep, 1.0)
         engine = workload.engine(timeline)
         tasks.append(asyncio.create_task(serve_worker(engine, options, store=store, stop=stop)))

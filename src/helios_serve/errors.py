@@ -13,16 +13,25 @@ class HeliosError(Exception):
 
     code = "helios_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if code is not None:  # a more specific code than the class's own
+            self.code = code
 
 
 class InvalidInputError(HeliosError):
     """A request, file or flag that cannot be used as given (a 4xx, never a crash)."""
 
     code = "invalid_input"
+
+
+class UnprocessableError(InvalidInputError):
+    """Input of the right kind that cannot be used (corrupt, truncated, a decompression
+    bomb): 422."""
+
+    code = "unprocessable_media"
 
 
 class NotFoundError(HeliosError):
@@ -48,6 +57,31 @@ class UnavailableError(HeliosError):
 
     code = "service_unavailable"
     retry_after_s = 5
+
+
+class OverloadedError(HeliosError):
+    """Too much work waiting already (a full queue): 429 with `Retry-After`; nothing stored."""
+
+    code = "rate_limit_exceeded"
+    retry_after_s = 10
+
+
+class NotAuthenticatedError(HeliosError):
+    """No valid API key with a request to a guarded route: 401."""
+
+    code = "invalid_api_key"
+
+
+class UpgradeRequiredError(HeliosError):
+    """The client speaks an older protocol version than this server can answer: 426."""
+
+    code = "upgrade_required"
+
+
+class NotSupportedError(HeliosError):
+    """The client asks for something newer than this server implements: 501."""
+
+    code = "not_implemented"
 
 
 class CheckpointError(HeliosError):

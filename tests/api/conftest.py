@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import threading
-import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ import pytest
 from fastapi import FastAPI, Query, Request
 from PIL import Image
 from pydantic import BaseModel, Field
+from tests.live_server import app_server, free_port
 
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.params import VideoCreateRequest
@@ -34,6 +33,7 @@ from helios_serve.errors import (
 from helios_serve.media.encode import Mp4Writer
 from helios_serve.web.errors import install_error_handlers
 from helios_serve.web.responses import CompactJSONResponse
+from helios_serve.web.server import HttpOptions
 
 SEED_CLIENTS = Path(
     os.environ.get("HELIOS_SEED_CLIENTS")
@@ -211,44 +211,31 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 # ----------------------------------------------------------------------------- live server
 
 
-class LiveServer:
-    """The test app under a real uvicorn on a loopback port, in a background thread."""
+class AppUnderTest:
+    """The test app under the production launcher (`tests.live_server.app_server`)."""
 
     def __init__(self, app: FastAPI) -> None:
-        import uvicorn
-
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    @property
-    def port(self) -> int:
-        return int(self.server.servers[0].sockets[0].getsockname()[1])
+        self.port = free_port()
+        self._serving = app_server(app, HttpOptions(port=self.port, log_level="warning"))
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def __enter__(self) -> AppUnderTest:
+        self._serving.__enter__()
+        return self
+
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self._serving.__exit__(None, None, None)
 
 
 @pytest.fixture
-def live_server() -> Callable[..., LiveServer]:
+def live_server() -> Callable[..., AppUnderTest]:
     """`with live_server(model, limits) as server:` → a running uvicorn on `server.url`."""
 
-    def make(model: ModelInfo = BASE, limits: RequestLimits | None = None) -> LiveServer:
-        return LiveServer(make_app(model, limits))
+    def make(model: ModelInfo = BASE, limits: RequestLimits | None = None) -> AppUnderTest:
+        return AppUnderTest(make_app(model, limits))
 
     return make

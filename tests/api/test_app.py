@@ -13,14 +13,19 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.engine.fake import FAIL_MARKER, OOM_MARKER, FakeEngine, FakeEngineConfig
-from helios_serve.serve import JobApi, build_app, build_parts
+from helios_serve.web.auth import Access
 
 
-def make_client(tmp_path: Path, step_delay: float = 0.0, **config: object) -> TestClient:
+def make_client(
+    tmp_path: Path, step_delay: float = 0.0, api_keys: tuple[str, ...] = (), **config: object
+) -> TestClient:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=step_delay))
     parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
-    return TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig(**config))))  # type: ignore[arg-type]
+    jobs = JobApi(parts, ApiConfig(**config))  # type: ignore[arg-type]
+    return TestClient(build_app(engine, jobs=jobs, access=Access(api_keys)))
 
 
 @pytest.fixture

@@ -15,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts, prepare_store
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.sqlite.store import JobStore
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts, prepare_store
+from helios_serve.web.auth import Access
 
 from .test_app import create, wait
 
@@ -40,8 +42,9 @@ def test_job_api_and_metrics_are_closed_to_other_origins(
     parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
     app = build_app(
         engine,
-        jobs=JobApi(parts, ApiConfig(cors_origins=allowed)),
-        sessions=Sessions(RealtimeConfig(), _np_upscale, allowed),
+        jobs=JobApi(parts, ApiConfig()),
+        sessions=Sessions(RealtimeConfig(), _np_upscale),
+        access=Access(cors_origins=allowed),
     )
     evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
     with TestClient(app) as client:
@@ -99,7 +102,7 @@ def full_disk_client(tmp_path: Path) -> Iterator[TestClient]:
     store = FullDiskStore(tmp_path / "jobs.db")
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.05))
     parts = build_parts(engine, tmp_path, idle_poll_s=0.05, store=store)
-    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as client:
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as client:
         yield client
     FullDiskStore.full.clear()
 
@@ -153,8 +156,9 @@ def test_full_disk_while_idle_makes_the_runner_wait_not_die(full_disk_client: Te
     ],
 )
 def test_json_bodies_too_deep_or_wide_are_400(tmp_path: Path, body: str, detail: str) -> None:
-    parts = build_parts(FakeEngine(), tmp_path, idle_poll_s=0.05)
-    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as client:
+    engine = FakeEngine()
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as client:
         response = client.post(
             "/v1/videos", content=body, headers={"Content-Type": "application/json"}
         )
@@ -167,8 +171,9 @@ def test_json_bodies_too_deep_or_wide_are_400(tmp_path: Path, body: str, detail:
 
 
 def test_damaged_rows_are_quarantined_and_the_rest_served(tmp_path: Path) -> None:
-    parts = build_parts(FakeEngine(), tmp_path, idle_poll_s=0.05)
-    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as client:
+    engine = FakeEngine()
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as client:
         ids = [str(create(client, f"video {i}")["id"]) for i in range(3)]
         for video_id in ids:
             assert wait(client, video_id)["status"] == "completed"
@@ -182,8 +187,9 @@ def test_damaged_rows_are_quarantined_and_the_rest_served(tmp_path: Path) -> Non
     parts.store.close()
     with sqlite3.connect(tmp_path / "jobs.db") as db:  # and one that was running
         db.execute("UPDATE jobs SET spec = '[]', status = 'in_progress' WHERE id = ?", (ids[1],))
-    parts = build_parts(FakeEngine(), tmp_path, idle_poll_s=0.05)  # the start must not fail
-    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as client:
+    engine = FakeEngine()
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)  # the start must not fail
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as client:
         videos = {v["id"]: v for v in client.get("/v1/videos").json()["data"]}
         assert videos[ids[1]]["status"] == "failed"
         assert videos[ids[1]]["error"]["code"] == "corrupt_record"

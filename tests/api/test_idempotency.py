@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
-from helios_serve.serve import JobApi, build_app, build_parts
 
 from .test_app import create, make_client, wait
 
@@ -77,7 +78,7 @@ def test_remix_and_extend_keys(tmp_path: Path) -> None:
 def test_concurrent_creates_respect_the_queue_limit_and_keys(tmp_path: Path, keyed: bool) -> None:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=5.0))  # nothing finishes meanwhile
     parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
-    app = build_app(parts.engine, jobs=JobApi(parts, ApiConfig(max_queue=10)))
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig(max_queue=10)))
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

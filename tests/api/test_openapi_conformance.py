@@ -9,11 +9,12 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
-from tests.realtime.client import serve
+from tests.live_server import app_server
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.engine.fake import FakeEngine
-from helios_serve.serve import JobApi, build_app, build_parts
 
 EXAMPLES_PER_OPERATION = 25
 CHECKS = [
@@ -28,10 +29,11 @@ multiples of 64, seeds in range and prompts with text are checked past what JSON
 
 
 def test_the_job_api_keeps_its_description(tmp_path: Path) -> None:
-    parts = build_parts(FakeEngine(), tmp_path, idle_poll_s=0.05)
-    app = build_app(parts.engine, jobs=JobApi(parts, ApiConfig(max_queue=1000)))
+    engine = FakeEngine()
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig(max_queue=1000)))
     failures: list[str] = []
-    with serve(app) as url:
+    with app_server(app) as url:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json").include(
             path_regex=r"^/v1/(videos|models)"
         )

@@ -16,11 +16,13 @@ from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.resolve import resolve_spec_fields
 from helios_serve.api.videos.sizes import check_size
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.spec import ModelInfo, delivered_frames
 from helios_serve.core.types import Variant
 from helios_serve.engine.fake import FakeEngine
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
+from helios_serve.web.auth import Access
 
 from .conftest import BASE, DISTILLED, MID, model_info
 
@@ -93,8 +95,9 @@ def _app(tmp_path: Path, keys: tuple[str, ...] = ()) -> TestClient:
     engine = FakeEngine()
     app = build_app(
         engine,
-        jobs=JobApi(build_parts(engine, tmp_path, idle_poll_s=0.05), ApiConfig(api_keys=keys)),
+        jobs=JobApi(build_parts(engine, tmp_path, idle_poll_s=0.05), ApiConfig()),
         sessions=Sessions(RealtimeConfig(), _no_sr),
+        access=Access(keys),
     )
     return TestClient(app)
 

@@ -13,9 +13,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from helios_serve.cluster.pg_schema import SCHEMA_VERSION
-from helios_serve.cluster.pg_store import PostgresJobStore
-from helios_serve.cluster.s3 import S3BlobStore
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.jobs.blobs import BlobStore, LocalBlobStore
 from helios_serve.jobs.files import JobFiles
@@ -27,8 +24,16 @@ from helios_serve.jobs.models import (
     JobStatus,
     StaleAttemptError,
 )
-from helios_serve.jobs.records import JobRecords, StoreUnavailableError
-from helios_serve.jobs.store import IdempotencyClaim, JobStore, QueueFullError
+from helios_serve.jobs.postgres.schema import SCHEMA_VERSION
+from helios_serve.jobs.postgres.store import PostgresJobStore
+from helios_serve.jobs.records import (
+    IdempotencyClaim,
+    JobRecords,
+    QueueFullError,
+    StoreUnavailableError,
+)
+from helios_serve.jobs.s3 import S3BlobStore
+from helios_serve.jobs.sqlite.store import JobStore
 
 from .conftest import BUCKET, LocalCluster
 

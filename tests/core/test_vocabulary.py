@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.cli import main as cli_main
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.requests import (
     MAX_PROMPT_CHARS,
     RequestError,
@@ -23,7 +25,6 @@ from helios_serve.core.requests import (
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
 PYRAMID = FakeEngineConfig().info  # the fake serves a 3-stage pyramid: sides are 64-multiples
 

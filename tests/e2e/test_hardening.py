@@ -18,8 +18,8 @@ import httpx
 import pytest
 from tests.live_server import LiveServer
 
+from helios_serve.compose.single import prepare_store
 from helios_serve.jobs.models import new_job_id
-from helios_serve.serve import prepare_store
 
 pytestmark = pytest.mark.slow
 SMALL = {"prompt": "a lighthouse in fog", "size": "128x128", "num_frames": "33"}

@@ -10,7 +10,7 @@ import pytest
 
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.jobs.models import GenerationSpec, Job
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.sqlite.store import JobStore
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from helios_serve.jobs.models import GenerationSpec, Job, JobStatus
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.sqlite.store import JobStore
 
 
 def test_four_threads_create_and_run_fifty_jobs_each(

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import pytest
 
-from helios_serve.jobs.models import Job, JobStatus, is_valid_job_id
-from helios_serve.jobs.store import WORKER_LOST, JobStore
+from helios_serve.jobs.models import WORKER_LOST, Job, JobStatus, is_valid_job_id
+from helios_serve.jobs.sqlite.store import JobStore
 
 AddJob = Callable[..., Job]
 
@@ -103,7 +103,7 @@ _CHILD = textwrap.dedent(
     from pathlib import Path
     from helios_serve.core.settings import SamplingSettings
     from helios_serve.jobs.models import GenerationSpec, Job
-    from helios_serve.jobs.store import JobStore
+    from helios_serve.jobs.sqlite.store import JobStore
 
     store = JobStore(Path(sys.argv[1]))
     spec = GenerationSpec("a fox", "", 640, 384, 99, 24, 0, SamplingSettings())

@@ -19,8 +19,9 @@ from helios_serve.jobs.models import (
     JobStatus,
     new_job_id,
 )
-from helios_serve.jobs.schema import SCHEMA_VERSION, JobStoreError
-from helios_serve.jobs.store import JobStore
+from helios_serve.jobs.records import JobStoreError
+from helios_serve.jobs.sqlite.schema import SCHEMA_VERSION
+from helios_serve.jobs.sqlite.store import JobStore
 
 AddJob = Callable[..., Job]
 

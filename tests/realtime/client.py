@@ -9,42 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import numpy as np
 import numpy.typing as npt
-import uvicorn
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from fastapi import FastAPI
-
-from helios_bench.realtime_client import free_port
 
 HEADERS = {"Reactor-API-Version": "1", "Reactor-API-Accept-Version": "1"}
 TRANSPORT_HEADERS = {**HEADERS, "Reactor-WebRTC-Version": "1.0", "Authorization": "Bearer local"}
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run `app` on uvicorn in a background thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 class ReactorClient:

@@ -10,15 +10,17 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+from tests.live_server import app_server
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
-from .client import HEADERS, ReactorClient, serve
+from .client import HEADERS, ReactorClient
 from .client_v1 import NewerClient
 from .conftest import np_upscale, png_bytes
 
@@ -40,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.01))
     parts = build_parts(engine, tmp_path_factory.mktemp("rt-conn"))
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(CONFIG, np_upscale))
-    with serve(app) as url:
+    with app_server(app) as url:
         yield url
     parts.store.close()
 

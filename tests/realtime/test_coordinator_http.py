@@ -6,14 +6,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from tests.live_server import app_server
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
-from .client import HEADERS, serve
+from .client import HEADERS
 from .conftest import np_upscale
 
 CREATE = {
@@ -29,7 +31,7 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     parts = build_parts(engine, tmp_path_factory.mktemp("coord"))
     config = RealtimeConfig(width=64, height=64, settings=SamplingSettings(), ping_timeout_s=30)
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))
-    with serve(app) as url, httpx.Client(base_url=url, headers=HEADERS, timeout=10) as client:
+    with app_server(app) as url, httpx.Client(base_url=url, headers=HEADERS, timeout=10) as client:
         yield client
     parts.store.close()
 

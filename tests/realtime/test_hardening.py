@@ -13,17 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.live_server import app_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
+from helios_serve.web.auth import Access
 
-from .client import HEADERS, serve
+from .client import HEADERS
 from .conftest import np_upscale
 
 KEY = "sk-test-0123456789"
@@ -36,11 +39,12 @@ def _app(tmp: Path, config: RealtimeConfig, keys: tuple[str, ...] = ()) -> Itera
     parts = build_parts(engine, tmp, idle_poll_s=0.05)
     app = build_app(
         engine,
-        jobs=JobApi(parts, ApiConfig(api_keys=keys, cors_origins=(ALLOWED,))),
-        sessions=Sessions(config, np_upscale, (ALLOWED,)),
+        jobs=JobApi(parts, ApiConfig()),
+        sessions=Sessions(config, np_upscale),
+        access=Access(keys, (ALLOWED,)),
     )
     try:
-        with serve(app) as url:
+        with app_server(app) as url:
             yield url
     finally:
         parts.store.close()

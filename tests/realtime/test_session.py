@@ -316,13 +316,15 @@ def test_a_restarted_engine_ends_the_session_with_one_clear_event() -> None:
 
 def test_the_manager_closes_a_session_whose_engine_restarted() -> None:
     from helios_serve.realtime.config import RealtimeConfig
-    from helios_serve.realtime.manager import SessionManager
-    from helios_serve.realtime.reactor.handle import Mode, Status
+    from helios_serve.realtime.reactor.handle import SessionMode, Status
+    from helios_serve.realtime.reactor.registry import SessionRegistry
+    from helios_serve.realtime.slots import StreamHost
 
     async def main() -> None:
         config = RealtimeConfig(watchdog_interval_s=0.05)
-        manager = SessionManager(FakeEngine(), config, np_upscale)
-        handle = await manager.create(Mode.LOCAL, {})
+        host = StreamHost.build(FakeEngine(), config, np_upscale)
+        manager = SessionRegistry(host)
+        handle = await manager.create(SessionMode.LOCAL, {})
         assert handle.session is not None
         for name, data in (("set_prompt", {"prompt": "x [engine-restart]"}), ("start", {})):
             message = {"scope": "application", "data": {"type": name, "data": data}}
@@ -333,7 +335,7 @@ def test_the_manager_closes_a_session_whose_engine_restarted() -> None:
             await asyncio.sleep(0.05)
         assert handle.status is Status.CLOSED
         assert handle.closed_reason == "engine restarted"
-        assert manager.active_count == 0
+        assert host.slots.in_use == 0
         await manager.shutdown()
 
     asyncio.run(main())

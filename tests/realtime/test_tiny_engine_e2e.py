@@ -7,15 +7,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.live_server import app_server
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import PRESETS
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
-from .client import ReactorClient, serve
+from .client import ReactorClient
 from .conftest import np_upscale
 
 
@@ -33,7 +35,7 @@ def tiny_server(
     )
     parts = build_parts(engine, Path(tmp_path_factory.mktemp("tiny-rt")))
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))
-    with serve(app) as url:
+    with app_server(app) as url:
         yield url
     asyncio.run(engine.close())
     parts.store.close()

@@ -7,14 +7,16 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.live_server import app_server
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
-from .client import ReactorClient, serve
+from .client import ReactorClient
 from .conftest import np_upscale
 
 FPS = 60.0
@@ -35,7 +37,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.01))
     parts = build_parts(engine, tmp_path_factory.mktemp("rt-data"))
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(CONFIG, np_upscale))
-    with serve(app) as url:
+    with app_server(app) as url:
         yield url
     parts.store.close()
 

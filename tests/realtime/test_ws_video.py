@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from helios_serve.compose.app import Sessions, build_app
 from helios_serve.core import framecode
 from helios_serve.engine.fake import FAIL_MARKER, FakeEngine, FakeEngineConfig
 from helios_serve.engine.paced import PacedEngine, PacedTiming
 from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
-from helios_serve.serve import Sessions, build_app
 
 from .conftest import np_upscale
 
@@ -30,7 +30,6 @@ START = {"type": "session.start", "model": "fake", "prompt": "a red fox", "seed"
 def make_client(step_delay_s: float = 0.0, engine: FakeEngine | None = None) -> TestClient:
     engine = engine or FakeEngine(FakeEngineConfig(step_delay_s=step_delay_s))
     app = build_app(engine, sessions=Sessions(RealtimeConfig(max_sessions=1), np_upscale))
-    app.state.manager = app.state.sessions
     return TestClient(app)
 
 
@@ -230,11 +229,11 @@ def test_second_session_over_the_limit_is_busy(slow_client: TestClient) -> None:
             assert "in use" in expect_error(second, "busy")["message"]
             with pytest.raises(WebSocketDisconnect):
                 second.receive_json()
-        manager = slow_client.app.state.manager  # type: ignore[attr-defined]
-        assert manager.active_count == 1  # the same slots as WebRTC sessions
+        slots = slow_client.app.state.slots  # type: ignore[attr-defined]
+        assert slots.in_use == 1  # the same slots as WebRTC sessions
         first.send_json({"type": "session.stop"})
         assert collect(first)[2]["stopped"] is True
-    assert manager.active_count == 0
+    assert slots.in_use == 0
 
 
 @pytest.mark.parametrize(

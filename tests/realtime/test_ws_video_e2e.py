@@ -12,17 +12,18 @@ from typing import Any
 
 import av
 import pytest
+from tests.live_server import app_server
 from websockets.asyncio.client import ClientConnection, connect
 
 from helios_serve.api.app import ApiConfig
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.single import build_parts
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
-from helios_serve.serve import JobApi, Sessions, build_app, build_parts
 
-from .client import serve
 from .conftest import np_upscale
 
 
@@ -69,7 +70,7 @@ def test_tiny_engine_streams_a_decodable_fmp4(
             return await stream_session(ws, start)
 
     try:
-        with serve(app) as url:
+        with app_server(app) as url:
             messages, data = asyncio.run(main(url))
     finally:
         asyncio.run(engine.close())
@@ -88,7 +89,7 @@ def test_tiny_engine_streams_a_decodable_fmp4(
 def test_client_that_vanishes_gives_its_slot_back() -> None:
     engine = FakeEngine(FakeEngineConfig(step_delay_s=0.02))
     app = build_app(engine, sessions=Sessions(RealtimeConfig(max_sessions=1), np_upscale))
-    manager = app.state.sessions
+    slots = app.state.slots
 
     async def vanish(url: str) -> None:
         async with connect(url.replace("http", "ws") + PATH) as ws:
@@ -100,12 +101,12 @@ def test_client_that_vanishes_gives_its_slot_back() -> None:
         async with connect(url.replace("http", "ws") + PATH) as ws:
             return (await stream_session(ws, {"type": "session.start", "prompt": "y"}))[0]
 
-    with serve(app) as url:
+    with app_server(app) as url:
         asyncio.run(vanish(url))
         deadline = time.monotonic() + 5
-        while manager.active_count and time.monotonic() < deadline:
+        while slots.in_use and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert manager.active_count == 0
+        assert slots.in_use == 0
         assert asyncio.run(next_client(url))[-1]["type"] == "session.done"
 
 
@@ -123,5 +124,5 @@ def test_bad_start_over_a_real_socket_is_an_error_then_close(raw: str, close_cod
             await ws.wait_closed()
             assert ws.close_code == close_code
 
-    with serve(app) as url:
+    with app_server(app) as url:
         asyncio.run(main(url))

@@ -1,47 +1,44 @@
-"""install_job_api: the job API's routes, auth and metrics on an app `serve.build_app` makes.
+"""install_job_api: the job API's routes and metrics on an app `compose.app.build_app` makes.
 
-The parts are built outside (`serve.build_parts`; tests inject their own); their lifecycle
-(the runner's start and stop) is the composition root's, not this module's."""
+The parts are built outside (`compose.single.build_parts`, a gateway's own; tests inject
+theirs); their lifecycle (the dispatch's start and stop), the app's auth and its error map are
+the composition root's, not this module's."""
 
 from __future__ import annotations
 
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from helios_serve.api.auth import install_auth
 from helios_serve.api.system import StoreCollector, build_system_router
 from helios_serve.api.videos.defaults import video_defaults
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.router import build_router
 from helios_serve.api.videos.service import VideosService
-from helios_serve.core.protocols import Engine
+from helios_serve.core.spec import ModelInfo
 from helios_serve.jobs.dispatch import JobDispatch
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.mirror import JobMirror
-from helios_serve.jobs.records import JobRecords, StoreUnavailableError
-from helios_serve.web.errors import ApiError
-
-logger = logging.getLogger(__name__)
+from helios_serve.jobs.records import JobRecords
 
 
 @dataclass
 class ApiConfig:
-    api_keys: tuple[str, ...] = ()
-    cors_origins: tuple[str, ...] = ()
     max_queue: int = 64
     limits: RequestLimits = field(default_factory=lambda: DEFAULT_REQUEST_LIMITS)
 
 
 @dataclass
 class ApiParts:
-    """What the app is built around; `serve.py` makes them, tests make their own."""
+    """What the job API is built around; the composition root makes them, tests their own."""
 
-    engine: Engine
+    model: ModelInfo
+    """The served model: what requests are checked against."""
+    healthy: Callable[[], bool]
+    """Whether something can run jobs now (the engine, or in a cluster a live worker)."""
     store: JobRecords
     files: JobFiles
     runner: JobDispatch
@@ -51,15 +48,13 @@ class ApiParts:
 
 
 def _ready(parts: ApiParts) -> bool:
-    """Ready: the engine answers and the job runner can go on (its store works)."""
-    return parts.engine.is_healthy() and parts.runner.trouble is None
+    """Ready: something can run jobs and the dispatch can go on (its store works)."""
+    return parts.healthy() and parts.runner.trouble is None
 
 
 def install_job_api(app: FastAPI, parts: ApiParts, config: ApiConfig) -> None:
-    """`/v1/videos`, `/health`, `/ready`, `/metrics` and the API-key check on `app`."""
-    model = parts.engine.info
-    _answer_store_outages(app)
-    install_auth(app, config.api_keys, config.cors_origins)
+    """`/v1/videos`, `/health`, `/ready`, `/v1/models` and `/metrics` on `app`."""
+    model = parts.model
     parts.registry.register(StoreCollector(parts.store))
     service = VideosService(
         parts.store,
@@ -80,22 +75,3 @@ def install_job_api(app: FastAPI, parts: ApiParts, config: ApiConfig) -> None:
             video_defaults(model, config.limits),
         )
     )
-
-
-STORE_RETRY_AFTER_S = 2
-
-
-def _answer_store_outages(app: FastAPI) -> None:
-    """The database or object store away (restarting, a network cut): 503 with Retry-After,
-    never a 500; the request changed nothing that was acknowledged."""
-
-    async def unavailable(_: Request, exc: Exception) -> Response:
-        logger.warning("store unavailable: %s", exc)
-        return ApiError(
-            503,
-            "The job store is unavailable right now; retry shortly.",
-            code="store_unavailable",
-            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
-        ).response()
-
-    app.add_exception_handler(StoreUnavailableError, unavailable)

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from helios_serve import __version__
 from helios_serve.core.spec import ModelInfo
 from helios_serve.jobs.records import JobRecords
+from helios_serve.web.errors import readiness_status
 from helios_serve.web.responses import CompactJSONResponse
 
 
@@ -35,6 +36,12 @@ class StoreCollector(Collector):
         for status, count in counts.items():
             by_status.add_metric([status.value], count)
         yield by_status
+        resumed = GaugeMetricFamily(
+            "helios_jobs_resumed_from_checkpoint",
+            "Jobs whose latest attempt continued from a saved chunk (any worker).",
+        )
+        resumed.add_metric([], self._store.count_resumed())
+        yield resumed
 
 
 def build_system_router(
@@ -47,11 +54,6 @@ def build_system_router(
     """`video_defaults` (what a bare create request gets) rides along in `/v1/models`."""
     router = APIRouter()
 
-    @router.get("/health")
-    async def health() -> Response:
-        """Liveness: the process answers (the engine may still be down: see /ready)."""
-        return CompactJSONResponse({"status": "ok", "version": __version__})
-
     @router.get("/ready")
     async def ready() -> Response:
         ok = engine_healthy()
@@ -62,7 +64,7 @@ def build_system_router(
             "device": model.device,
             "tiny": model.is_tiny,
         }
-        return CompactJSONResponse(body, status_code=200 if ok else 503)
+        return CompactJSONResponse(body, status_code=readiness_status(ok))
 
     @router.get("/v1/models")
     async def models() -> Response:
@@ -81,9 +83,29 @@ def build_system_router(
         ]
         return CompactJSONResponse({"object": "list", "data": data})
 
+    router.include_router(build_metrics_router(registry))
+
+    return router
+
+
+def build_metrics_router(registry: CollectorRegistry) -> APIRouter:
+    """`/metrics`: the registry in Prometheus' text format."""
+    router = APIRouter()
+
     @router.get("/metrics")
     async def metrics() -> Response:
         body = await asyncio.to_thread(generate_latest, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def build_health_router() -> APIRouter:
+    """`/health`, on every process shape: liveness (the engine may still be down: `/ready`)."""
+    router = APIRouter()
+
+    @router.get("/health")
+    async def health() -> Response:
+        return CompactJSONResponse({"status": "ok", "version": __version__})
 
     return router

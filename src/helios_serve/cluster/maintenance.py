@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import procrastinate
 
-from helios_serve.cluster.pg_store import PostgresJobStore
-from helios_serve.cluster.queue import VIDEOS_QUEUE, defer_video, undispatched_jobs
+from helios_serve.jobs.postgres.queue import VIDEOS_QUEUE, defer_video, undispatched_jobs
+from helios_serve.jobs.postgres.store import PostgresJobStore
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,15 @@ class Maintenance:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The upkeep runs while the block does."""
+        self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
 
     async def _loop(self) -> None:
         while True:

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 from psycopg_pool import ConnectionPool
 
-from helios_serve.cluster.pg import Conn, transaction
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import Variant
+from helios_serve.jobs.postgres.pool import Conn, transaction
 
 
 def info_to_json(info: ModelInfo) -> str:

@@ -22,7 +22,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from helios_serve.cluster.registry import SessionHost, WorkerRegistry
-from helios_serve.web.errors import ApiError
+from helios_serve.errors import InvalidInputError, NotFoundError, UnavailableError
+from helios_serve.jobs.models import WORKER_LOST
+from helios_serve.web.errors import is_created, is_full
 from helios_serve.web.responses import CompactJSONResponse
 
 FORWARDED = (
@@ -34,8 +36,12 @@ FORWARDED = (
     "reactor-webrtc-version",
 )
 RETURNED = ("content-type", "retry-after", "location")
-RETRY_AFTER_S = 5
-WORKER_LOST = "worker_lost"
+
+
+class NoFreeWorkerError(UnavailableError):
+    """Every worker's real-time slots are taken, or no worker is up."""
+
+    code = "no_free_worker"
 
 
 class SessionProxy:
@@ -44,7 +50,7 @@ class SessionProxy:
         self._timeout_s = worker_timeout_s
         self._http = httpx.AsyncClient(timeout=30)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._http.aclose()
 
     async def forward(self, host: SessionHost, request: Request, path: str) -> httpx.Response:
@@ -65,24 +71,21 @@ class SessionProxy:
                 answer = await self.forward(host, request, path)
             except httpx.HTTPError:
                 continue  # gone since its last heartbeat
-            if answer.status_code == 503:
+            if is_full(answer.status_code):
                 continue  # its slots are taken
-            if answer.status_code in (200, 201):
+            if is_created(answer.status_code):
                 session_id = str(json.loads(answer.content)["session_id"])
                 await asyncio.to_thread(self._registry.place, session_id, host.worker)
             return relay(answer)
-        raise ApiError(
-            503,
-            "every worker's real-time slots are taken (or no worker is up); retry later",
-            code="no_free_worker",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
+        raise NoFreeWorkerError(
+            "every worker's real-time slots are taken (or no worker is up); retry later"
         )
 
     async def to_session(self, request: Request, session_id: str, path: str) -> Response:
         """Relay a request about `session_id` to its worker."""
         host = await asyncio.to_thread(self._registry.host_of, session_id, self._timeout_s)
         if host is None:
-            raise ApiError(404, f"no session {session_id}", code="not_found", param="session_id")
+            raise NotFoundError(f"no session {session_id}", param="session_id")
         if host.alive:
             try:
                 answer = await self.forward(host, request, path)
@@ -105,11 +108,10 @@ class SessionProxy:
             return str(named)
         sessions = await asyncio.to_thread(self._registry.sessions)
         if len(sessions) != 1:
-            raise ApiError(
-                400,
+            raise InvalidInputError(
                 "name the session (session_id): this cluster runs several",
-                code="invalid_value",
                 param="session_id",
+                code="invalid_value",
             )
         return sessions[0]
 

@@ -5,7 +5,8 @@ A task from the queue names a video; `JobRecords.take` turns it into this worker
 blob store). While the job runs, a heartbeat writes the record every `heartbeat_s`, fenced by
 the attempt: when the record is deleted (`DELETE` on any gateway) or another attempt owns it
 (this worker was paused past its lease), the job stops at its next step and writes nothing
-more. The engine is given (`serve.py`/`cli.py` build it); this module never imports torch.
+more. The engine and the session port are given (`compose.worker` builds them); this module
+never imports torch.
 """
 
 from __future__ import annotations
@@ -17,23 +18,22 @@ import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import procrastinate
 
 from helios_serve.cluster.maintenance import Maintenance, Upkeep
-from helios_serve.cluster.pg_store import PostgresJobStore
-from helios_serve.cluster.queue import VIDEO_TASK, VIDEOS_QUEUE, build_queue_app
 from helios_serve.cluster.registry import WorkerRegistry
-from helios_serve.cluster.storage import open_blob_store
 from helios_serve.core.protocols import Engine
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import InvalidTransitionError, Job, JobNotFoundError, JobStatus
+from helios_serve.jobs.postgres.queue import VIDEO_TASK, VIDEOS_QUEUE, build_queue_app
+from helios_serve.jobs.postgres.store import PostgresJobStore
 from helios_serve.jobs.records import StoreUnavailableError
 from helios_serve.jobs.runner import JobRunner
+from helios_serve.jobs.storage import open_blob_store
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +124,11 @@ async def serve_worker(
     store: PostgresJobStore | None = None,
     stop: asyncio.Event | None = None,
     delete_finished_tasks: bool = True,
-    session_app: Any = None,
     metrics: JobMetrics | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set): a job cut short goes back to the queue for
-    another worker. `store` may be given (benchmarks time its calls); it is closed here."""
+    another worker. `store` may be given (benchmarks time its calls); it is closed here. The
+    session port, when `options` has one, is the caller's to serve (`compose.worker`)."""
     if store is None:
         store = await asyncio.to_thread(PostgresJobStore, options.database)
     scratch = options.data_dir / "videos"
@@ -137,13 +137,12 @@ async def serve_worker(
     mirror = JobMirror(files, open_blob_store(options.storage, options.data_dir))
     runner = JobRunner(store, files, engine, metrics, mirror=mirror)
     registry = WorkerRegistry(store.pool)
-    sessions = None if session_app is None else _serve_sessions(session_app, options)
     await asyncio.to_thread(
         registry.register,
         options.name,
         engine.info,
-        options.session_url if session_app is not None else None,
-        options.max_sessions if session_app is not None else 0,
+        options.session_url,
+        options.max_sessions if options.session_url is not None else 0,
     )
     worker = VideoWorker(options, store, runner, registry, mirror)
     app = build_queue_app(options.database)
@@ -154,25 +153,10 @@ async def serve_worker(
             delete = "successful" if delete_finished_tasks else "never"
             await _work(app, worker, runner, store, options, engine.info.name, stopping, delete)
     finally:
-        if sessions is not None:
-            sessions.should_exit = True
         with contextlib.suppress(HeliosError):
             await asyncio.to_thread(registry.sign_off, options.name)
         await asyncio.to_thread(store.close)
     return 0
-
-
-def _serve_sessions(app: Any, options: WorkerOptions) -> Any:
-    """The worker's session server (Reactor's routes on its own engine), started now."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        app, host=options.session_host, port=options.session_port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # the worker handles SIGTERM itself
-    asyncio.get_running_loop().create_task(server.serve(), name="helios-worker-sessions")
-    return server
 
 
 async def _work(
@@ -189,7 +173,7 @@ async def _work(
     maintenance.start()
     beats = asyncio.create_task(worker.beat_registry(), name="helios-worker-heartbeat")
     queue = asyncio.create_task(_take_tasks(app, options, delete_tasks), name="helios-queue-worker")
-    print(f"helios worker ready: {options.name} (model {model_name})", flush=True)
+    print(f"helios worker ready: {options.name} (model {model_name})", flush=True)  # noqa: T201 (the ready line)
     await asyncio.wait(
         [queue, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
     )

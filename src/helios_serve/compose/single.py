@@ -1,49 +1,32 @@
-"""Composition root: config → engine → job store and runner → app → uvicorn.
-
-`build_app` is the one place an app is assembled, for `helios serve` and for the tests: the
-job API and the real-time sessions each add routes, and their lifecycles nest in one lifespan
-(engine outermost, then the job runner, then the sessions)."""
+"""`helios serve`: one process on one machine — the engine, the job store (SQLite) and runner,
+the sessions — assembled by `compose.app.build_app` and served by `web.server`."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
-from helios_serve.api.app import ApiConfig, ApiParts, install_job_api
+from helios_serve.api.app import ApiConfig, ApiParts
+from helios_serve.compose.app import JobApi, Sessions, build_app
+from helios_serve.compose.engine import abort_engine, build_upscaler
 from helios_serve.core.protocols import Engine
 from helios_serve.engine.metrics import EngineMetrics
 from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.service import LocalEngine
-from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler, Upscaler
-from helios_serve.jobs.datadir import (
-    check_not_lost,
-    database_is_new,
-    open_store,
-    sweep_orphans,
-)
+from helios_serve.jobs.datadir import check_not_lost, database_is_new, open_store, sweep_orphans
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.metrics import JobMetrics
+from helios_serve.jobs.models import JobNotFoundError
 from helios_serve.jobs.runner import JobRunner
-from helios_serve.jobs.store import JobNotFoundError, JobStore
-from helios_serve.realtime.app_wiring import install_realtime
+from helios_serve.jobs.sqlite.store import JobStore
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.driver import Upscaler as SessionUpscaler
-from helios_serve.realtime.manager import SessionManager
-from helios_serve.web.errors import install_error_handlers
-from helios_serve.web.http_protocol import HeadDeadlineProtocol
-from helios_serve.web.responses import CompactJSONResponse
-
-if TYPE_CHECKING:
-    from helios_serve.cluster.worker import WorkerOptions
+from helios_serve.web.auth import Access
+from helios_serve.web.server import HttpOptions, serve_forever
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2
@@ -52,17 +35,13 @@ MAX_ATTEMPTS = 2
 
 @dataclass(frozen=True)
 class ServerOptions:
-    host: str = "127.0.0.1"
-    port: int = 8000
     data_dir: Path = Path("data")
-    served_model_name: str | None = None
-    api_keys: tuple[str, ...] = ()
+    http: HttpOptions = field(default_factory=HttpOptions)
+    access: Access = field(default_factory=Access)
     max_queue: int = 64
     max_sessions: int = 1
     emission_fps: float = 24.0
     sr_weights: Path | None = None
-    cors_origins: tuple[str, ...] = ()
-    max_connections: int = 256
 
 
 def prepare_store(data_dir: Path) -> JobStore:
@@ -88,7 +67,7 @@ def build_parts(
     files = JobFiles(data_dir / "videos")
     registry = CollectorRegistry()
     runner = JobRunner(store, files, engine, JobMetrics(registry), idle_poll_s=idle_poll_s)
-    return ApiParts(engine=engine, store=store, files=files, runner=runner, registry=registry)
+    return ApiParts(engine.info, engine.is_healthy, store, files, runner, registry)
 
 
 def _recover(store: JobStore, files: JobFiles, database_was_new: bool) -> None:
@@ -119,188 +98,45 @@ def _drop_finished_work(store: JobStore, files: JobFiles) -> None:
             files.remove_work(job_id)
 
 
-def build_upscaler(device: str, sr_weights: Path | None) -> Upscaler:
-    """Session super-resolution on the model's device: a real network when given, else bicubic."""
-    import torch
-
-    if sr_weights is not None:
-        return SpandrelUpscaler(sr_weights, torch.device(device))
-    return TorchResampler(torch.device(device))
-
-
-@dataclass(frozen=True)
-class JobApi:
-    """The job API's share of an app: its parts (store, files, runner) and its settings."""
-
-    parts: ApiParts
-    config: ApiConfig = field(default_factory=ApiConfig)
-
-
-@dataclass(frozen=True)
-class Sessions:
-    """The real-time sessions' share of an app."""
-
-    config: RealtimeConfig
-    upscaler: SessionUpscaler
-    cors_origins: tuple[str, ...] = ()
-
-
-def build_app(
-    engine: Engine,
-    jobs: JobApi | None = None,
-    sessions: Sessions | None = None,
-    own_engine: bool = False,
-) -> FastAPI:
-    """The app around `engine`: the job API and/or the real-time sessions, one error map, and
-    one lifespan. With `own_engine` the app also starts the engine's supervision with its
-    loop and closes the engine last. The session manager is `app.state.sessions` (or None)."""
-    manager = SessionManager(engine, sessions.config, sessions.upscaler) if sessions else None
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Stops in reverse order: sessions close, the runner brings its job to a step
-        # boundary, then the engine stops.
-        async with AsyncExitStack() as stack:
-            if own_engine:
-                if isinstance(engine, ProcessEngine):
-                    await engine.start()
-                stack.push_async_callback(engine.close)
-            if jobs is not None:
-                jobs.parts.runner.start()
-                stack.push_async_callback(jobs.parts.runner.stop)
-            if manager is not None:
-                stack.push_async_callback(manager.shutdown)
-            yield
-
-    app = FastAPI(
-        title="helios-serve",
-        version=__version__,
-        lifespan=lifespan,
-        default_response_class=CompactJSONResponse,
-    )
-    install_error_handlers(app)  # one table for the job API's and the sessions' errors
-    if jobs is not None:
-        install_job_api(app, jobs.parts, jobs.config)
-    if sessions is not None and manager is not None:
-        install_realtime(app, manager, sessions.cors_origins)
-    app.state.sessions = manager
-    return app
-
-
 def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = None) -> int:
-    """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed."""
+    """Serve until SIGINT/SIGTERM; a graceful stop exits 0 and leaves no job half-claimed.
+
+    Shutdown order (the app's lifespan): sessions close, the job runner brings its job to a
+    step boundary and queues it again, the engine finishes its step and stops, the store
+    closes. Native work that could not be joined is abandoned, not finalized under."""
     try:
-        return _serve(engine, options, build_parts(engine, options.data_dir, store=store))
+        parts = build_parts(engine, options.data_dir, store=store)
+        if isinstance(engine, ProcessEngine):
+            engine.on_restart = EngineMetrics(parts.registry).restarted
+        info = engine.info
+        realtime = RealtimeConfig(
+            max_sessions=options.max_sessions,
+            emission_fps=options.emission_fps,
+            server_version=f"helios-serve {__version__}",
+        )
+        app = build_app(
+            engine,
+            jobs=JobApi(parts, ApiConfig(max_queue=options.max_queue)),
+            sessions=Sessions(realtime, build_upscaler(info.device, options.sr_weights)),
+            access=options.access,
+            own_engine=True,
+        )
+    except BaseException:
+        abort_engine(engine)
+        raise
+    tiny = ", tiny random weights: output is noise" if info.is_tiny else ""
+    ready = (
+        f"helios-serve ready: {options.http.url} (model {info.name}, {info.variant.value}{tiny})"
+    )
+    try:
+        serve_forever(app, options.http, ready)
     except BaseException:
         abort_engine(engine)  # a no-op after a clean stop: the lifespan closed it
         raise
-
-
-def abort_engine(engine: Engine) -> None:
-    """Stop an engine whose server never started (its child would keep this process alive)."""
-    if isinstance(engine, ProcessEngine):
-        engine.abort()
-
-
-def _serve(engine: Engine, options: ServerOptions, parts: ApiParts) -> int:
-    import uvicorn
-
-    info = engine.info
-    if isinstance(engine, ProcessEngine):
-        metrics = EngineMetrics(parts.registry)
-        engine.on_restart = metrics.restarted
-    api = ApiConfig(
-        api_keys=options.api_keys, cors_origins=options.cors_origins, max_queue=options.max_queue
-    )
-    realtime = RealtimeConfig(
-        max_sessions=options.max_sessions,
-        emission_fps=options.emission_fps,
-        server_version=f"helios-serve {__version__}",
-    )
-    upscaler = build_upscaler(info.device, options.sr_weights)
-    app = build_app(
-        engine,
-        jobs=JobApi(parts, api),
-        sessions=Sessions(realtime, upscaler, options.cors_origins),
-        own_engine=True,
-    )
-    config = uvicorn.Config(
-        app,
-        host=options.host,
-        port=options.port,
-        log_level="info",
-        http=HeadDeadlineProtocol,  # a request head must arrive in time (slowloris)
-        limit_concurrency=options.max_connections,  # beyond: 503, before descriptors run out
-        timeout_keep_alive=5,
-        h11_max_incomplete_event_size=64 * 1024,  # request line and headers: 64 KiB at most
-    )
-    url = f"http://{options.host}:{options.port}"
-
-    class AnnouncingServer(uvicorn.Server):  # type: ignore[misc]
-        async def startup(self, sockets: object = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                tiny = ", tiny random weights: output is noise" if info.is_tiny else ""
-                print(
-                    f"helios-serve ready: {url} (model {info.name}, {info.variant.value}{tiny})",
-                    flush=True,
-                )
-
-        def handle_exit(self, sig: int, frame: object) -> None:
-            # A graceful stop is a clean exit (code 0): don't re-raise the signal afterwards.
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    # Shutdown order (the nested lifespans): sessions close, the job runner brings its job to
-    # a step boundary and queues it again, the engine finishes its step and stops, the store
-    # closes. Native work that could not be joined is abandoned, not finalized under.
-    try:
-        AnnouncingServer(config).run()
     finally:
         parts.store.close()
-    print("helios-serve stopped", flush=True)
+    print("helios-serve stopped", flush=True)  # noqa: T201
     if isinstance(engine, LocalEngine) and engine.abandoned_work:
         logging.shutdown()
         os._exit(0)
     return 0
-
-
-def run_worker(engine: Engine, options: WorkerOptions) -> int:
-    """`helios worker`: the engine behind a queue of a cluster (see `cluster.worker`)."""
-    import asyncio
-
-    from helios_serve.cluster.worker import serve_worker
-
-    registry = CollectorRegistry()
-    metrics = JobMetrics(registry)
-    sessions = None
-    if options.session_port is not None:  # Reactor's routes on this worker's engine
-        realtime = RealtimeConfig(
-            max_sessions=options.max_sessions, server_version=f"helios-serve {__version__}"
-        )
-        upscaler = build_upscaler(engine.info.device, None)
-        # the engine's lifecycle is `main`'s below (it outlives the session port)
-        sessions = build_app(engine, sessions=Sessions(realtime, upscaler))
-        _serve_metrics(sessions, registry)
-
-    async def main() -> int:
-        if isinstance(engine, ProcessEngine):
-            await engine.start()
-        try:
-            return await serve_worker(engine, options, session_app=sessions, metrics=metrics)
-        finally:
-            await engine.close()
-
-    code = asyncio.run(main())
-    print("helios worker stopped", flush=True)
-    return code
-
-
-def _serve_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
-    """A worker's own Prometheus metrics (chunk time, checkpoint size and time, resumes)."""
-    from fastapi.responses import Response
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,16 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import ChunkResult, StepProgress
+from helios_serve.core.types import ChunkResult, Frames, StepProgress
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
+
+
+class Upscaler(Protocol):
+    """Session super-resolution: frames (T, H, W, 3) → (T, H*scale, W*scale, 3), uint8."""
+
+    def __call__(self, frames: Frames, scale: int) -> Frames: ...
 
 
 class Priority(IntEnum):

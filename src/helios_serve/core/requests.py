@@ -9,7 +9,6 @@ WebSocket `error`, a `command_error`, one line on stderr) with the same message.
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 from dataclasses import dataclass, fields
@@ -104,8 +103,15 @@ def check_seed(value: object, param: str = "seed") -> int | None:
 
 
 def draw_seed() -> int:
-    """The one default-seed draw; small enough to read back and type in again."""
+    """The one default-seed draw, for every way in (jobs, sessions, streams, the CLI); small
+    enough to read back and type in again."""
     return secrets.randbelow(2**32)
+
+
+def seed_or_draw(value: object, param: str = "seed") -> int:
+    """`check_seed`'s seed, or a drawn one where it asks for one (absent or -1)."""
+    seed = check_seed(value, param)
+    return draw_seed() if seed is None else seed
 
 
 def check_fps(value: object, param: str = "fps") -> int:
@@ -126,20 +132,27 @@ def frames_from(
         return frames
     if seconds is None or seconds == "":
         return DEFAULT_NUM_FRAMES
-    text = str(seconds).strip()
-    if isinstance(seconds, bool) or not re.fullmatch(r"\+?\d{1,9}", text) or int(text) < 1:
-        raise RequestError('seconds must be a positive whole number, e.g. "4"', param="seconds")
-    frames = int(text) * fps
+    return frames_for_seconds(parse_seconds(seconds), fps, max_frames)
+
+
+def parse_seconds(value: object, param: str = "seconds") -> int:
+    """A length in whole seconds: a positive integer, or its decimal text ("4", "+4")."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"\+?\d{1,9}", text) or int(text) < 1:
+        raise RequestError(f'{param} must be a positive whole number, e.g. "4"', param=param)
+    return int(text)
+
+
+def frames_for_seconds(seconds: int, fps: int, max_frames: int, param: str = "seconds") -> int:
+    """The seconds rule, for every way in: whole `seconds` at `fps` are `seconds × fps`
+    frames, refused over `max_frames` (a job's or a stream's cap)."""
+    frames = seconds * fps
     if frames > max_frames:
         raise RequestError(
-            f"seconds={int(text)} at {fps} fps is {frames} frames, over the limit of {max_frames}",
-            param="seconds",
+            f"{param}={seconds} at {fps} fps is {frames} frames, over the limit of {max_frames}",
+            param=param,
         )
     return frames
-
-
-def chunks_of(frames: int) -> int:
-    return max(1, math.ceil(frames / FRAMES_PER_CHUNK))
 
 
 # ---------------------------------------------------------------------------- sizes

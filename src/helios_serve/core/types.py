@@ -13,6 +13,9 @@ FRAMES_PER_CHUNK = 33
 
 LATENT_FRAMES_PER_CHUNK = 9
 
+Frames = npt.NDArray[np.uint8]
+"""Video frames, uint8 RGB shaped (T, H, W, 3) (one frame: (H, W, 3))."""
+
 
 class Variant(StrEnum):
     """The three published Helios checkpoints, told apart by their configs."""

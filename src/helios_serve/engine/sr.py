@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,12 +20,6 @@ from helios_serve.errors import CheckpointError, InvalidInputError
 
 SR_SCALES = (1, 2, 4)
 _FRAMES_PER_BATCH = 8  # bounds peak memory: 4x of 640x384 frames is 2560x1536
-
-
-class Upscaler(Protocol):
-    """Frames (T, H, W, 3) uint8 → (T, H*scale, W*scale, 3) uint8."""
-
-    def __call__(self, frames: npt.NDArray[np.uint8], scale: int) -> npt.NDArray[np.uint8]: ...
 
 
 def _check(frames: npt.NDArray[np.uint8], scale: int) -> None:

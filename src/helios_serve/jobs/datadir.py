@@ -23,8 +23,9 @@ from typing import IO, Self
 
 from helios_serve.errors import HeliosError
 from helios_serve.jobs.files import JobFiles
-from helios_serve.jobs.schema import JobStoreError
-from helios_serve.jobs.store import JobNotFoundError, JobStore
+from helios_serve.jobs.models import JobNotFoundError
+from helios_serve.jobs.records import JobStoreError
+from helios_serve.jobs.sqlite.store import JobStore
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from helios_serve.core.spec import (
     settings_to_json,
 )
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.errors import HeliosError, NotFoundError
+from helios_serve.errors import ConflictError, HeliosError, NotFoundError
 
 ReferenceKind = Literal["image", "video"]
 ExtensionMode = Literal["state", "v2v"]
@@ -68,6 +68,13 @@ def check_attempt(job: Job, attempt: int | None) -> None:
         raise StaleAttemptError(
             f"job {job.id} is at attempt {job.attempts}; a write from attempt {attempt} is refused"
         )
+
+
+class JobNotReadyError(ConflictError):
+    """The job is not completed yet (or failed): its content, a remix or an extension of it
+    cannot be had."""
+
+    code = "video_not_ready"
 
 
 class JobNotFoundError(NotFoundError):

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from helios_serve.core.protocols import Engine, Priority
-from helios_serve.core.spec import StreamRequest
-from helios_serve.core.types import ChunkTimings
 from helios_serve.errors import (
     EngineFailedError,
     EngineRestartedError,
@@ -30,20 +25,22 @@ from helios_serve.errors import (
 from helios_serve.jobs.assembly import (
     assemble,
     center_crop,
-    has_v2v_base,
-    prepare_v2v_base,
     save_chunk,
-    v2v_context,
 )
 from helios_serve.jobs.files import STATE_NAME, VIDEO_NAME, JobFiles
+from helios_serve.jobs.inputs import stream_request
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.mirror import JobMirror
-from helios_serve.jobs.models import InvalidTransitionError, Job, StaleAttemptError
+from helios_serve.jobs.models import (
+    InvalidTransitionError,
+    Job,
+    JobNotFoundError,
+    StaleAttemptError,
+)
+from helios_serve.jobs.outcome import RunStats, failure_code, safe_message
 from helios_serve.jobs.plan import JobPlan, plan_for
 from helios_serve.jobs.progress import ProgressTracker
 from helios_serve.jobs.records import JobRecords, StoreUnavailableError
-from helios_serve.jobs.store import JobNotFoundError
-from helios_serve.media.decode import load_image, load_video
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,64 +52,6 @@ STORE_RETRY_FIRST_S = 0.5
 STORE_RETRY_MAX_S = 30.0
 MAX_ENGINE_RESTARTS = 2
 """A second engine failure during one job fails that job instead of looping on it."""
-
-
-def safe_message(exc: BaseException, code: str, job_id: str) -> str:
-    """What a client may read about a failure: our own errors' messages (written for it),
-    else a sentence per code; never an exception's text, a path or a file name."""
-    if isinstance(exc, HeliosError):
-        return exc.message
-    if code == "out_of_memory":
-        return "The engine ran out of memory while making this video; try a smaller size."
-    if code == "insufficient_storage":
-        return "The server's disk filled up while making this video; try again later."
-    return f"The server had an error while making this video (the log has it under {job_id})."
-
-
-def failure_code(exc: BaseException) -> str:
-    """A stable string code for an exception that escaped the engine."""
-    if isinstance(exc, HeliosError):
-        return exc.code
-    name = type(exc).__name__
-    if "OutOfMemory" in name or isinstance(exc, MemoryError) or "out of memory" in str(exc):
-        return "out_of_memory"
-    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
-        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
-    ):
-        return "insufficient_storage"
-    return "internal_error"
-
-
-@dataclass
-class RunStats:
-    """Seconds per stage over the chunks this run made, and the engine's peak memory."""
-
-    denoise_s: float = 0.0
-    decode_s: float = 0.0
-    save_s: float = 0.0
-    assemble_s: float = 0.0
-    peak_memory_mb: float | None = None
-
-    def add(self, timings: ChunkTimings, save_s: float, extras: dict[str, float]) -> None:
-        self.denoise_s += timings.transformer_s
-        self.decode_s += timings.decode_s
-        self.save_s += save_s
-        peak = extras.get("peak_memory_mb")
-        if peak is not None:
-            self.peak_memory_mb = max(peak, self.peak_memory_mb or 0.0)
-
-    def to_json(self) -> dict[str, Any]:
-        stages = {
-            "denoise": self.denoise_s,
-            "vae_decode": self.decode_s,
-            "encode_and_save": self.save_s,
-            "assemble": self.assemble_s,
-        }
-        peak = None if self.peak_memory_mb is None else round(self.peak_memory_mb, 1)
-        return {
-            "stage_durations": {k: round(v, 3) for k, v in stages.items()},
-            "peak_memory_mb": peak,
-        }
 
 
 @dataclass
@@ -307,7 +246,7 @@ class JobRunner:
     ) -> None:
         spec = job.spec
         continues_source = state is not None and start == plan.first_chunk
-        request = await asyncio.to_thread(self._stream_request, job, state is not None)
+        request = await asyncio.to_thread(stream_request, self._files, job, state is not None)
         stream = await self._engine.open_stream(request, Priority.JOB, resume=state)
         try:
             if continues_source:  # an extension: the source's stream, with the new prompt
@@ -358,35 +297,6 @@ class JobRunner:
                     self._metrics.observe_checkpoint(saved.checkpoint_bytes, saved.seconds)
         finally:
             await stream.close()
-
-    def _stream_request(self, job: Job, resuming: bool) -> StreamRequest:
-        """The job's stream; a resumed one needs no reference (its state holds it)."""
-        spec = job.spec
-        image: Any = None
-        video: Any = None
-        if spec.extension is not None and spec.extension.mode == "v2v" and not resuming:
-            files = self._files
-            video = (
-                v2v_context(files, job.id)
-                if has_v2v_base(files, job.id)
-                else prepare_v2v_base(files, job.id, spec.fps)
-            )
-        elif spec.reference_file is not None and not resuming:
-            path: Path = self._files.reference_path(job.id, spec.reference_file)
-            if spec.reference_kind == "video":
-                video = load_video(path, param="input_reference")
-            else:
-                image = load_image(path, param="input_reference")
-        settings = spec.settings.with_overrides(negative_prompt=spec.negative_prompt)
-        return StreamRequest(
-            prompt=spec.prompt,
-            height=spec.height,
-            width=spec.width,
-            seed=spec.seed,
-            settings=settings,
-            image=image,
-            video=video,
-        )
 
     async def _after_cancel(self, job: Job) -> None:
         """Deleted → its files go; server stopping → it runs again after the restart (only if

@@ -1,4 +1,5 @@
-"""install_realtime: the real-time routes and pages on an app `serve.build_app` makes."""
+"""install_realtime and install_pages: the real-time routes, and the browser pages, on an app
+`compose.app.build_app` makes."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from helios_serve.realtime.manager import SessionManager
+from helios_serve.realtime.reactor.registry import SessionRegistry
 from helios_serve.realtime.reactor.routes import build_realtime_router
 from helios_serve.realtime.ws.endpoint import build_ws_video_router
-from helios_serve.web.cors import PathCors
 
 STATIC_DIR = Path(__file__).parent / "static"
 """The browser pages (the playground, the videos page): plain JavaScript, no build step."""
 
 
-def _mount_playground(app: FastAPI) -> None:
+def install_pages(app: FastAPI) -> None:
+    """The playground at `/` and the videos page at `/videos`, with their files: clients of
+    the routes any server answers (a gateway relays the sessions' and runs the jobs')."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -31,12 +33,8 @@ def _mount_playground(app: FastAPI) -> None:
         return FileResponse(STATIC_DIR / "videos.html", media_type="text/html")
 
 
-def install_realtime(app: FastAPI, manager: SessionManager, cors_origins: tuple[str, ...]) -> None:
-    """The Reactor routes, vLLM-Omni's `WS /v1/realtime/video`, the pages and their CORS.
-
-    The sessions' lifecycle (`manager.shutdown` when the app stops) is the composition
-    root's."""
-    app.include_router(build_realtime_router(manager))
-    app.include_router(build_ws_video_router(manager))  # vLLM-Omni's WS /v1/realtime/video
-    _mount_playground(app)
-    app.add_middleware(PathCors, origins=cors_origins)
+def install_realtime(app: FastAPI, sessions: SessionRegistry) -> None:
+    """Reactor's routes on `sessions`, and vLLM-Omni's `WS /v1/realtime/video` on the same
+    streams and slots (the composition root closes the sessions when the app stops)."""
+    app.include_router(build_realtime_router(sessions))
+    app.include_router(build_ws_video_router(sessions.host))

@@ -16,23 +16,16 @@ new image a hard cut (the stream's history restarts on the image). Nothing finer
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from helios_serve.core.protocols import CancelCheck, Engine, Priority, Stream
+from helios_serve.core.protocols import CancelCheck, Engine, Priority, Stream, Upscaler
+from helios_serve.core.requests import draw_seed
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import StreamRequest
+from helios_serve.core.types import Frames
 from helios_serve.realtime.steering import LatencyMode
-
-Frames = npt.NDArray[np.uint8]
-Upscaler = Callable[[Frames, int], Frames]
-"""`upscale(frames (T,H,W,3) uint8, scale) -> frames (T,H*scale,W*scale,3) uint8`."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +180,7 @@ class StreamDriver:
 
     async def _open(self, c: Conditions, resume: Boundary | None = None) -> None:
         if self.seed is None:
-            self.seed = c.seed if c.seed >= 0 else random.randrange(2**31)
+            self.seed = c.seed if c.seed >= 0 else draw_seed()
         request = StreamRequest(
             prompt=c.prompt if resume is None else resume.prompt,
             width=self._options.width,

@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from helios_serve.core.protocols import Engine
+from helios_serve.core.protocols import Engine, Upscaler
+from helios_serve.core.types import Frames
 from helios_serve.errors import StreamCancelledError
-from helios_serve.realtime.driver import Conditions, StreamDriver, StreamOptions, Upscaler
+from helios_serve.realtime.driver import Conditions, StreamDriver, StreamOptions
 from helios_serve.realtime.pacing import ChunkTimer, until_due
-from helios_serve.realtime.playout import Frames, MadeChunk, Playout
+from helios_serve.realtime.playout import MadeChunk, Playout
 from helios_serve.realtime.steering import Outlook, landing_chunk
 
 logger = logging.getLogger(__name__)

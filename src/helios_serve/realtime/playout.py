@@ -20,12 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
+from helios_serve.core.types import FRAMES_PER_CHUNK, Frames
 
-from helios_serve.core.types import FRAMES_PER_CHUNK
-
-Frames = npt.NDArray[np.uint8]
 PULL_GAP_TICKS = 3
 """A consumer that has not pulled a frame for this many ticks is not playing."""
 

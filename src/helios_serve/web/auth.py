@@ -1,17 +1,22 @@
-"""Optional bearer-token auth: when keys are configured, every route but /health needs one."""
+"""Optional bearer-token auth: when keys are configured, every route but /health needs one.
+
+Installed once per app by the composition root (`compose.app.build_app`), whatever the app
+serves: `helios serve`, a gateway, a worker's session port."""
 
 from __future__ import annotations
 
 import hmac
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from helios_serve.web.errors import ApiError
+from helios_serve.errors import NotAuthenticatedError
+from helios_serve.web.errors import api_error_from_domain
 
 OPEN_PATHS = frozenset({"/health"})
 PAGE_PATHS = frozenset({"/", "/videos"})
@@ -23,6 +28,15 @@ _PRESIGNED_UPLOAD = re.compile(r"^/sessions/[^/]+/uploads/[^/]+$")
 upload id in the URL is the credential, as with any presigned URL."""
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who may call an app: its API keys (none: anyone) and the web origins allowed to call
+    its guarded routes cross-origin (`web.cors`) and to open its WebSockets."""
+
+    api_keys: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+
 def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     # Compare against every key, constant time each, so timing says nothing about which matched.
     found = False
@@ -31,11 +45,12 @@ def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def install_auth(app: FastAPI, keys: tuple[str, ...], origins: tuple[str, ...] = ()) -> None:
+def install_auth(app: FastAPI, access: Access) -> None:
     """Require `Authorization: Bearer <key>` on every route except OPEN_PATHS, GETs of the
     pages and their static files, and CORS preflight; WebSockets are checked by
     `WebSocketGate` (an HTTP middleware never sees them)."""
-    app.add_middleware(WebSocketGate, keys=keys, origins=origins)
+    keys = access.api_keys
+    app.add_middleware(WebSocketGate, keys=keys, origins=access.cors_origins)
     if not keys:
         return
 
@@ -57,12 +72,10 @@ def install_auth(app: FastAPI, keys: tuple[str, ...], origins: tuple[str, ...] =
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not _key_matches(token.strip(), keys):
-            return ApiError(
-                401,
-                "a valid API key is required (Authorization: Bearer <key>)",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            ).response()
+            refusal = NotAuthenticatedError(
+                "a valid API key is required (Authorization: Bearer <key>)"
+            )
+            return api_error_from_domain(refusal).response()
         return await call_next(request)
 
 
@@ -99,7 +112,7 @@ class WebSocketGate:
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
             return "origin not allowed"
-        if self.keys and not _key_matches(_ws_token(scope, headers), self.keys):
+        if self.keys and not _key_matches(bearer_token(scope), self.keys):
             return "a valid API key is required"
         return None
 
@@ -110,7 +123,12 @@ class WebSocketGate:
         return origin.split("://", 1)[-1] == host.lower()  # same origin: scheme-less host
 
 
-def _ws_token(scope: Scope, headers: dict[str, str]) -> str:
+def bearer_token(scope: Scope) -> str:
+    """The key a WebSocket handshake carries: its bearer header, `?api_key=`/`?token=`, or the
+    subprotocol pair `bearer, <key>` (a browser cannot set headers); "" when none."""
+    headers: dict[str, str] = {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+    }
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()

@@ -18,11 +18,12 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from helios_serve.core.json_text import JsonTextError, loads_strict
-from helios_serve.web.errors import ApiError, bad_request
+from helios_serve.errors import TooLargeError
+from helios_serve.web.errors import bad_request
 
 
-def too_large(cap: int) -> ApiError:
-    return ApiError(413, f"request body is over the limit of {cap} bytes", code="request_too_large")
+def too_large(cap: int) -> TooLargeError:
+    return TooLargeError(f"request body is over the limit of {cap} bytes")
 
 
 def check_content_length(headers: Headers, cap: int) -> None:

@@ -1,5 +1,8 @@
 """OpenAI's error envelope and the exception handlers that guarantee every error uses it.
 
+The only module that knows HTTP statuses: everything else raises domain errors
+(`helios_serve.errors` and their subclasses), mapped here by `DOMAIN_STATUS`.
+
 Every error leaves the server as `{"error": {"message", "type", "param", "code"}}` in compact
 JSON, whatever raised it: an `ApiError`, a domain `HeliosError`, FastAPI's own validation,
 Starlette's routing (404, 405) or a bug (500, logged). Codes used by the `/v1/videos` request
@@ -25,7 +28,11 @@ side (`param` names the field; `extra_params.<key>` for Helios keys):
 | 413    | invalid_request_error     | file_too_large             | reference over the cap |
 | 415    | invalid_request_error     | unsupported_media_type     | neither form nor JSON |
 | 422    | invalid_request_error     | unprocessable_media        | corrupt/truncated/bomb |
-| 429    | rate_limit_error          | rate_limit_exceeded        | (router) |
+| 422    | invalid_request_error     | (the job's)                | a failed `/sync` job |
+| 401    | invalid_request_error     | invalid_api_key            | no valid API key |
+| 426    | invalid_request_error     | upgrade_required           | an older client protocol |
+| 429    | rate_limit_error          | queue_full                 | the queue is full |
+| 501    | server_error              | not_implemented            | a newer client protocol |
 | 503    | service_unavailable_error | (the raiser's)             | engine not ready |
 | 500    | server_error              | internal_error             | a bug; never bad input |
 """
@@ -50,10 +57,15 @@ from helios_serve.errors import (
     ConflictError,
     HeliosError,
     InvalidInputError,
+    NotAuthenticatedError,
     NotFoundError,
+    NotSupportedError,
+    OverloadedError,
     StreamCancelledError,
     TooLargeError,
     UnavailableError,
+    UnprocessableError,
+    UpgradeRequiredError,
 )
 from helios_serve.web.responses import CompactJSONResponse
 
@@ -80,10 +92,15 @@ _STATUS_CODES = {
 
 DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
     InvalidInputError: 400,
+    UnprocessableError: 422,
+    NotAuthenticatedError: 401,
     NotFoundError: 404,
     ConflictError: 409,
     StreamCancelledError: 409,
     TooLargeError: 413,
+    UpgradeRequiredError: 426,
+    OverloadedError: 429,
+    NotSupportedError: 501,
     UnavailableError: 503,
     CheckpointError: 503,
 }
@@ -131,6 +148,33 @@ def bad_request(message: str, *, param: str | None, code: str = "invalid_value")
     return ApiError(400, message, code=code, param=param)
 
 
+def unsupported_media_type(message: str) -> ApiError:
+    """A 415: a body in a Content-Type no route here reads."""
+    return ApiError(415, message, code="unsupported_media_type")
+
+
+def failed_generation(code: str | None, message: str | None) -> ApiError:
+    """How `/v1/videos/sync` answers a job that failed: our bug (`internal_error`) is a 500,
+    anything else a 422 with the job's own code and message."""
+    status = 500 if code == "internal_error" else 422
+    return ApiError(status, message or "generation failed", code=code or "generation_failed")
+
+
+def readiness_status(ready: bool) -> int:
+    """`/ready`: 200, or 503 while the engine (or every worker) is away."""
+    return 200 if ready else 503
+
+
+def is_full(status: int) -> bool:
+    """A relayed answer that means "no free slot here, try another" (503)."""
+    return status == 503
+
+
+def is_created(status: int) -> bool:
+    """A relayed answer that made something (200 or 201)."""
+    return status in (200, 201)
+
+
 def error_body(
     message: str,
     type: str,
@@ -154,9 +198,14 @@ def api_error_from_domain(
     if isinstance(exc, ApiError):
         return exc
     status = next((statuses[c] for c in type(exc).__mro__ if c in statuses), 500)
-    if isinstance(exc, UnavailableError):  # written for the client: how long, and why
+    if isinstance(exc, UnavailableError | OverloadedError):  # for the client: how long, why
         retry = {"Retry-After": str(exc.retry_after_s)}
         return ApiError(status, exc.message, code=exc.code, param=exc.param, headers=retry)
+    if isinstance(exc, NotAuthenticatedError):
+        challenge = {"WWW-Authenticate": "Bearer"}
+        return ApiError(status, exc.message, code=exc.code, param=exc.param, headers=challenge)
+    if isinstance(exc, NotSupportedError):  # a 5xx whose message is written for the client
+        return ApiError(status, exc.message, code=exc.code, param=exc.param)
     if status == 503:
         message = _UNAVAILABLE_MESSAGE
     else:

@@ -10,7 +10,6 @@ byte one of this server's own MP4s is that video; any other is continued from it
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +21,15 @@ from starlette.datastructures import UploadFile
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.sizes import check_size as check_sides
 from helios_serve.api.videos.upload import FORM_TYPES, media_type, read_form
-from helios_serve.core.requests import check_prompt
+from helios_serve.core.requests import check_prompt, parse_seconds
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.errors import InvalidInputError
+from helios_serve.errors import InvalidInputError, TooLargeError, UnprocessableError
 from helios_serve.media.decode import load_video
 from helios_serve.web.bodies import check_content_length, read_json_body
-from helios_serve.web.errors import ApiError, bad_request
+from helios_serve.web.errors import bad_request, unsupported_media_type
 
 KNOWN = frozenset({"prompt", "seconds", "video", "video[id]"})
-_WHOLE = re.compile(r"^\+?\d{1,9}$")
 
 
 @dataclass(frozen=True)
@@ -54,16 +52,6 @@ class ExtendRequest:
         }
 
 
-def _seconds(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not _WHOLE.match(value.strip()) or int(value) < 1:
-        raise bad_request(
-            'seconds must be a positive whole number of seconds, e.g. "8"', param="seconds"
-        )
-    return int(value)
-
-
 def _checked(
     prompt: object, seconds: object, source_id: object, upload: bytes | None
 ) -> ExtendRequest:
@@ -78,7 +66,7 @@ def _checked(
         )
     if source_id is not None and not isinstance(source_id, str):
         raise bad_request('video must be {"id": "video_..."}', param="video")
-    return ExtendRequest(prompt, _seconds(seconds), source_id, upload)
+    return ExtendRequest(prompt, parse_seconds(seconds), source_id, upload)
 
 
 def _unknown(keys: list[str]) -> None:
@@ -120,11 +108,7 @@ async def read_extend_request(request: Request, limits: RequestLimits) -> Extend
             _unknown_video(video)
             video = video.get("id")
         return _checked(body.get("prompt"), body.get("seconds"), video, None)
-    raise ApiError(
-        415,
-        "send application/json or multipart/form-data",
-        code="unsupported_media_type",
-    )
+    raise unsupported_media_type("send application/json or multipart/form-data")
 
 
 def _unknown_video(video: dict[str, Any]) -> None:
@@ -138,8 +122,7 @@ def _unknown_video(video: dict[str, Any]) -> None:
 def load_upload(data: bytes, limits: RequestLimits) -> npt.NDArray[np.uint8]:
     """Decode an uploaded video to extend (sniffed and capped like `input_reference`)."""
     if len(data) > limits.media.max_bytes:
-        raise ApiError(
-            413,
+        raise TooLargeError(
             f"the video is {len(data)} bytes, over the limit of {limits.media.max_bytes}",
             code="file_too_large",
             param="video",
@@ -147,7 +130,7 @@ def load_upload(data: bytes, limits: RequestLimits) -> npt.NDArray[np.uint8]:
     try:
         frames = load_video(data, limits.media, param="video")
     except InvalidInputError as exc:
-        raise ApiError(422, exc.message, code="unprocessable_media", param="video") from None
+        raise UnprocessableError(exc.message, param="video") from None
     if len(frames) < FRAMES_PER_CHUNK:
         raise bad_request(
             f"a video to extend needs at least {FRAMES_PER_CHUNK} frames, got {len(frames)}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -14,12 +13,11 @@ from pydantic_core import PydanticCustomError
 from helios_serve.api.videos.extra import KNOWN_KEYS, HeliosExtraParams
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.reference import ReferenceMedia
+from helios_serve.core.requests import frames_for_seconds, parse_seconds
 from helios_serve.core.spec import ModelInfo
 from helios_serve.web.errors import bad_request
 
 logger = logging.getLogger(__name__)
-
-_SECONDS = re.compile(r"^\+?\d{1,9}$")
 
 
 def _seconds_text(value: Any) -> Any:
@@ -98,18 +96,11 @@ def check_model(name: str | None, model: ModelInfo) -> str | None:
 
 
 def check_seconds(value: str | None, fps: int, limits: RequestLimits) -> int | None:
+    """Whole seconds, checked by the seconds rule (`core.requests`); None when absent."""
     if value is None or value == "":
         return None
-    text = value.strip()
-    if not _SECONDS.match(text) or int(text) < 1:
-        raise bad_request('seconds must be a positive whole number, e.g. "4"', param="seconds")
-    seconds = int(text)
-    if seconds * fps > limits.max_num_frames:
-        raise bad_request(
-            f"seconds={seconds} at {fps} fps is {seconds * fps} frames, over the limit of "
-            f"{limits.max_num_frames}",
-            param="seconds",
-        )
+    seconds = parse_seconds(value)
+    frames_for_seconds(seconds, fps, limits.max_num_frames)
     return seconds
 
 

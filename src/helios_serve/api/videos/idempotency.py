@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from helios_serve.jobs.store import IdempotencyClaim
+from helios_serve.jobs.records import IdempotencyClaim
 from helios_serve.web.errors import bad_request
 
 HEADER = "Idempotency-Key"

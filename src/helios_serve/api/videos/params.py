@@ -53,7 +53,8 @@ from helios_serve.api.videos.sizes import check_size, openai_literal
 from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
-from helios_serve.web.errors import ApiError, api_error_from_validation, bad_request
+from helios_serve.errors import TooLargeError
+from helios_serve.web.errors import api_error_from_validation, bad_request
 
 __all__ = [
     "HeliosExtraParams",
@@ -126,8 +127,7 @@ def _with_reference(request: VideoCreateRequest, ref: ReferenceMedia | None) -> 
 def _read_upload(upload: UploadFile, limits: RequestLimits) -> bytes:
     cap = limits.media.max_bytes
     if upload.size is not None and upload.size > cap:
-        raise ApiError(
-            413,
+        raise TooLargeError(
             f"input_reference is {upload.size} bytes, over the limit of {cap} bytes",
             code="file_too_large",
             param="input_reference",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.errors import InvalidInputError
+from helios_serve.errors import InvalidInputError, TooLargeError, UnprocessableError
 from helios_serve.media.data_url import MediaTooLargeError
 from helios_serve.media.data_url import decode_data_url as decode_media_url
 from helios_serve.media.decode import MediaKind, load_image, probe_video, sniff_kind
@@ -47,17 +47,16 @@ def _invalid(message: str) -> ApiError:
     return bad_request(message, param=PARAM, code="invalid_input_reference")
 
 
-def _too_large(size: int, limits: MediaLimits) -> ApiError:
-    return ApiError(
-        413,
+def _too_large(size: int, limits: MediaLimits) -> TooLargeError:
+    return TooLargeError(
         f"input_reference is {size} bytes, over the limit of {limits.max_bytes} bytes",
         code="file_too_large",
         param=PARAM,
     )
 
 
-def _unprocessable(exc: InvalidInputError) -> ApiError:
-    return ApiError(422, f"input_reference: {exc.message}", code="unprocessable_media", param=PARAM)
+def _unprocessable(exc: InvalidInputError) -> UnprocessableError:
+    return UnprocessableError(f"input_reference: {exc.message}", param=PARAM)
 
 
 def _unsupported_kind(data: bytes, limits: MediaLimits) -> ApiError:
@@ -103,7 +102,7 @@ def decode_data_url(url: str, limits: MediaLimits) -> bytes:
     try:
         return decode_media_url(url, limits.max_bytes, PARAM)
     except MediaTooLargeError as exc:
-        raise ApiError(413, exc.message, code="file_too_large", param=PARAM) from None
+        raise TooLargeError(exc.message, code="file_too_large", param=PARAM) from None
     except InvalidInputError as exc:
         raise _invalid(exc.message) from None
 

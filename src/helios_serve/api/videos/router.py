@@ -27,10 +27,12 @@ from helios_serve.api.videos.wire import (
     json_body,
 )
 from helios_serve.core.spec import ModelInfo
+from helios_serve.errors import NotFoundError
 from helios_serve.jobs.models import JobStatus
-from helios_serve.web.errors import ApiError
+from helios_serve.web.errors import failed_generation
 from helios_serve.web.responses import CompactJSONResponse
 
+PREFIX = "/v1/videos"
 POLL_HEADERS = {"openai-poll-after-ms": str(POLL_AFTER_MS)}
 Responses = dict[int | str, dict[str, Any]]
 
@@ -51,8 +53,17 @@ CONTENT: Responses = {
 
 
 def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits) -> APIRouter:
-    """The video job routes around one service instance."""
-    router = APIRouter(prefix="/v1/videos", tags=["videos"])
+    """The video job routes around one service instance (literal paths before `/{video_id}`:
+    a literal path segment must never be read as a video id)."""
+    router = APIRouter(tags=["videos"])
+    router.include_router(_creating(service, model, limits))
+    router.include_router(_reading(service))
+    router.include_router(_remixing(service, limits))
+    return router
+
+
+def _creating(service: VideosService, model: ModelInfo, limits: RequestLimits) -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
 
     @router.post("", responses=JOB | ERRORS, openapi_extra=json_body(VideoCreateBody))
     async def create_video(request: Request) -> Response:
@@ -78,11 +89,7 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
         job = await service.wait(video["id"])
         if job.status is JobStatus.FAILED:
             await service.discard(job.id)
-            raise ApiError(
-                500 if job.error_code == "internal_error" else 422,
-                job.error_message or "generation failed",
-                code=job.error_code or "generation_failed",
-            )
+            raise failed_generation(job.error_code, job.error_message)
         content = await service.content(job.id, "video")
         stats = job.stats or {}
         headers = {
@@ -105,12 +112,17 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
     @router.post("/characters", responses=ERRORS)
     async def unsupported(request: Request) -> Response:
         """OpenAI routes this server does not offer: a clear 404, not a 405 from /{id}."""
-        raise ApiError(
-            404,
+        raise NotFoundError(
             f"{request.url.path} is not supported by this server (Helios generates, remixes "
             "and extends videos)",
             code="unsupported",
         )
+
+    return router
+
+
+def _reading(service: VideosService) -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
 
     @router.get("", responses=answer(VideoList) | ERRORS)
     async def list_videos(
@@ -134,6 +146,12 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
         return FileResponse(
             content.path, media_type=content.media_type, filename=content.download_name
         )
+
+    return router
+
+
+def _remixing(service: VideosService, limits: RequestLimits) -> APIRouter:
+    router = APIRouter(prefix=PREFIX)
 
     @router.post(
         "/{video_id}/remix", responses=JOB | ERRORS, openapi_extra=json_body(VideoRemixBody)

@@ -22,25 +22,27 @@ from helios_serve.api.videos.protocol import (
     video_object,
 )
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
-from helios_serve.core.requests import check_prompt
+from helios_serve.core.requests import RequestError, check_prompt, frames_for_seconds
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.errors import NotFoundError
 from helios_serve.jobs.dispatch import JobDispatch
 from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME, JobFiles
 from helios_serve.jobs.mirror import JobMirror
-from helios_serve.jobs.models import Extension, GenerationSpec, Job, JobStatus, new_job_id
-from helios_serve.jobs.plan import plan_for
-from helios_serve.jobs.records import JobRecords
-from helios_serve.jobs.store import (
-    IdempotencyClaim,
-    IdempotencyConflictError,
+from helios_serve.jobs.models import (
+    Extension,
+    GenerationSpec,
+    Job,
     JobNotFoundError,
-    QueueFullError,
+    JobNotReadyError,
+    JobStatus,
+    new_job_id,
 )
+from helios_serve.jobs.plan import plan_for
+from helios_serve.jobs.records import IdempotencyClaim, JobRecords
 from helios_serve.media.decode import MediaKind
 from helios_serve.media.encode import encode_thumbnail
 from helios_serve.media.segments import write_segment
-from helios_serve.web.errors import ApiError
 
 ContentVariant = Literal["video", "thumbnail", "spritesheet"]
 CONTENT_TYPES: dict[str, tuple[str, str]] = {
@@ -48,7 +50,6 @@ CONTENT_TYPES: dict[str, tuple[str, str]] = {
     "thumbnail": ("thumbnail.jpg", "image/jpeg"),
     "spritesheet": ("spritesheet.jpg", "image/jpeg"),
 }
-QUEUE_RETRY_AFTER_S = 10
 
 
 def wants_jpeg(accept: str) -> bool:
@@ -132,10 +133,7 @@ class VideosService:
         """The job an earlier request with this key made (answered before any work)."""
         if claim is None:
             return None
-        try:
-            return await asyncio.to_thread(self._store.find_claimed, claim)
-        except IdempotencyConflictError as exc:
-            raise ApiError(409, exc.message, code=exc.code, param=exc.param) from None
+        return await asyncio.to_thread(self._store.find_claimed, claim)
 
     async def _enqueue(
         self,
@@ -146,7 +144,7 @@ class VideosService:
         remixed_from: str | None = None,
         claim: IdempotencyClaim | None = None,
     ) -> Job:
-        """Persist a queued job and its input files; 429 when the queue is full."""
+        """Persist a queued job and its input files (`QueueFullError` when the queue is)."""
         job_id = new_job_id()
         try:
             spec = await asyncio.to_thread(self._save_inputs, job_id, spec, inputs)
@@ -154,17 +152,8 @@ class VideosService:
             stored, created = await asyncio.to_thread(
                 self._store.admit, job, max_queue=self._max_queue, claim=claim
             )
-        except BaseException as exc:
+        except BaseException:
             await asyncio.to_thread(self._remove_files, job_id)
-            if isinstance(exc, QueueFullError):
-                raise ApiError(
-                    429,
-                    exc.message,
-                    code=exc.code,
-                    headers={"Retry-After": str(QUEUE_RETRY_AFTER_S)},
-                ) from None
-            if isinstance(exc, IdempotencyConflictError):
-                raise ApiError(409, exc.message, code=exc.code, param=exc.param) from None
             raise
         if not created:  # a concurrent request with the same key won
             await asyncio.to_thread(self._remove_files, job_id)
@@ -219,26 +208,20 @@ class VideosService:
         """A completed video's MP4, or its thumbnail / spritesheet: WebP (OpenAI's documented
         type) unless the client accepts JPEG and not WebP."""
         if variant not in CONTENT_TYPES:
-            raise ApiError(
-                400,
-                f"variant must be one of {', '.join(CONTENT_TYPES)}",
-                code="invalid_value",
-                param="variant",
+            raise RequestError(
+                f"variant must be one of {', '.join(CONTENT_TYPES)}", param="variant"
             )
         job = await asyncio.to_thread(self._store.get, video_id)
         if job.status is not JobStatus.COMPLETED:
-            raise ApiError(
-                409,
-                f"video {video_id} is {job.status.value}, not completed",
-                code="video_not_ready",
-                param="video_id",
+            raise JobNotReadyError(
+                f"video {video_id} is {job.status.value}, not completed", param="video_id"
             )
         name, media_type = CONTENT_TYPES[variant]
         path = self._files.file_path(video_id, name)
         if self._mirror is not None:  # finished files never change: fetched once, then cached
             await asyncio.to_thread(self._mirror.fetch, video_id, name)
         if not path.is_file():
-            raise ApiError(404, f"the {variant} of {video_id} is missing", code="not_found")
+            raise NotFoundError(f"the {variant} of {video_id} is missing")
         if variant == "video":
             return ContentFile(path, media_type, f"{video_id}.mp4")
         if wants_jpeg(accept):
@@ -261,11 +244,9 @@ class VideosService:
             return video_object(earlier)
         source = await asyncio.to_thread(self._store.get, video_id)
         if source.status is not JobStatus.COMPLETED:
-            raise ApiError(
-                409,
+            raise JobNotReadyError(
                 f"video {source.id} is {source.status.value}; only a completed video can be "
                 "remixed",
-                code="video_not_ready",
                 param="video_id",
             )
         spec = source.spec
@@ -296,11 +277,9 @@ class VideosService:
         else:
             source = await asyncio.to_thread(self._store.get, request.source_id or "")
         if source.status is not JobStatus.COMPLETED:
-            raise ApiError(
-                409,
+            raise JobNotReadyError(
                 f"video {source.id} is {source.status.value}; only a completed video can be "
                 "extended",
-                code="video_not_ready",
                 param="video",
             )
         spec = source.spec
@@ -330,16 +309,7 @@ class VideosService:
         return video_object(job)
 
     def _added_frames(self, seconds: int, fps: int) -> int:
-        frames = seconds * fps
-        if frames > self._limits.max_num_frames:
-            raise ApiError(
-                400,
-                f"seconds={seconds} at {fps} fps is {frames} frames, over the limit of "
-                f"{self._limits.max_num_frames} per job",
-                code="invalid_value",
-                param="seconds",
-            )
-        return frames
+        return frames_for_seconds(seconds, fps, self._limits.max_num_frames)
 
     async def _extend_upload(self, request: ExtendRequest, claim: IdempotencyClaim | None) -> Job:
         """An uploaded video that is none of ours: continued from its frames (V2V)."""

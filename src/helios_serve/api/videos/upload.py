@@ -19,7 +19,7 @@ from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.params import VideoCreateRequest, parse_form, parse_json
 from helios_serve.core.spec import ModelInfo
 from helios_serve.web.bodies import capped_stream, check_content_length, read_json_body
-from helios_serve.web.errors import ApiError, bad_request
+from helios_serve.web.errors import bad_request, unsupported_media_type
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -94,11 +94,9 @@ async def read_create_request(
             raise bad_request("the JSON body must be an object", param=None, code="invalid_body")
         return await run_in_threadpool(parse_json, body, model, limits)
     shown = kind[:100] or "no Content-Type"
-    raise ApiError(
-        415,
+    raise unsupported_media_type(
         f"unsupported content type ({shown}): send multipart/form-data, "
-        "application/x-www-form-urlencoded or application/json",
-        code="unsupported_media_type",
+        "application/x-www-form-urlencoded or application/json"
     )
 
 

@@ -40,4 +40,4 @@ def transaction(pool: ConnectionPool[Conn]) -> Iterator[Conn]:
         with pool.connection() as conn, conn.transaction():
             yield conn
     except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-        raise StoreUnavailableError(f"the job database is unavailable: {exc}") from exc
+        raise StoreUnavailableError("job store") from exc

@@ -15,8 +15,8 @@ import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
 from psycopg_pool import ConnectionPool
 
-from helios_serve.cluster.pg import Conn, transaction
 from helios_serve.jobs.models import JobStatus
+from helios_serve.jobs.postgres.pool import Conn, transaction
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import psycopg
 from procrastinate.schema import SchemaManager
 from psycopg.rows import tuple_row
 
-from helios_serve.jobs.schema import JobStoreError
+from helios_serve.jobs.records import JobStoreError
 
 MIGRATION_LOCK = 0x48454C494F53
 """pg_advisory_xact_lock key held while migrating ("HELIOS")."""

@@ -4,35 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-_PROMPT = {"type": "string", "description": "A non-empty text prompt."}
-_IMAGE = {"type": "file", "description": "An uploaded image (PNG, JPEG, WEBP or GIF)."}
+from helios_serve.realtime.reactor.commands import COMMANDS
 
-COMMAND_SCHEMAS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("set_prompt", "Prompt for the next chunk (chunk 0 before start).", {"prompt": _PROMPT}),
-    (
-        "schedule_prompt",
-        "Queue a prompt at an absolute chunk index.",
-        {"prompt": _PROMPT, "chunk": {"type": "integer", "minimum": 0}},
-    ),
-    ("set_image", "Set or swap the reference image.", {"image": _IMAGE}),
-    ("set_conditioning", "Prompt and image at once.", {"prompt": _PROMPT, "image": _IMAGE}),
-    (
-        "set_image_strength",
-        "0 drops the image anchor; above 0 anchors; 1.0 makes a new image a hard cut.",
-        {"image_strength": {"type": "number", "minimum": 0, "maximum": 1}},
-    ),
-    (
-        "set_sr_scale",
-        "Upscale emitted frames from the next chunk.",
-        {"sr_scale": {"type": "string", "enum": ["off", "2x", "4x"]}},
-    ),
-    ("set_seed", "Seed read at start; -1 is random.", {"seed": {"type": "integer", "minimum": -1}}),
-    ("start", "Start generating (needs a prompt at chunk 0).", {}),
-    ("pause", "Stop after the current chunk.", {}),
-    ("resume", "Continue after a pause.", {}),
-    ("reset", "Back to the initial state; clears prompts and the image.", {}),
-    ("clear_image", "Remove the reference image.", {}),
+COMMAND_SCHEMAS: tuple[tuple[str, str, dict[str, Any]], ...] = tuple(
+    (c.name, c.description, c.params) for c in COMMANDS
 )
+"""(name, description, params schema) of every command, from the one table."""
 
 
 def model_capabilities() -> dict[str, Any]:

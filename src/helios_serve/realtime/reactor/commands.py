@@ -1,8 +1,13 @@
-"""Validate application-scope commands into typed objects, table-driven.
+"""Helios' application-scope commands: their one table (`COMMANDS`), and their parsing into
+typed objects.
 
-Each command has one parser that reads its params under every spelling clients use (the
-Reactor docs' names first) and rejects wrong types and ranges with `CommandError`. Nothing here
-touches session state: a command that parses can still be refused by the state machine.
+Each row of `COMMANDS` is a command's wire name, its parser, and what clients are told about it
+(the description and params schema in `modelCapabilities`, the session JSON and the OpenAPI
+`RequestSchema`: `capabilities.py` reads them from here). A parser reads the params under every
+spelling clients use (the Reactor docs' names first) and rejects wrong types and ranges with
+`CommandError`. Nothing here touches session state: a command that parses can still be refused
+by the state machine; `Session._apply` matches every `Command` (mypy checks it is exhaustive,
+a test that the table and the union name the same commands).
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class ClearImage:
     pass
 
 
+Playback = Start | Pause | Resume | Reset
 Command = (
     SetPrompt
     | SchedulePrompt
@@ -101,11 +107,8 @@ Command = (
     | SetImageStrength
     | SetSrScale
     | SetSeed
-    | Start
-    | Pause
-    | Resume
-    | Reset
     | ClearImage
+    | Playback
 )
 
 
@@ -201,20 +204,78 @@ def _seed(p: _Params) -> Command:
     return SetSeed(-1 if seed is None else seed)  # -1: the session draws one
 
 
-_PARSERS: dict[str, Callable[[_Params], Command]] = {
-    "set_prompt": lambda p: SetPrompt(p.prompt()),
-    "schedule_prompt": _schedule_prompt,
-    "set_image": lambda p: SetImage(p.file_ref("image", "file", "image_ref")),
-    "set_conditioning": lambda p: SetConditioning(p.prompt(), p.file_ref("image", "file")),
-    "set_image_strength": _image_strength,
-    "set_sr_scale": _sr_scale,
-    "set_seed": _seed,
-    "start": lambda _: Start(),
-    "pause": lambda _: Pause(),
-    "resume": lambda _: Resume(),
-    "reset": lambda _: Reset(),
-    "clear_image": lambda _: ClearImage(),
-}
+_PROMPT = {"type": "string", "description": "A non-empty text prompt."}
+_IMAGE = {"type": "file", "description": "An uploaded image (PNG, JPEG, WEBP or GIF)."}
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One command: its wire name, its parser, and what clients are told about it."""
+
+    name: str
+    parse: Callable[[_Params], Command]
+    description: str
+    params: dict[str, Any]
+    """Each param's JSON schema (`"type": "file"` for an upload reference)."""
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        "set_prompt",
+        lambda p: SetPrompt(p.prompt()),
+        "Prompt for the next chunk (chunk 0 before start).",
+        {"prompt": _PROMPT},
+    ),
+    CommandSpec(
+        "schedule_prompt",
+        _schedule_prompt,
+        "Queue a prompt at an absolute chunk index.",
+        {"prompt": _PROMPT, "chunk": {"type": "integer", "minimum": 0}},
+    ),
+    CommandSpec(
+        "set_image",
+        lambda p: SetImage(p.file_ref("image", "file", "image_ref")),
+        "Set or swap the reference image.",
+        {"image": _IMAGE},
+    ),
+    CommandSpec(
+        "set_conditioning",
+        lambda p: SetConditioning(p.prompt(), p.file_ref("image", "file")),
+        "Prompt and image at once.",
+        {"prompt": _PROMPT, "image": _IMAGE},
+    ),
+    CommandSpec(
+        "set_image_strength",
+        _image_strength,
+        "0 drops the image anchor; above 0 anchors; 1.0 makes a new image a hard cut.",
+        {"image_strength": {"type": "number", "minimum": 0, "maximum": 1}},
+    ),
+    CommandSpec(
+        "set_sr_scale",
+        _sr_scale,
+        "Upscale emitted frames from the next chunk.",
+        {"sr_scale": {"type": "string", "enum": ["off", "2x", "4x"]}},
+    ),
+    CommandSpec(
+        "set_seed",
+        _seed,
+        "Seed read at start; -1 is random.",
+        {"seed": {"type": "integer", "minimum": -1}},
+    ),
+    CommandSpec("start", lambda _: Start(), "Start generating (needs a prompt at chunk 0).", {}),
+    CommandSpec("pause", lambda _: Pause(), "Stop after the current chunk.", {}),
+    CommandSpec("resume", lambda _: Resume(), "Continue after a pause.", {}),
+    CommandSpec(
+        "reset",
+        lambda _: Reset(),
+        "Back to the initial state; clears prompts and the image.",
+        {},
+    ),
+    CommandSpec("clear_image", lambda _: ClearImage(), "Remove the reference image.", {}),
+)
+"""Every application-scope command, in the order `modelCapabilities` lists them."""
+
+_PARSERS: dict[str, Callable[[_Params], Command]] = {c.name: c.parse for c in COMMANDS}
 
 
 def canonical_name(name: str) -> str:

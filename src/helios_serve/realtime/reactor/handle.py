@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from helios_serve.core.protocols import Engine
+from helios_serve.core.protocols import Engine, Upscaler
 from helios_serve.errors import UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.driver import StreamOptions, Upscaler
+from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.egress import EgressGovernor
 from helios_serve.realtime.playout import FrameBuffer
 from helios_serve.realtime.reactor import protocol as wire
@@ -52,7 +52,10 @@ class Status(StrEnum):
     CLOSED = "CLOSED"
 
 
-class Mode(StrEnum):
+class SessionMode(StrEnum):
+    """Reactor's two ways to start: local (one client, refused when full) or coordinator
+    (waits PENDING for a slot)."""
+
     LOCAL = "local"
     COORDINATOR = "coordinator"
 
@@ -87,7 +90,7 @@ class Connection:
 @dataclass
 class SessionHandle:
     id: str
-    mode: Mode
+    mode: SessionMode
     options: StreamOptions
     uploads: UploadStore
     status: Status = Status.PENDING

@@ -20,22 +20,6 @@ RUNTIME = "runtime"
 MAX_MESSAGE_BYTES = 256 * 1024
 """A data-channel message over this is refused unparsed (a FileRef never needs more)."""
 
-COMMANDS = (
-    "set_prompt",
-    "schedule_prompt",
-    "set_image",
-    "set_conditioning",
-    "set_image_strength",
-    "set_sr_scale",
-    "set_seed",
-    "start",
-    "pause",
-    "resume",
-    "reset",
-    "clear_image",
-)
-"""Application-scope commands, in the order `modelCapabilities` lists them."""
-
 Event = dict[str, Any]
 """One outgoing message, already in its nested envelope."""
 

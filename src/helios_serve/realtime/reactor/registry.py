@@ -1,8 +1,10 @@
-"""SessionManager: admission, lookup, the PENDING queue, the liveness watchdog, shutdown.
+"""SessionRegistry: Reactor's sessions — admission, lookup, the PENDING queue, the liveness
+watchdog, shutdown.
 
-Local mode refuses a session over `max_sessions` (`SessionLimitError`); coordinator mode queues
-it as PENDING (at most `max_pending_sessions`; one nobody polls for `pending_timeout_s` expires)
-and activates it when a slot frees. A session whose peer goes away, or that sends
+An ACTIVE session holds a slot of the server's `SlotPool` (shared with the WebSocket streams).
+Local mode refuses a session when every slot is taken (`SessionLimitError`); coordinator mode
+queues it as PENDING (at most `max_pending_sessions`; one nobody polls for `pending_timeout_s`
+expires) and activates it when a slot frees. A session whose peer goes away, or that sends
 nothing for `ping_timeout_s`, is closed by the watchdog and its slot handed on.
 """
 
@@ -16,24 +18,15 @@ from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any
 
-from helios_serve.core.protocols import Engine
-from helios_serve.core.settings import PRESETS
-from helios_serve.errors import NotFoundError, UnavailableError
-from helios_serve.realtime.config import RealtimeConfig
-from helios_serve.realtime.driver import StreamOptions, Upscaler
-from helios_serve.realtime.reactor.handle import Connection, Mode, SessionHandle, Status
+from helios_serve.errors import NotFoundError
+from helios_serve.realtime.reactor.handle import Connection, SessionHandle, SessionMode, Status
 from helios_serve.realtime.reactor.peer import PeerLink, TrackMapping
 from helios_serve.realtime.reactor.uploads import UploadBudget, UploadStore
+from helios_serve.realtime.slots import SessionLimitError, StreamHost
 
 logger = logging.getLogger(__name__)
 KEEP_CLOSED = 256
 """Closed sessions remembered so GET can answer CLOSED instead of 404."""
-
-
-class SessionLimitError(UnavailableError):
-    """Every session slot is taken (503 with Retry-After; the WebSocket closes 1013)."""
-
-    code = "session_limit_reached"
 
 
 class UnknownSessionError(NotFoundError):
@@ -41,58 +34,26 @@ class UnknownSessionError(NotFoundError):
         super().__init__(f"no session {session_id[:80]!r}", param="session_id")
 
 
-class SessionManager:
-    def __init__(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
-        self.engine = engine
-        self.config = config
-        self._upscale = upscale
+class SessionRegistry:
+    def __init__(self, host: StreamHost) -> None:
+        self.host = host
+        self.engine = host.engine
+        self.config = host.config
         self._sessions: dict[str, SessionHandle] = {}
         self._closed: OrderedDict[str, SessionHandle] = OrderedDict()
         self._pending: deque[str] = deque()
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots: set[str] = set()
-        """Slots held by sessions that are not Reactor handles (the WS video endpoint)."""
-        self._upload_budget = UploadBudget(config.max_upload_total_bytes)
+        self._slot_of: dict[str, str] = {}
+        """The slot token each ACTIVE session holds."""
+        self._upload_budget = UploadBudget(self.config.max_upload_total_bytes)
+        host.slots.when_free(self._promote)
 
-    def default_options(self) -> StreamOptions:
-        info = self.engine.info
-        settings = self.config.settings or PRESETS[info.variant].with_overrides(
-            max_sequence_length=info.default_max_sequence_length
-        )
-        return StreamOptions(
-            width=self.config.width or info.default_width,
-            height=self.config.height or info.default_height,
-            settings=settings,
-            prompt_blend_chunks=self.config.prompt_blend_chunks,
-        )
-
-    @property
-    def active_count(self) -> int:
-        active = sum(1 for h in self._sessions.values() if h.status is Status.ACTIVE)
-        return active + len(self._slots)
-
-    def acquire_slot(self) -> str:
-        """Take a session slot for a non-Reactor session; never queues (`SessionLimitError`)."""
-        if self.active_count >= self.config.max_sessions:
-            raise SessionLimitError(
-                f"all {self.config.max_sessions} session slots are in use; try again later"
-            )
-        token = uuid.uuid4().hex
-        self._slots.add(token)
-        return token
-
-    def release_slot(self, token: str) -> None:
-        """Give back a slot from `acquire_slot` (safe twice); a PENDING session may take it."""
-        if token in self._slots:
-            self._slots.discard(token)
-            self._promote()
-
-    async def create(self, mode: Mode, overrides: dict[str, Any]) -> SessionHandle:
+    async def create(self, mode: SessionMode, overrides: dict[str, Any]) -> SessionHandle:
         """A new session: ACTIVE if a slot is free, else PENDING (coordinator) or refused."""
         self._ensure_watchdog()
-        full = self.active_count >= self.config.max_sessions
-        if full and mode is Mode.LOCAL:
+        full = self.host.slots.full
+        if full and mode is SessionMode.LOCAL:
             raise SessionLimitError(
                 f"all {self.config.max_sessions} session slots are in use; try again later"
             )
@@ -101,7 +62,7 @@ class SessionManager:
                 f"all {self.config.max_sessions} session slots are in use and "
                 f"{len(self._pending)} sessions are already waiting; try again later"
             )
-        options = replace(self.default_options(), **overrides)
+        options = replace(self.host.default_options(), **overrides)
         uploads = UploadStore(
             self.config.max_upload_bytes, self.config.max_uploads_per_session, self._upload_budget
         )
@@ -110,7 +71,7 @@ class SessionManager:
         if full:
             self._pending.append(handle.id)
         else:
-            handle.activate(self.engine, self.config, self._upscale)
+            self._activate(handle)
         logger.info("session %s created (%s, %s)", handle.id, mode.value, handle.status.value)
         return handle
 
@@ -134,7 +95,7 @@ class SessionManager:
         return handle
 
     def local_sessions(self) -> list[SessionHandle]:
-        return [h for h in self._sessions.values() if h.mode is Mode.LOCAL]
+        return [h for h in self._sessions.values() if h.mode is SessionMode.LOCAL]
 
     def latest_local(self) -> SessionHandle | None:
         """The local session a newer client joins with `GET /session` (the newest one)."""
@@ -175,13 +136,21 @@ class SessionManager:
         self._closed[session_id] = handle
         while len(self._closed) > KEEP_CLOSED:
             self._closed.popitem(last=False)
-        self._promote()
+        slot = self._slot_of.pop(session_id, None)
+        if slot is not None:
+            self.host.slots.give_back(slot)  # a PENDING session may take it (`_promote`)
+
+    def _activate(self, handle: SessionHandle) -> None:
+        self._slot_of[handle.id] = self.host.slots.take()
+        handle.activate(self.engine, self.config, self.host.upscale)
 
     def _promote(self) -> None:
-        while self._pending and self.active_count < self.config.max_sessions:
+        """A slot was given back (here or by a WebSocket stream): the oldest PENDING session
+        that still waits gets it."""
+        while self._pending and not self.host.slots.full:
             handle = self._sessions.get(self._pending.popleft())
             if handle is not None and handle.status is Status.PENDING:
-                handle.activate(self.engine, self.config, self._upscale)
+                self._activate(handle)
                 logger.info("session %s got a slot", handle.id)
 
     def _spawn(self, coro: Any) -> None:

@@ -11,11 +11,12 @@ from fastapi import Request
 
 from helios_serve.core.requests import check_side
 from helios_serve.core.spec import ModelInfo
+from helios_serve.errors import NotSupportedError, UpgradeRequiredError
 from helios_serve.realtime.reactor.peer import RemoteCandidate, TrackMapping
 from helios_serve.realtime.reactor.uploads import UploadTooLargeError
 from helios_serve.realtime.steering import LatencyMode
 from helios_serve.web.bodies import parse_json_off_loop, read_capped_body
-from helios_serve.web.errors import ApiError, bad_request
+from helios_serve.web.errors import bad_request
 
 API_VERSION = 1
 WEBRTC_VERSION = 1
@@ -38,20 +39,14 @@ def _check(header: str, accept_header: str | None, supported: int, request: Requ
     if version == supported:
         return
     if version < supported:
-        raise ApiError(
-            426,
-            f"{header} {value} is too old; this server speaks {supported}",
-            code="upgrade_required",
-            param=header,
+        raise UpgradeRequiredError(
+            f"{header} {value} is too old; this server speaks {supported}", param=header
         )
     accepted = request.headers.get(accept_header, "") if accept_header else ""
     if any(_major(v, accept_header or header) == supported for v in accepted.split(",") if v):
         return
-    raise ApiError(
-        501,
-        f"{header} {value} is newer than this server ({supported})",
-        code="not_implemented",
-        param=header,
+    raise NotSupportedError(
+        f"{header} {value} is newer than this server ({supported})", param=header
     )
 
 

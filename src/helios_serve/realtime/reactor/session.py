@@ -18,14 +18,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, assert_never
 
-from helios_serve.core.protocols import Engine
+from helios_serve.core.protocols import Engine, Upscaler
+from helios_serve.core.types import Frames
 from helios_serve.errors import EngineRestartedError, HeliosError
-from helios_serve.realtime.driver import Conditions, StreamOptions, Upscaler
+from helios_serve.realtime.driver import Conditions, StreamOptions
 from helios_serve.realtime.egress import EgressGovernor
 from helios_serve.realtime.generation import Claimed, Generation
-from helios_serve.realtime.playout import Frames, MadeChunk, Playout
+from helios_serve.realtime.playout import MadeChunk, Playout
 from helios_serve.realtime.reactor import commands as cmd
 from helios_serve.realtime.reactor import protocol as wire
 from helios_serve.realtime.reactor import state_machine as sm
@@ -120,7 +121,7 @@ class Session:
         self._generation = Generation(engine, options, upscale, sink, self)
         self._closed = False
         self.ended_reason: str | None = None
-        """Set when the session cannot go on (its engine was restarted); the manager closes it."""
+        """Set when the session cannot go on (its engine was restarted); the registry closes it."""
         self.last_seen = time.monotonic()
 
     @property
@@ -223,7 +224,7 @@ class Session:
             return
         self._deliver(event)
 
-    async def _apply(self, command: cmd.Command) -> None:
+    async def _apply(self, command: cmd.Command) -> None:  # noqa: C901 (a case per command)
         s = self._state
         match command:
             case cmd.SetPrompt(prompt):
@@ -265,12 +266,14 @@ class Session:
                 self._state = sm.set_sr_scale(s, scale)
             case cmd.SetSeed(seed):
                 self._state = sm.set_seed(s, seed)
-            case _:
+            case cmd.Start() | cmd.Pause() | cmd.Resume() | cmd.Reset():
                 await self._apply_playback(command)
                 return
+            case _:
+                assert_never(command)  # a command of the table that nothing applies
         self._emit_state()
 
-    async def _apply_playback(self, command: cmd.Command) -> None:
+    async def _apply_playback(self, command: cmd.Playback) -> None:
         s = self._state
         match command:
             case cmd.Start():
@@ -288,6 +291,8 @@ class Session:
                 self._state = sm.reset(s)
                 await self._generation.stop()
                 self._emit(wire.generation_reset())
+            case _:
+                assert_never(command)
         self._emit_state()
 
     def _steer(self) -> None:

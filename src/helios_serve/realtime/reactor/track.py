@@ -22,15 +22,14 @@ import time
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from aiortc import VideoStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from helios_serve.core.types import Frames
 from helios_serve.realtime.egress import EgressGovernor
 from helios_serve.realtime.playout import FrameBuffer
 
-Frames = npt.NDArray[np.uint8]
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 

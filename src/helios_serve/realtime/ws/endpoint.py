@@ -7,7 +7,7 @@ chunk is a whole fragment, so there is never a `trailer`. `num_frames` defaults 
 rounded up to whole chunks; the accepted values are echoed in `video.start`'s `config`.
 During generation, bad messages get an `error` and the session goes on; `session.stop` cancels
 the chunk being made, and `session.done` reports `stopped: true`. A socket holds one slot of
-the same `SessionManager` as WebRTC sessions and never queues: over the limit it is `busy`.
+the same `SlotPool` as WebRTC sessions and never queues: over the limit it is `busy`.
 
 Chunks are made just in time and sent paced to the client's playback (`ws.stream`), so
 a `session.interaction` lands on the first chunk not yet sent: chunks made but not sent are
@@ -22,16 +22,15 @@ import logging
 import uuid
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from helios_serve.core.json_text import JsonTextError, loads_strict
+from helios_serve.core.types import Frames
 from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.generation import Generation
-from helios_serve.realtime.manager import SessionLimitError, SessionManager
 from helios_serve.realtime.playout import MadeChunk
+from helios_serve.realtime.slots import SessionLimitError, StreamHost
 from helios_serve.realtime.ws.start import (
     Interaction,
     Plan,
@@ -45,7 +44,6 @@ logger = logging.getLogger(__name__)
 PATH = "/v1/realtime/video"
 START_TIMEOUT_S = 10.0
 MAX_MESSAGE_CHARS = 1 << 20
-Frames = npt.NDArray[np.uint8]
 
 
 CLOSE_CODES = {"invalid_json": 1007, "invalid_message": 1003, "message_too_large": 1009}
@@ -55,8 +53,8 @@ CLOSE_CODES = {"invalid_json": 1007, "invalid_message": 1003, "message_too_large
 class VideoSocket:
     """One `/v1/realtime/video` connection: control messages, generation, sending."""
 
-    def __init__(self, ws: WebSocket, manager: SessionManager) -> None:
-        self.ws, self.manager = ws, manager
+    def __init__(self, ws: WebSocket, host: StreamHost) -> None:
+        self.ws, self.host = ws, host
         self.request_id = f"video_stream-{uuid.uuid4().hex}"
         self._send_lock = asyncio.Lock()
         self._stop = False
@@ -96,7 +94,7 @@ class VideoSocket:
         await self.ws.accept(subprotocol="bearer" if "bearer" in offered else None)
         try:
             plan = await self._await_start()
-            slot = self.manager.acquire_slot()
+            slot = self.host.slots.take()
         except SessionLimitError as exc:
             await self.error("busy", str(exc))
             return await self.ws.close(1013)
@@ -113,7 +111,7 @@ class VideoSocket:
         except WebSocketDisconnect:
             logger.info("%s: client went away", self.request_id)
         finally:
-            self.manager.release_slot(slot)
+            self.host.slots.give_back(slot)
 
     async def _await_start(self) -> Plan:
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -126,19 +124,19 @@ class VideoSocket:
                     raise WsError(
                         "invalid_type", f"expected session.start, got {msg.get('type')!r}"
                     )
-                return plan_session(msg, self.manager.engine.info)
+                return plan_session(msg, self.host.engine.info)
 
     async def _session(self, plan: Plan) -> None:
         start = {"type": "video.start", "request_id": self.request_id, "format": "m4s"}
         await self.send(start | {"config": plan.config})
-        config = self.manager.config
+        config = self.host.config
         playout = SocketPlayout(plan.fps, config.ws_send_ahead_s, self._finished)
         self._source = source = InteractionSource(plan)
         options = StreamOptions(
             plan.request.width, plan.request.height, plan.request.settings, latency=config.latency
         )
         self._generation = generation = Generation(
-            self.manager.engine, options, _no_upscale, playout, source
+            self.host.engine, options, _no_upscale, playout, source
         )
         generation.start()
         control = asyncio.create_task(self._control())
@@ -196,7 +194,7 @@ class VideoSocket:
                 elif kind == "session.ping":
                     await self.send({"type": "session.pong"})
                 elif kind == "session.interaction":
-                    event = parse_interaction(msg, self.manager.config.prompt_blend_chunks)
+                    event = parse_interaction(msg, self.host.config.prompt_blend_chunks)
                     if event.event_id in self._seen:
                         raise WsError("event_id_conflict", f"event_id {event.event_id!r} was used")
                     self._seen.add(event.event_id)
@@ -231,11 +229,11 @@ def _no_upscale(frames: Frames, scale: int) -> Frames:  # noqa: ARG001  # no SR 
     return frames
 
 
-def build_ws_video_router(manager: SessionManager) -> APIRouter:
+def build_ws_video_router(host: StreamHost) -> APIRouter:
     router = APIRouter()
 
     @router.websocket(PATH)
     async def realtime_video(ws: WebSocket) -> None:
-        await VideoSocket(ws, manager).run()
+        await VideoSocket(ws, host).run()
 
     return router

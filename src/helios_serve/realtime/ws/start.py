@@ -10,7 +10,6 @@ when given, must name the served model.
 
 from __future__ import annotations
 
-import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -26,14 +25,13 @@ from helios_serve.core.requests import (
     SamplingChoices,
     check_fps,
     check_prompt,
-    check_seed,
-    chunks_of,
     frame_size,
     frames_from,
     sampling_settings,
+    seed_or_draw,
     whole_number,
 )
-from helios_serve.core.spec import ModelInfo, StreamRequest
+from helios_serve.core.spec import ModelInfo, StreamRequest, chunks_for
 from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError
 from helios_serve.media.data_url import decode_data_url
@@ -184,10 +182,9 @@ def _plan(start: StartMessage, info: ModelInfo) -> Plan:
         start.num_frames, start.seconds, fps, max_frames=MAX_NUM_FRAMES_STREAMED
     )
     values = _merged(start)
-    seed = check_seed(values.get("seed"))
-    seed = random.randrange(2**31) if seed is None else seed
+    seed = seed_or_draw(values.get("seed"))
     settings = sampling_settings(info, _choices(values))
-    chunks = chunks_of(num_frames)
+    chunks = chunks_for(num_frames)
     image = _image(start.image_reference)
     request = StreamRequest(prompt, height, width, seed, settings, image=image)
     config = {

@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.core.types import FRAMES_PER_CHUNK, Frames
 from helios_serve.errors import HeliosError
 from helios_serve.realtime.driver import Conditions
 from helios_serve.realtime.generation import Claimed
-from helios_serve.realtime.playout import Frames, MadeChunk, Started
+from helios_serve.realtime.playout import MadeChunk, Started
 from helios_serve.realtime.ws.start import Interaction, Plan
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,106 @@
+"""The engine a process runs, built from its options: the only place (with `generate`) that
+sees the concrete engines (a supervised child process, the model in this process, the paced
+test engine) and the session upscalers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from helios_serve.core.protocols import Engine, Upscaler
+from helios_serve.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from helios_serve.engine.loader import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What `--model`, `--device`, `--engine-isolation` and their friends ask for."""
+
+    data_dir: Path
+    model: str = "tiny"
+    served_name: str | None = None
+    device: str | None = None
+    vae_dtype: Literal["float32", "bfloat16"] = "float32"
+    attention_backend: str = "native"
+    compile: bool = False
+    isolation: Literal["process", "thread"] = "process"
+    stall_timeout_s: float = 300.0
+    test_engine: str | None = None
+    """`paced:SECONDS`: the paced TEST engine instead of a model (`engine/paced.py`)."""
+    log_level: int = logging.INFO
+
+
+def load(options: EngineOptions) -> LoadedModel:
+    """The model in this process (`helios generate`, `--engine-isolation thread`)."""
+    import torch
+
+    from helios_serve.engine.loader import LoadOptions, load_model
+
+    vae_dtype = torch.bfloat16 if options.vae_dtype == "bfloat16" else torch.float32
+    load_options = LoadOptions(
+        device=options.device,
+        vae_dtype=vae_dtype,
+        attention_backend=options.attention_backend,
+        compile=options.compile,
+    )
+    return load_model(options.model, options.data_dir, load_options)
+
+
+def build_engine(options: EngineOptions) -> Engine:
+    """A supervised engine process (launched: it loads while the caller goes on), the model in
+    this process, or the paced test engine."""
+    from helios_serve.engine.child import ChildSpec
+    from helios_serve.engine.process import ProcessEngine
+    from helios_serve.engine.service import LocalEngine, describe
+
+    if options.test_engine is not None:
+        from helios_serve.engine.paced import PacedEngine, paced_info, parse_engine_spec
+
+        timing = parse_engine_spec(options.test_engine)
+        logger.warning("serving the paced TEST engine (%.3g s per chunk): no model", timing.chunk_s)
+        return PacedEngine(timing, paced_info(options.served_name or "paced"))
+    served = options.served_name or options.model
+    if options.isolation == "thread":
+        loaded = load(options)
+        aliases = tuple(a for a in {loaded.name} if a != served)
+        return LocalEngine(loaded, describe(loaded, served, aliases))
+    if options.stall_timeout_s <= 0:
+        raise InvalidInputError("--engine-stall-timeout must be positive", param="serve")
+    spec = ChildSpec(
+        model=options.model,
+        data_dir=options.data_dir,
+        served_name=served,
+        device=options.device,
+        vae_dtype=options.vae_dtype,
+        attention_backend=options.attention_backend,
+        compile=options.compile,
+        log_level=options.log_level,
+    )
+    engine = ProcessEngine(spec, stall_timeout_s=options.stall_timeout_s)
+    engine.launch()
+    return engine
+
+
+def abort_engine(engine: Engine) -> None:
+    """Stop an engine whose server never started (its child would keep this process alive)."""
+    from helios_serve.engine.process import ProcessEngine
+
+    if isinstance(engine, ProcessEngine):
+        engine.abort()
+
+
+def build_upscaler(device: str, sr_weights: Path | None) -> Upscaler:
+    """Session super-resolution on the model's device: a real network when given, else bicubic."""
+    import torch
+
+    from helios_serve.engine.sr import SpandrelUpscaler, TorchResampler
+
+    if sr_weights is not None:
+        return SpandrelUpscaler(sr_weights, torch.device(device))
+    return TorchResampler(torch.device(device))

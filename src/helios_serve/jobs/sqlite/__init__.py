@@ -1,0 +1,1 @@
+"""The SQLite adapter of `helios serve`: job records in the data directory."""
