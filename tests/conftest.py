@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny checkpoints, built once per session through the real loader."""
+"""Shared fixtures: the tiny checkpoints, built once per session through the real loader; and
+the suite markers by folder (`pytest -m "not cluster and not browser"` is the quick loop)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from pathlib import Path
 import pytest
 
 from helios_serve.engine.loader import LoadedModel, load_model
+
+SUITE_MARKERS = ("e2e", "cluster", "browser")
+"""A test under tests/<name>/ carries the marker <name>."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for name in SUITE_MARKERS:
+            if "tests" in parts and name in parts[parts.index("tests") + 1 : -1]:
+                item.add_marker(getattr(pytest.mark, name))
 
 
 @pytest.fixture(scope="session")
