@@ -1,25 +1,18 @@
 """A gateway and a worker's session port are the same app on the same launcher as `helios
 serve`: they resist the same attacks (request heads sent a byte at a time, a flood over
 `--max-connections`; `tests/e2e/test_hardening.py` runs them on `helios serve`), the session
-port refuses a request without the key when one is set, and the gateway serves the pages. As
-processes started the README's way, and a gateway's app assembled in this process too."""
+port refuses a request without the key when one is set, and relays it with the key. As processes
+started the README's way (`test_in_process.py` assembles a gateway in this process)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 from tests.attacks import flood_is_refused, slow_heads_are_cut
-from tests.live_server import app_server, free_port
-
-from helios_serve.cluster.registry import WorkerRegistry
-from helios_serve.compose.gateway import GatewayOptions, build_gateway
-from helios_serve.jobs.postgres.store import PostgresJobStore
-from helios_serve.web.auth import Access
-from helios_serve.web.server import HttpOptions
+from tests.live_server import free_port
 
 from .conftest import FAST_UPKEEP, WORKER_FLAGS, LocalCluster, Role
 
@@ -83,28 +76,3 @@ def test_the_session_port_refuses_a_request_without_the_key(guarded: tuple[Role,
         assert started.status_code == 200, started.text
         stopped = http.post("/stop_session", json={}, headers={**REACTOR, **KEYED})
         assert stopped.status_code == 200, stopped.text
-
-
-def test_a_gateways_app_in_process(
-    cluster: LocalCluster, guarded: tuple[Role, str], tmp_path: Path
-) -> None:
-    """`build_gateway` as `helios gateway` assembles it, served here with a short head
-    deadline: the same attacks, the same keys, and the pages of `helios serve`."""
-    store = PostgresJobStore(cluster.database)
-    try:
-        info = WorkerRegistry(store.pool).model_info()
-        assert info is not None
-        options = GatewayOptions(cluster.database, cluster.storage, tmp_path, access=Access((KEY,)))
-        http = HttpOptions(port=free_port(), max_connections=8, head_timeout_s=1)
-        with app_server(build_gateway(options, store, info), http) as url:
-            slow_heads_are_cut(http.host, http.port, within_s=8, sockets=4)
-            flood_is_refused(http.host, http.port, 8)
-            with httpx.Client(base_url=url, timeout=30) as client:
-                for page in ("/", "/videos"):
-                    answer = client.get(page)
-                    assert answer.status_code == 200
-                    assert answer.headers["content-type"].startswith("text/html")
-                assert client.get("/v1/videos").status_code == 401
-                assert client.get("/v1/videos", headers=KEYED).status_code == 200
-    finally:
-        store.close()

@@ -4,10 +4,8 @@ hold, and repeated SIGTERMs during a job."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,12 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.attacks import flood_is_refused, slow_heads_are_cut
 from tests.live_server import LiveServer
 
 from helios_serve.compose.single import prepare_store
 from helios_serve.jobs.models import new_job_id
 
 pytestmark = pytest.mark.slow
+MAX_CONNECTIONS = 16
 SMALL = {"prompt": "a lighthouse in fog", "size": "128x128", "num_frames": "33"}
 
 
@@ -92,7 +92,7 @@ def test_unusable_data_dir_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     data_dir = tmp_path_factory.mktemp("hardening")
-    server = LiveServer(data_dir, "tiny", "tiny")
+    server = LiveServer(data_dir, "tiny", "tiny", ["--max-connections", str(MAX_CONNECTIONS)])
     server.start()
     server.stop()  # the database exists now: a folder without a row is an orphan
     orphan = data_dir / "videos" / new_job_id()
@@ -114,44 +114,11 @@ def test_second_server_on_the_same_folder_exits_2_naming_the_holder(live: LiveSe
         assert http.get("/ready").status_code == 200
 
 
-def test_slowloris_connections_are_closed_and_health_answers(live: LiveServer) -> None:
-    socks = []
-    for _ in range(40):
-        sock = socket.create_connection(("127.0.0.1", live.port), timeout=30)
-        sock.sendall(b"GET /health HTTP/1.1\r\n")
-        socks.append(sock)
-    health: list[int] = []
-    closed = 0
-    try:
-        for _ in range(25):  # a header byte each second, as the attack does, for up to 25 s
-            time.sleep(1)
-            with live.client() as http:
-                health.append(http.get("/health").status_code)
-            for sock in socks:
-                with contextlib.suppress(OSError):  # already closed by the server
-                    sock.sendall(b"X")
-            closed = sum(1 for s in socks if _closed_by_peer(s))
-            if closed == len(socks):
-                break
-    finally:
-        for sock in socks:
-            sock.close()
-    assert closed == len(socks), f"{closed} of {len(socks)} slow connections closed"
-    assert set(health) == {200}
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """True once the server answered (a 408) or hung up; False while it still waits."""
-    sock.setblocking(False)
-    try:
-        sock.recv(4096)
-    except BlockingIOError:
-        return False
-    except OSError:
-        pass
-    finally:
-        sock.setblocking(True)
-    return True
+def test_slow_heads_are_cut_and_a_flood_is_refused(live: LiveServer) -> None:
+    """The attacks a gateway and a worker's session port resist alike
+    (`tests/cluster/test_shapes.py`): the same launcher serves all three."""
+    slow_heads_are_cut("127.0.0.1", live.port, within_s=25)
+    flood_is_refused("127.0.0.1", live.port, MAX_CONNECTIONS)
 
 
 def _peak_rss_mib(pid: int) -> float:
