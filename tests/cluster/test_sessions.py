@@ -13,9 +13,8 @@ import av
 import httpx
 import psycopg
 import pytest
+from tests.reactor_client import ReactorClient
 from websockets.asyncio.client import connect
-
-from realtime.client import ReactorClient  # tests/realtime: the Reactor client stand-in
 
 from .conftest import (
     FAST_UPKEEP,

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import httpx
 import pytest
 from tests.live_server import app_server
+from tests.reactor_client import HEADERS, NewerClient, ReactorClient
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, Sessions, build_app
@@ -20,8 +21,6 @@ from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
-from .client import HEADERS, ReactorClient
-from .client_v1 import NewerClient
 from .conftest import np_upscale, png_bytes
 
 CONFIG = RealtimeConfig(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from tests.live_server import app_server
+from tests.reactor_client import HEADERS
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, Sessions, build_app
@@ -15,7 +16,6 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine
 from helios_serve.realtime.config import RealtimeConfig
 
-from .client import HEADERS
 from .conftest import np_upscale
 
 CREATE = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.live_server import app_server
+from tests.reactor_client import HEADERS
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -26,7 +27,6 @@ from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.ws.endpoint import PATH
 from helios_serve.web.auth import Access
 
-from .client import HEADERS
 from .conftest import np_upscale
 
 KEY = "sk-test-0123456789"

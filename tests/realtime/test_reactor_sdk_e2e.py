@@ -20,8 +20,8 @@ import httpx
 import numpy as np
 import pytest
 from tests.live_server import live_server
+from tests.reactor_client import HEADERS
 
-from .client import HEADERS
 from .conftest import png_bytes
 
 reactor_sdk = pytest.importorskip(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.live_server import app_server
+from tests.reactor_client import ReactorClient
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, Sessions, build_app
@@ -17,7 +18,6 @@ from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.service import LocalEngine, describe
 from helios_serve.realtime.config import RealtimeConfig
 
-from .client import ReactorClient
 from .conftest import np_upscale
 
 

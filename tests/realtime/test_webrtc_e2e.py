@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from tests.live_server import app_server
+from tests.reactor_client import ReactorClient
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, Sessions, build_app
@@ -16,7 +17,6 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
 
-from .client import ReactorClient
 from .conftest import np_upscale
 
 FPS = 60.0

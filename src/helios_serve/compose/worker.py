@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from helios_serve import __version__
@@ -23,7 +24,7 @@ from helios_serve.web.server import HttpOptions, serving
 
 def session_port_app(
     engine: Engine, options: WorkerOptions, access: Access, registry: CollectorRegistry
-) -> object:
+) -> FastAPI:
     """Reactor's routes and the WebSocket stream on this worker's engine, with this worker's
     own `/metrics` (chunk time, checkpoint size and time, resumes)."""
     realtime = RealtimeConfig(
