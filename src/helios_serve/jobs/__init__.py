@@ -1,5 +1,8 @@
-"""The `/v1/videos` job domain: job records, their durable SQLite store and their files.
+"""The `/v1/videos` job domain: job records, their files, and the runner.
 
-No HTTP and no engine here: `models` holds the pure vocabulary and transition table, `store`
-persists jobs so they survive restarts (clean or `kill -9`), `files` owns each job's directory.
+No HTTP and no engine here. `models` holds the pure vocabulary and transition table;
+`records` is the seam of durable records (and its vocabulary), written once in `sql` +
+`lifecycle` over two adapters, `sqlite` (`helios serve`) and `postgres` (a cluster, with its
+queue); `blobs` is the seam of stored files (a folder, or `s3`); `files` owns each job's
+directory on this machine and `mirror` keeps it in step with the blob store.
 """
