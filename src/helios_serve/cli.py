@@ -63,12 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeliosError as exc:
         flag = FLAGS.get(exc.param or "") if isinstance(exc, RequestError) else None
         where = f"{flag}: " if flag else ""
-        print(f"helios {args.command}: error: {where}{exc.message}", file=sys.stderr)
+        print(f"helios {args.command}: error: {where}{exc.message}{_cause(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"helios {args.command}: interrupted", file=sys.stderr)
         return 130
     return code
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what caused `exc` (a driver's words: why a database is unreachable)."""
+    lines = str(exc.__cause__ or "").strip().splitlines()
+    return f" ({lines[0][:200]})" if lines else ""
 
 
 if __name__ == "__main__":

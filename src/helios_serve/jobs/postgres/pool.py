@@ -16,9 +16,15 @@ from helios_serve.jobs.records import StoreUnavailableError
 Conn = psycopg.Connection[dict[str, Any]]
 
 
+START_WAIT_S = 15.0
+"""How long a starting process waits for its first connection (a busy or starting database
+may take seconds); a request later waits only the pool's `timeout_s`."""
+
+
 def open_pool(dsn: str, *, max_size: int = 4, timeout_s: float = 2.0) -> ConnectionPool[Conn]:
     """A pool that checks each connection before lending it: after a database restart, broken
-    connections are replaced instead of failing the next request."""
+    connections are replaced instead of failing the next request. Returns once one connection
+    is open; `StoreUnavailableError` when none opens within `START_WAIT_S`."""
     pool: ConnectionPool[Conn] = ConnectionPool(
         dsn,
         min_size=1,
@@ -29,7 +35,11 @@ def open_pool(dsn: str, *, max_size: int = 4, timeout_s: float = 2.0) -> Connect
         open=False,
         name="helios",
     )
-    pool.open(wait=False)
+    try:
+        pool.open(wait=True, timeout=START_WAIT_S)
+    except PoolTimeout as exc:
+        pool.close()
+        raise StoreUnavailableError("job store") from exc
     return pool
 
 
