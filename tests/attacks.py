@@ -25,9 +25,9 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return True
 
 
-def slow_heads_are_cut(host: str, port: int, *, within_s: float, sockets: int = 40) -> None:
-    """Connections that trickle a header byte a second are closed within `within_s`, and
-    `/health` answers 200 all along."""
+def slow_heads_are_cut(host: str, port: int, *, within_s: float, sockets: int) -> None:
+    """`sockets` connections (fewer than the server's connection cap) that trickle a header
+    byte a second are closed within `within_s`, and `/health` answers 200 all along."""
     socks = []
     for _ in range(sockets):
         sock = socket.create_connection((host, port), timeout=30)

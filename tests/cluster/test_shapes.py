@@ -59,7 +59,7 @@ def _port(url: str) -> int:
 def test_gateway_and_session_port_resist_slow_heads_and_floods(guarded: tuple[Role, str]) -> None:
     gateway, session_port = guarded
     urls = [gateway.url, session_port]
-    _both(lambda url: slow_heads_are_cut("127.0.0.1", _port(url), within_s=25), urls)
+    _both(lambda url: slow_heads_are_cut("127.0.0.1", _port(url), within_s=25, sockets=8), urls)
     _both(lambda url: flood_is_refused("127.0.0.1", _port(url), CONNECTIONS), urls)
 
 
