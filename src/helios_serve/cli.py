@@ -9,10 +9,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from helios_serve.commands import cluster, generate, serve
 from helios_serve.core.requests import RequestError
 from helios_serve.errors import HeliosError
+
+if TYPE_CHECKING:
+    from helios_serve.engine.child import StepHook
 
 logger = logging.getLogger("helios_serve")
 
@@ -49,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, step_hook: StepHook | None = None) -> int:
+    """`step_hook`: the engine process's fault-injection seam, for tests (`ChildSpec`)."""
     args = build_parser().parse_args(argv)
+    args.step_hook = step_hook
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -200,4 +200,5 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         stall_timeout_s=getattr(args, "engine_stall_timeout", 300.0),
         test_engine=getattr(args, "engine", None),
         log_level=logging.DEBUG if args.verbose else logging.INFO,
+        step_hook=getattr(args, "step_hook", None),
     )

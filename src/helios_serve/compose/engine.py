@@ -13,6 +13,7 @@ from helios_serve.core.protocols import Engine, Upscaler
 from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from helios_serve.engine.child import StepHook
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class EngineOptions:
     test_engine: str | None = None
     """`paced:SECONDS`: the paced TEST engine instead of a model (`engine/paced.py`)."""
     log_level: int = logging.INFO
+    step_hook: StepHook | None = None
+    """The engine process's fault-injection seam: None in production, a test's hook otherwise."""
 
 
 def load(options: EngineOptions) -> LoadedModel:
@@ -81,6 +84,7 @@ def build_engine(options: EngineOptions) -> Engine:
         attention_backend=options.attention_backend,
         compile=options.compile,
         log_level=options.log_level,
+        step_hook=options.step_hook,
     )
     engine = ProcessEngine(spec, stall_timeout_s=options.stall_timeout_s)
     engine.launch()
