@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
 
 
@@ -24,6 +25,8 @@ class SamplingSettings:
     max_sequence_length: int = 512
     image_noise_sigma: tuple[float, float] = (0.111, 0.135)
     video_noise_sigma: tuple[float, float] = (0.111, 0.135)
+    step_cache: StepCacheSettings | None = None
+    """Step caching (cache-dit DBCache) for Base and Mid; None: every step runs in full."""
 
     @property
     def uses_cfg(self) -> bool:
