@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from helios_serve.config import default_data_dir
 from helios_serve.core.requests import RequestError
+from helios_serve.core.settings import GUIDANCE_MODES
+from helios_serve.core.step_cache import parse_step_cache_flag
 from helios_serve.core.types import Variant
 from helios_serve.errors import HeliosError, InvalidInputError
 
@@ -86,6 +88,29 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="VAE precision (bf16 decodes faster at a small error)",
     )
+    parser.add_argument(
+        "--guidance-passes",
+        choices=GUIDANCE_MODES,
+        default="sequential",
+        help="how the two guidance passes run: sequential (default, bit-equal to diffusers) "
+        "or batched (one forward of batch 2; equal within rounding)",
+    )
+    parser.add_argument(
+        "--step-cache",
+        type=_step_cache_flag,
+        default=None,
+        metavar="off|on|JSON",
+        help="step caching (cache-dit DBCache) for requests that do not choose, on Base and "
+        "Mid: off (default), on (vLLM-Omni's defaults) or a JSON object of its keys, e.g. "
+        "'{\"residual_diff_threshold\": 0.12}'; requests choose with extra_params.step_cache",
+    )
+
+
+def _step_cache_flag(text: str) -> object:
+    try:
+        return parse_step_cache_flag(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -356,6 +381,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         vae_dtype=vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        guidance=args.guidance_passes,
+        step_cache=args.step_cache,
     )
     return load_model(args.model, _data_dir(args), options)
 
@@ -565,6 +592,8 @@ def _engine(args: argparse.Namespace) -> Engine:
         vae_dtype=args.vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        guidance=args.guidance_passes,
+        step_cache=args.step_cache,
         log_level=logging.DEBUG if args.verbose else logging.INFO,
     )
     engine = ProcessEngine(spec, stall_timeout_s=args.engine_stall_timeout)

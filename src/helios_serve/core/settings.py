@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
+
+GuidanceMode = Literal["sequential", "batched"]
+"""How the engine runs the two guidance passes (`engine.guidance`): a server's choice."""
+GUIDANCE_MODES: tuple[GuidanceMode, ...] = ("sequential", "batched")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ its defaults (F1B0, 4 warm-up steps, threshold 0.24, 3 cached steps in a row at 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -105,6 +106,22 @@ def _typed(key: str, value: object) -> int | float:
             f"{PARAM}.{key} must be an integer", param=f"{PARAM}.{key}", code="invalid_type"
         )
     return int(value)
+
+
+def parse_step_cache_flag(text: str) -> StepCacheSettings | None:
+    """`--step-cache`: off, on (the defaults) or a JSON object of DBCache keys."""
+    word = text.strip().lower()
+    if word in ("off", "false", "none"):
+        return None
+    if word in ("on", "true"):
+        return StepCacheSettings()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise StepCacheError(f"expected off, on or a JSON object of {', '.join(FIELDS)}")
+    return StepCacheSettings.from_json(data)
 
 
 StepCacheChoice = bool | StepCacheSettings | None

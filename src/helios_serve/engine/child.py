@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from helios_serve.core.protocols import Priority
+from helios_serve.core.settings import GuidanceMode
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import StepProgress
 from helios_serve.errors import HeliosError, StreamCancelledError
 
@@ -51,6 +53,8 @@ class ChildSpec:
     vae_dtype: str = "float32"
     attention_backend: str = "native"
     compile: bool = False
+    guidance: GuidanceMode = "sequential"
+    step_cache: StepCacheSettings | None = None
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
 
@@ -232,6 +236,8 @@ def _load(spec: ChildSpec) -> Any:
         vae_dtype=torch.bfloat16 if spec.vae_dtype == "bfloat16" else torch.float32,
         attention_backend=spec.attention_backend,
         compile=spec.compile,
+        guidance=spec.guidance,
+        step_cache=spec.step_cache,
     )
     return load_model(spec.model, spec.data_dir, options)
 

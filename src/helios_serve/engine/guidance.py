@@ -17,12 +17,11 @@ separate-CFG contexts count calls: even = cond, odd = uncond).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 
-GuidanceMode = Literal["sequential", "batched"]
-GUIDANCE_MODES: tuple[GuidanceMode, ...] = ("sequential", "batched")
+from helios_serve.core.settings import GUIDANCE_MODES, GuidanceMode
 
 
 class GuidancePasses(Protocol):

@@ -10,8 +10,9 @@ from typing import Any, Literal
 
 import torch
 
+from helios_serve.core.settings import GuidanceMode
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
-from helios_serve.engine.guidance import GuidanceMode
 from helios_serve.engine.tiny import (
     TINY_MAX_SEQUENCE_LENGTH,
     TINY_MODEL_NAMES,
@@ -45,6 +46,8 @@ class LoadOptions:
     guidance: GuidanceMode = "sequential"
     """How the two guidance passes run (`engine.guidance`): a serving choice, not a load one,
     carried here with the other `--model` flags."""
+    step_cache: StepCacheSettings | None = None
+    """The step cache of requests that do not choose (`--step-cache`); None: off."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class LoadedModel:
     device: torch.device
     is_tiny: bool
     guidance: GuidanceMode = "sequential"
+    step_cache_default: StepCacheSettings | None = None
 
     @property
     def default_max_sequence_length(self) -> int:
@@ -174,6 +178,7 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         device=device,
         is_tiny=is_tiny,
         guidance=options.guidance,
+        step_cache_default=options.step_cache,
     )
 
 

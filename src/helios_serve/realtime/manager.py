@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from helios_serve.core.protocols import Engine
+from helios_serve.core.requests import step_cache_for
 from helios_serve.core.settings import PRESETS
 from helios_serve.errors import NotFoundError, UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
@@ -58,7 +59,8 @@ class SessionManager:
     def default_options(self) -> StreamOptions:
         info = self.engine.info
         settings = self.config.settings or PRESETS[info.variant].with_overrides(
-            max_sequence_length=info.default_max_sequence_length
+            max_sequence_length=info.default_max_sequence_length,
+            step_cache=step_cache_for(info, None),  # the server's --step-cache
         )
         return StreamOptions(
             width=self.config.width or info.default_width,
