@@ -349,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     from helios_serve.bench.dispatch_cli import register_dispatch
     from helios_serve.bench.egress import register_egress
     from helios_serve.bench.realtime import register_realtime
+    from helios_serve.bench.step_cache import register as register_step_cache_bench
 
     parser = argparse.ArgumentParser(prog="helios", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -360,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway(sub)
     _add_db(sub)
     register_bench(sub)
+    register_step_cache_bench(sub)
     register_realtime(sub)
     register_dispatch(sub)
     register_egress(sub)

@@ -1,0 +1,253 @@
+"""`helios bench-step-cache`: Base and Mid chunk time with and without step caching and batched
+guidance, beside how far their frames move from the plain ones (PSNR, max error).
+
+Four runs per preset, same seed and prompt, each a whole stream through `ChunkStreamer`:
+``full`` (every step, two guidance passes: the reference), ``batched`` (guidance in one forward
+of batch 2), ``cached`` (cache-dit DBCache) and ``cached+batched``. Frames of every chunk (the
+warm-up ones too) are compared with the reference's as uint8; time is the denoise time of the
+chunks after the warm-up (the VAE decode is the same in all four).
+
+``--arch tiny`` (CPU): the tiny Base and Mid checkpoints. Their weights are random: the timing
+ratios and the mechanics are real, the PSNR says nothing about what a viewer would see, and how
+often DBCache finds neighbouring steps similar depends on the weights. ``--arch 14b`` (a CUDA
+GPU with ~45 GB free): the real 14B architecture with random bf16 weights (`bench.arch`); there
+``residual_diff_threshold: 1`` measures the schedule's bound (every step after the warm-up that
+the streak limit allows is cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from helios_serve.config import default_data_dir
+from helios_serve.core.settings import PRESETS, GuidanceMode, SamplingSettings
+from helios_serve.core.step_cache import StepCacheSettings, parse_step_cache_flag
+from helios_serve.core.types import Variant
+from helios_serve.engine.loader import LoadedModel, load_model
+from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
+
+PROMPT = "a red fox runs through fresh snow under a pale winter sky"
+RUNS: tuple[tuple[str, GuidanceMode, bool], ...] = (
+    ("full", "sequential", False),
+    ("batched", "batched", False),
+    ("cached", "sequential", True),
+    ("cached+batched", "batched", True),
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    preset: str
+    run: str
+    guidance: str
+    step_cache: str | None
+    denoise_s: float
+    """Mean denoise seconds per timed chunk."""
+    speedup: float
+    cached_calls: float
+    """Share of transformer calls whose middle blocks were reused."""
+    psnr_db: float | None
+    """Against the `full` run's frames; None where they are identical."""
+    max_error: int
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--arch", choices=("tiny", "14b"), default="tiny", help="tiny (CPU) or 14b (CUDA GPU)")
+    a("--presets", default="base,mid", help="base, mid or both (default base,mid)")
+    a("--steps", type=int, default=50, help="Base steps per chunk (default 50, its preset)")
+    a("--pyramid-steps", default="20,20,20", help="Mid steps per stage (default 20,20,20)")
+    a("--width", type=int, default=None, help="default 64 (tiny), 640 (14b)")
+    a("--height", type=int, default=None, help="default 64 (tiny), 384 (14b)")
+    a("--chunks", type=int, default=2, help="timed chunks per run (default 2)")
+    a("--warmup", type=int, default=1, help="chunks before timing (default 1)")
+    a(
+        "--step-cache",
+        type=parse_step_cache_flag,
+        default=StepCacheSettings(),
+        metavar="JSON",
+        help="DBCache settings of the cached runs (default: vLLM-Omni's defaults)",
+    )
+    a("--data-dir", type=Path, default=None, help="where tiny checkpoints are built")
+    a("--seed", type=int, default=0)
+    a("--out", type=Path, default=None, help="write the results as JSON here")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "bench-step-cache",
+        help="Base/Mid chunk time with and without step caching and batched guidance",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def _presets(text: str) -> list[Variant]:
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names or any(n not in ("base", "mid") for n in names):
+        raise SystemExit(f"--presets takes base and/or mid, got {text!r}")
+    return [Variant(n) for n in names]
+
+
+def _settings(variant: Variant, model: LoadedModel, args: argparse.Namespace) -> SamplingSettings:
+    settings = PRESETS[variant].with_overrides(
+        max_sequence_length=model.default_max_sequence_length
+    )
+    if variant is Variant.BASE:
+        return settings.with_overrides(num_inference_steps=args.steps)
+    steps = tuple(int(s) for s in args.pyramid_steps.split(","))
+    return settings.with_overrides(pyramid_steps=steps)
+
+
+def _models(args: argparse.Namespace, presets: list[Variant]) -> Iterator[tuple[Variant, Any]]:
+    """(variant, (model, prompt encoder)) per preset."""
+    if args.arch == "tiny":
+        for variant in presets:
+            model = load_model(f"tiny-{variant.value}", args.data_dir or default_data_dir())
+            yield variant, (model, None)
+        return
+    from helios_serve.bench.arch import (
+        HELIOS_14B_TRANSFORMER,
+        WAN21_VAE,
+        RandomModelSpec,
+        RandomPromptEncoder,
+        build_random_components,
+        random_model,
+    )
+
+    if not torch.cuda.is_available():
+        raise SystemExit("--arch 14b needs a CUDA GPU with ~45 GB free (use --arch tiny)")
+    spec = RandomModelSpec(HELIOS_14B_TRANSFORMER, WAN21_VAE, torch.device("cuda"))
+    components = build_random_components(spec)
+    text_dim = int(HELIOS_14B_TRANSFORMER["text_dim"])
+    encoder = RandomPromptEncoder(text_dim, spec.device, spec.dtype)
+    for variant in presets:
+        yield variant, (random_model(spec, variant, components), encoder)
+
+
+def _stream(
+    model: LoadedModel,
+    request: StreamRequest,
+    encoder: Any,
+    args: argparse.Namespace,
+) -> tuple[list[npt.NDArray[np.uint8]], float, float]:
+    """(frames of every chunk, mean denoise s of the timed ones, share of cached calls)."""
+    streamer = ChunkStreamer(model, request, prompt_encoder=encoder)
+    frames, denoise, calls, cached = [], [], 0.0, 0.0
+    for index in range(args.warmup + args.chunks):
+        chunk = streamer.next_chunk()
+        frames.append(chunk.frames)
+        calls += chunk.extras.get("step_cache_calls", 0.0)
+        cached += chunk.extras.get("step_cache_cached_calls", 0.0)
+        if index >= args.warmup:
+            denoise.append(chunk.timings.transformer_s)
+    return frames, float(np.mean(denoise)), cached / calls if calls else 0.0
+
+
+def difference(
+    reference: Sequence[npt.NDArray[np.uint8]], frames: Sequence[npt.NDArray[np.uint8]]
+) -> tuple[float | None, int]:
+    """(PSNR in dB, max absolute error) of uint8 frames; PSNR None where they are identical."""
+    ref = np.concatenate(reference).astype(np.float64)
+    out = np.concatenate(frames).astype(np.float64)
+    mse = float(np.mean((ref - out) ** 2))
+    psnr = None if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return psnr, int(np.abs(ref - out).max())
+
+
+def measure(args: argparse.Namespace) -> list[RunResult]:
+    results: list[RunResult] = []
+    for variant, (model, encoder) in _models(args, _presets(args.presets)):
+        results += _measure_preset(variant, model, encoder, args)
+    return results
+
+
+def _measure_preset(
+    variant: Variant, model: LoadedModel, encoder: Any, args: argparse.Namespace
+) -> list[RunResult]:
+    width = args.width or (640 if args.arch == "14b" else 64)
+    height = args.height or (384 if args.arch == "14b" else 64)
+    settings = _settings(variant, model, args)
+    results: list[RunResult] = []
+    reference: list[npt.NDArray[np.uint8]] = []
+    full_s = 0.0
+    for name, guidance, cached in RUNS:
+        cache = args.step_cache if cached else None
+        request = StreamRequest(
+            prompt=PROMPT,
+            height=height,
+            width=width,
+            seed=args.seed,
+            settings=settings.with_overrides(step_cache=cache),
+        )
+        start = time.perf_counter()
+        frames, denoise_s, share = _stream(
+            replace(model, guidance=guidance), request, encoder, args
+        )
+        _log(
+            f"{variant.value} {name}: {denoise_s:.3f} s/chunk, {time.perf_counter() - start:.0f} s"
+        )
+        if name == "full":
+            reference, full_s = frames, denoise_s
+        psnr, max_error = difference(reference, frames)
+        results.append(
+            RunResult(
+                preset=variant.value,
+                run=name,
+                guidance=guidance,
+                step_cache=None if cache is None else cache.describe(),
+                denoise_s=round(denoise_s, 4),
+                speedup=round(full_s / denoise_s, 3),
+                cached_calls=round(share, 3),
+                psnr_db=None if psnr is None else round(psnr, 2),
+                max_error=max_error,
+            )
+        )
+    return results
+
+
+def table(results: Sequence[RunResult]) -> str:
+    head = f"{'preset':6} {'run':15} {'denoise s/chunk':>15} {'speedup':>8} {'cached':>7} "
+    lines = [head + f"{'PSNR dB':>8} {'max err':>8}"]
+    for r in results:
+        psnr = "exact" if r.psnr_db is None else f"{r.psnr_db:.2f}"
+        lines.append(
+            f"{r.preset:6} {r.run:15} {r.denoise_s:15.3f} {r.speedup:7.2f}x "
+            f"{r.cached_calls:6.0%} {psnr:>8} {r.max_error:8d}"
+        )
+    return "\n".join(lines)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    results = measure(args)
+    print(table(results))
+    if args.out is not None:
+        report = {
+            "command": "helios " + shlex.join(sys.argv[1:]),
+            "arch": args.arch,
+            "device": torch.cuda.get_device_name() if args.arch == "14b" else "cpu",
+            "threads": torch.get_num_threads(),
+            "step_cache": args.step_cache.to_json(),
+            "results": [asdict(r) for r in results],
+        }
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
