@@ -1,7 +1,7 @@
 """`helios bench-step-cache`: Base and Mid chunk time with and without step caching and batched
 guidance, beside how far their frames move from the plain ones (PSNR, max error).
 
-Four runs per preset, same seed and prompt, each a whole stream through `ChunkStreamer`:
+Four streams per preset, same seed and prompt, through `ChunkStreamer`, a chunk each in turn:
 ``full`` (every step, two guidance passes: the reference), ``batched`` (guidance in one forward
 of batch 2), ``cached`` (cache-dit DBCache) and ``cached+batched``. Frames of every chunk (the
 warm-up ones too) are compared with the reference's as uint8; time is the denoise time of the
@@ -35,7 +35,7 @@ import torch
 from helios_serve.config import default_data_dir
 from helios_serve.core.settings import PRESETS, GuidanceMode, SamplingSettings
 from helios_serve.core.step_cache import StepCacheSettings, parse_step_cache_flag
-from helios_serve.core.types import Variant
+from helios_serve.core.types import StepProgress, Variant
 from helios_serve.engine.loader import LoadedModel, load_model
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
 
@@ -55,8 +55,11 @@ class RunResult:
     guidance: str
     step_cache: str | None
     denoise_s: float
-    """Mean denoise seconds per timed chunk."""
+    """Mean denoise seconds per timed chunk (wall clock)."""
     speedup: float
+    denoise_cpu_s: float
+    """The same in CPU seconds of the whole process (steadier on a shared machine)."""
+    cpu_speedup: float
     cached_calls: float
     """Share of transformer calls whose middle blocks were reused."""
     psnr_db: float | None
@@ -140,23 +143,50 @@ def _models(args: argparse.Namespace, presets: list[Variant]) -> Iterator[tuple[
         yield variant, (random_model(spec, variant, components), encoder)
 
 
-def _stream(
-    model: LoadedModel,
-    request: StreamRequest,
-    encoder: Any,
-    args: argparse.Namespace,
-) -> tuple[list[npt.NDArray[np.uint8]], float, float]:
-    """(frames of every chunk, mean denoise s of the timed ones, share of cached calls)."""
-    streamer = ChunkStreamer(model, request, prompt_encoder=encoder)
-    frames, denoise, calls, cached = [], [], 0.0, 0.0
-    for index in range(args.warmup + args.chunks):
-        chunk = streamer.next_chunk()
-        frames.append(chunk.frames)
-        calls += chunk.extras.get("step_cache_calls", 0.0)
-        cached += chunk.extras.get("step_cache_cached_calls", 0.0)
-        if index >= args.warmup:
-            denoise.append(chunk.timings.transformer_s)
-    return frames, float(np.mean(denoise)), cached / calls if calls else 0.0
+@dataclass
+class _Run:
+    """One configuration's stream and what it has made so far."""
+
+    name: str
+    guidance: GuidanceMode
+    cache: StepCacheSettings | None
+    streamer: ChunkStreamer
+    frames: list[npt.NDArray[np.uint8]]
+    denoise_s: list[float]
+    denoise_cpu_s: list[float]
+    calls: float = 0.0
+    cached: float = 0.0
+
+    def next_chunk(self, timed: bool) -> None:
+        start = time.process_time()
+        done: list[float] = []
+
+        def on_progress(p: StepProgress) -> None:
+            if p.step == p.steps_in_chunk:  # the last step: denoising ends, decoding starts
+                done.append(time.process_time())
+
+        chunk = self.streamer.next_chunk(on_progress)
+        self.frames.append(chunk.frames)
+        self.calls += chunk.extras.get("step_cache_calls", 0.0)
+        self.cached += chunk.extras.get("step_cache_cached_calls", 0.0)
+        if timed:
+            self.denoise_s.append(chunk.timings.transformer_s)
+            self.denoise_cpu_s.append(done[-1] - start)
+
+
+def _runs(
+    model: LoadedModel, request: StreamRequest, encoder: Any, cache: StepCacheSettings
+) -> list[_Run]:
+    runs = []
+    for name, guidance, cached in RUNS:
+        settings = request.settings.with_overrides(step_cache=cache if cached else None)
+        streamer = ChunkStreamer(
+            replace(model, guidance=guidance),
+            replace(request, settings=settings),
+            prompt_encoder=encoder,
+        )
+        runs.append(_Run(name, guidance, settings.step_cache, streamer, [], [], []))
+    return runs
 
 
 def difference(
@@ -180,40 +210,38 @@ def measure(args: argparse.Namespace) -> list[RunResult]:
 def _measure_preset(
     variant: Variant, model: LoadedModel, encoder: Any, args: argparse.Namespace
 ) -> list[RunResult]:
-    width = args.width or (640 if args.arch == "14b" else 64)
-    height = args.height or (384 if args.arch == "14b" else 64)
-    settings = _settings(variant, model, args)
-    results: list[RunResult] = []
-    reference: list[npt.NDArray[np.uint8]] = []
-    full_s = 0.0
-    for name, guidance, cached in RUNS:
-        cache = args.step_cache if cached else None
-        request = StreamRequest(
-            prompt=PROMPT,
-            height=height,
-            width=width,
-            seed=args.seed,
-            settings=settings.with_overrides(step_cache=cache),
-        )
-        start = time.perf_counter()
-        frames, denoise_s, share = _stream(
-            replace(model, guidance=guidance), request, encoder, args
-        )
-        _log(
-            f"{variant.value} {name}: {denoise_s:.3f} s/chunk, {time.perf_counter() - start:.0f} s"
-        )
-        if name == "full":
-            reference, full_s = frames, denoise_s
-        psnr, max_error = difference(reference, frames)
+    """The four streams advance in turns, a chunk each, so that a busy machine slows all of
+    them alike (streams may share a transformer: step caching ends with each chunk)."""
+    request = StreamRequest(
+        prompt=PROMPT,
+        width=args.width or (640 if args.arch == "14b" else 64),
+        height=args.height or (384 if args.arch == "14b" else 64),
+        seed=args.seed,
+        settings=_settings(variant, model, args),
+    )
+    runs = _runs(model, request, encoder, args.step_cache)
+    for index in range(args.warmup + args.chunks):
+        for run in runs:
+            start = time.perf_counter()
+            run.next_chunk(timed=index >= args.warmup)
+            _log(f"{variant.value} {run.name} chunk {index}: {time.perf_counter() - start:.1f} s")
+    full = runs[0]
+    full_s, full_cpu_s = float(np.mean(full.denoise_s)), float(np.mean(full.denoise_cpu_s))
+    results = []
+    for run in runs:
+        psnr, max_error = difference(full.frames, run.frames)
+        denoise_s, cpu_s = float(np.mean(run.denoise_s)), float(np.mean(run.denoise_cpu_s))
         results.append(
             RunResult(
                 preset=variant.value,
-                run=name,
-                guidance=guidance,
-                step_cache=None if cache is None else cache.describe(),
+                run=run.name,
+                guidance=run.guidance,
+                step_cache=None if run.cache is None else run.cache.describe(),
                 denoise_s=round(denoise_s, 4),
                 speedup=round(full_s / denoise_s, 3),
-                cached_calls=round(share, 3),
+                denoise_cpu_s=round(cpu_s, 4),
+                cpu_speedup=round(full_cpu_s / cpu_s, 3),
+                cached_calls=round(run.cached / run.calls, 3) if run.calls else 0.0,
                 psnr_db=None if psnr is None else round(psnr, 2),
                 max_error=max_error,
             )
@@ -222,12 +250,13 @@ def _measure_preset(
 
 
 def table(results: Sequence[RunResult]) -> str:
-    head = f"{'preset':6} {'run':15} {'denoise s/chunk':>15} {'speedup':>8} {'cached':>7} "
-    lines = [head + f"{'PSNR dB':>8} {'max err':>8}"]
+    head = f"{'preset':6} {'run':15} {'denoise s':>9} {'speedup':>8} {'CPU s':>7} {'speedup':>8} "
+    lines = [head + f"{'cached':>7} {'PSNR dB':>8} {'max err':>8}"]
     for r in results:
         psnr = "exact" if r.psnr_db is None else f"{r.psnr_db:.2f}"
         lines.append(
-            f"{r.preset:6} {r.run:15} {r.denoise_s:15.3f} {r.speedup:7.2f}x "
+            f"{r.preset:6} {r.run:15} {r.denoise_s:9.3f} {r.speedup:7.2f}x "
+            f"{r.denoise_cpu_s:7.3f} {r.cpu_speedup:7.2f}x "
             f"{r.cached_calls:6.0%} {psnr:>8} {r.max_error:8d}"
         )
     return "\n".join(lines)
