@@ -20,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +268,23 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("torch", "diffusers", "cache-dit")}
+
+
 def run(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()
     results = measure(args)
     print(table(results))
     if args.out is not None:
         report = {
             "command": "helios " + shlex.join(sys.argv[1:]),
+            "date": started,
+            "load_average_before_after": [load_before[0], os.getloadavg()[0]],
+            "versions": _versions(),
             "arch": args.arch,
             "device": torch.cuda.get_device_name() if args.arch == "14b" else "cpu",
             "threads": torch.get_num_threads(),
