@@ -1,15 +1,15 @@
-"""`helios bench-step-cache` on the tiny Base model: four streams, their frames compared."""
+"""`helios bench-step-cache`: four streams, their frames compared; `--arch small` runs the
+`--arch 14b` code path (random weights, a toy of the architecture) on the CPU."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import json
+from pathlib import Path
 
 import numpy as np
 
-from helios_serve.bench.step_cache import _measure_preset, add_arguments, difference, table
-from helios_serve.core.types import Variant
-from helios_serve.engine.loader import LoadedModel
+from helios_serve.bench.step_cache import RunResult, add_arguments, difference, run, table
 
 CACHE = '{"max_warmup_steps": 2, "residual_diff_threshold": 1}'
 """Threshold 1: every step the warm-up and the streak limit allow is cached (not weight-bound)."""
@@ -26,12 +26,16 @@ def test_difference_of_uint8_frames() -> None:
     assert 10 < psnr < 30
 
 
-def test_four_runs_on_tiny_base(tiny_model: Callable[[str], LoadedModel]) -> None:
+def test_four_runs_of_the_14b_code_path_on_a_toy(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    flags = ["--steps", "4", "--chunks", "1", "--warmup", "0", "--step-cache", CACHE]
-    args = parser.parse_args(flags)
-    results = _measure_preset(Variant.BASE, tiny_model("tiny-base"), None, args)
+    out = tmp_path / "bench.json"
+    flags = ["--arch", "small", "--presets", "base", "--steps", "4", "--chunks", "1"]
+    args = parser.parse_args([*flags, "--warmup", "0", "--step-cache", CACHE, "--out", str(out)])
+    assert run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["versions"]["cache-dit"] == "1.5.3"
+    results = [RunResult(**r) for r in report["results"]]
     by_run = {r.run: r for r in results}
     assert list(by_run) == ["full", "batched", "cached", "cached+batched"]
     assert by_run["full"].psnr_db is None

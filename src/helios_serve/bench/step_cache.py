@@ -71,7 +71,12 @@ class RunResult:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
-    a("--arch", choices=("tiny", "14b"), default="tiny", help="tiny (CPU) or 14b (CUDA GPU)")
+    a(
+        "--arch",
+        choices=("tiny", "14b", "small"),
+        default="tiny",
+        help="tiny (CPU), 14b (CUDA GPU) or small (the 14b code path on a toy, CPU)",
+    )
     a("--presets", default="base,mid", help="base, mid or both (default base,mid)")
     a("--steps", type=int, default=50, help="Base steps per chunk (default 50, its preset)")
     a("--pyramid-steps", default="20,20,20", help="Mid steps per stage (default 20,20,20)")
@@ -134,13 +139,19 @@ def _models(args: argparse.Namespace, presets: list[Variant]) -> Iterator[tuple[
         build_random_components,
         random_model,
     )
+    from helios_serve.bench.suite import SMALL_TRANSFORMER, SMALL_VAE
 
-    if not torch.cuda.is_available():
+    if args.arch == "small":  # the 14b code path on a toy of the architecture, on the CPU
+        spec = RandomModelSpec(
+            SMALL_TRANSFORMER, SMALL_VAE, torch.device("cpu"), dtype=torch.float32
+        )
+    elif torch.cuda.is_available():
+        spec = RandomModelSpec(HELIOS_14B_TRANSFORMER, WAN21_VAE, torch.device("cuda"))
+    else:
         raise SystemExit("--arch 14b needs a CUDA GPU with ~45 GB free (use --arch tiny)")
-    spec = RandomModelSpec(HELIOS_14B_TRANSFORMER, WAN21_VAE, torch.device("cuda"))
+    torch.manual_seed(args.seed)
     components = build_random_components(spec)
-    text_dim = int(HELIOS_14B_TRANSFORMER["text_dim"])
-    encoder = RandomPromptEncoder(text_dim, spec.device, spec.dtype)
+    encoder = RandomPromptEncoder(int(spec.transformer["text_dim"]), spec.device, spec.dtype)
     for variant in presets:
         yield variant, (random_model(spec, variant, components), encoder)
 
@@ -287,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
             "versions": _versions(),
             "arch": args.arch,
             "device": torch.cuda.get_device_name() if args.arch == "14b" else "cpu",
+            "weights": "random: timings and mechanics only, nothing about perceived quality",
             "threads": torch.get_num_threads(),
             "step_cache": args.step_cache.to_json(),
             "results": [asdict(r) for r in results],
