@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -189,3 +190,25 @@ def test_distilled_and_oversized_settings_are_refused(
             StepCacheSettings(Fn_compute_blocks=2, Bn_compute_blocks=1),
             separate_cfg=True,
         )
+
+
+def test_the_server_flags_reach_the_model_description(
+    tiny_model: Callable[[str], LoadedModel],
+) -> None:
+    import pickle
+
+    from helios_serve.cli import build_parser
+    from helios_serve.engine.child import ChildSpec
+    from helios_serve.engine.service import describe
+
+    args = build_parser().parse_args(
+        ["serve", "--step-cache", '{"max_cached_steps": 9}', "--guidance-passes", "batched"]
+    )
+    assert args.step_cache == StepCacheSettings(max_cached_steps=9)
+    assert args.guidance_passes == "batched"
+    spec = ChildSpec("tiny-base", Path("."), "m", guidance="batched", step_cache=args.step_cache)
+    assert pickle.loads(pickle.dumps(spec)) == spec  # crosses into the engine process
+    loaded = replace(tiny_model("tiny-base"), step_cache_default=args.step_cache)
+    info = describe(loaded, "m")
+    assert info.step_cache_available
+    assert info.step_cache_default == StepCacheSettings(max_cached_steps=9)
