@@ -104,3 +104,16 @@ def test_video_object_reports_the_step_cache() -> None:
     cache = StepCacheSettings(max_cached_steps=30)
     assert video(SamplingSettings(step_cache=cache))["step_cache"] == cache.to_json()
     assert video(SamplingSettings())["step_cache"] is None
+
+
+def test_models_video_defaults_show_the_servers_step_cache() -> None:
+    from helios_serve.api.videos.defaults import video_defaults
+    from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS
+
+    server = StepCacheSettings(residual_diff_threshold=0.12)
+    served = replace(CACHING_MID, step_cache_default=server)
+    assert video_defaults(served, DEFAULT_REQUEST_LIMITS)["preset"]["step_cache"] == (
+        server.to_json()
+    )
+    assert video_defaults(CACHING_BASE, DEFAULT_REQUEST_LIMITS)["preset"]["step_cache"] is None
+    assert "step_cache" not in video_defaults(DISTILLED, DEFAULT_REQUEST_LIMITS)["preset"]
