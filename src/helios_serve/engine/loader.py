@@ -160,6 +160,10 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
     _apply_attention_backend(pipe.transformer, options.attention_backend)
     if options.compile:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    if options.step_cache is not None and variant is not Variant.DISTILLED:
+        from helios_serve.engine.step_cache import preload
+
+        preload()  # the server's default caches: not in the first job's first chunk
     if is_tiny:
         logger.warning("serving the tiny random checkpoint %s: its output is noise", path)
     logger.info(

@@ -43,6 +43,11 @@ def step_cache_available() -> bool:
     return importlib.util.find_spec("cache_dit") is not None
 
 
+def preload() -> None:
+    """Import cache-dit now (~10 s) rather than in the first cached chunk."""
+    _cache_dit()
+
+
 def _cache_dit() -> Any:
     # cache-dit logs every hook it adds and removes at INFO/WARNING, per chunk here
     os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
