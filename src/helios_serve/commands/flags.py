@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from helios_serve.config import default_data_dir
+from helios_serve.core.settings import GUIDANCE_MODES
+from helios_serve.core.step_cache import parse_step_cache_flag
 from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -53,6 +55,29 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="VAE precision (bf16 decodes faster at a small error)",
     )
+    parser.add_argument(
+        "--guidance-passes",
+        choices=GUIDANCE_MODES,
+        default="sequential",
+        help="how the two guidance passes run: sequential (default, bit-equal to diffusers) "
+        "or batched (one forward of batch 2; equal within rounding)",
+    )
+    parser.add_argument(
+        "--step-cache",
+        type=_step_cache_flag,
+        default=None,
+        metavar="off|on|JSON",
+        help="step caching (cache-dit DBCache) for requests that do not choose, on Base and "
+        "Mid: off (default), on (vLLM-Omni's defaults) or a JSON object of its keys, e.g. "
+        "'{\"residual_diff_threshold\": 0.12}'; requests choose with extra_params.step_cache",
+    )
+
+
+def _step_cache_flag(text: str) -> object:
+    try:
+        return parse_step_cache_flag(text)
+    except InvalidInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -196,6 +221,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         vae_dtype=args.vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        guidance=args.guidance_passes,
+        step_cache=args.step_cache,
         isolation=getattr(args, "engine_isolation", "thread"),
         stall_timeout_s=getattr(args, "engine_stall_timeout", 300.0),
         test_engine=getattr(args, "engine", None),

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from helios_serve.core.protocols import Engine, Upscaler
+from helios_serve.core.settings import GuidanceMode
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ class EngineOptions:
     vae_dtype: Literal["float32", "bfloat16"] = "float32"
     attention_backend: str = "native"
     compile: bool = False
+    guidance: GuidanceMode = "sequential"
+    step_cache: StepCacheSettings | None = None
     isolation: Literal["process", "thread"] = "process"
     stall_timeout_s: float = 300.0
     test_engine: str | None = None
@@ -51,6 +55,8 @@ def load(options: EngineOptions) -> LoadedModel:
         vae_dtype=vae_dtype,
         attention_backend=options.attention_backend,
         compile=options.compile,
+        guidance=options.guidance,
+        step_cache=options.step_cache,
     )
     return load_model(options.model, options.data_dir, load_options)
 
@@ -83,6 +89,8 @@ def build_engine(options: EngineOptions) -> Engine:
         vae_dtype=options.vae_dtype,
         attention_backend=options.attention_backend,
         compile=options.compile,
+        guidance=options.guidance,
+        step_cache=options.step_cache,
         log_level=options.log_level,
         step_hook=options.step_hook,
     )

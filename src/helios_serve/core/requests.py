@@ -16,6 +16,7 @@ from typing import Any
 
 from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.core.spec import ModelInfo
+from helios_serve.core.step_cache import StepCacheChoice, StepCacheSettings
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.errors import InvalidInputError
 
@@ -233,6 +234,7 @@ class SamplingChoices:
     max_sequence_length: int | None = None
     image_noise_sigma: tuple[float, float] | None = None
     video_noise_sigma: tuple[float, float] | None = None
+    step_cache: StepCacheChoice = None
 
 
 def sampling_settings(
@@ -288,11 +290,36 @@ def sampling_settings(
     changes: dict[str, Any] = {
         f.name: getattr(choices, f.name)
         for f in fields(choices)
-        if getattr(choices, f.name) is not None and f.name != "pyramid_steps"
+        if getattr(choices, f.name) is not None and f.name not in ("pyramid_steps", "step_cache")
     }
     changes["pyramid_steps"] = steps
+    changes["step_cache"] = step_cache_for(info, choices.step_cache)
     changes.setdefault("max_sequence_length", info.default_max_sequence_length)
     return base.with_overrides(**changes)
+
+
+def step_cache_for(info: ModelInfo, choice: StepCacheChoice) -> StepCacheSettings | None:
+    """The step cache a stream gets: the client's choice, else the server's default; refused
+    where it cannot run (Distilled's 1-2 steps per stage leave no neighbouring step to reuse)."""
+    if choice is None:
+        return info.step_cache_default if info.step_cache_available else None
+    if choice is False:
+        return None
+    if not info.step_cache_available:
+        why = (
+            "Helios-Distilled samples 1-2 steps per stage: no neighbouring step to reuse; "
+            "step caching is for Helios-Base and Helios-Mid"
+            if info.variant is Variant.DISTILLED
+            else "this server has no step cache (install helios-serve[cache] for cache-dit)"
+        )
+        raise RequestError(
+            f"step_cache is not available for the served model '{info.name}': {why}",
+            param="step_cache",
+            code="unsupported_parameter",
+        )
+    if choice is True:
+        return info.step_cache_default or StepCacheSettings()
+    return choice
 
 
 def _check_ranges(choices: SamplingChoices) -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
+
+GuidanceMode = Literal["sequential", "batched"]
+"""How the engine runs the two guidance passes (`engine.guidance`): a server's choice."""
+GUIDANCE_MODES: tuple[GuidanceMode, ...] = ("sequential", "batched")
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,8 @@ class SamplingSettings:
     max_sequence_length: int = 512
     image_noise_sigma: tuple[float, float] = (0.111, 0.135)
     video_noise_sigma: tuple[float, float] = (0.111, 0.135)
+    step_cache: StepCacheSettings | None = None
+    """Step caching (cache-dit DBCache) for Base and Mid; None: every step runs in full."""
 
     @property
     def uses_cfg(self) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from helios_serve.core.settings import SamplingSettings
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import FRAMES_PER_CHUNK, Mode, Variant
 
 
@@ -46,6 +47,16 @@ class ModelInfo:
     default_max_sequence_length: int
     pyramid_stages: int
     aliases: tuple[str, ...] = ()
+    step_cache_available: bool = False
+    """Step caching can run here (cache-dit is installed; Base or Mid)."""
+    step_cache_default: StepCacheSettings | None = None
+    """What requests that do not say get (the server's --step-cache); None: off."""
+
+    def __post_init__(self) -> None:
+        # a description read back from JSON (the cluster's worker registry) holds a dict
+        default: Any = self.step_cache_default
+        if isinstance(default, dict):
+            object.__setattr__(self, "step_cache_default", StepCacheSettings.from_json(default))
 
     def answers_to(self, name: str) -> bool:
         return name == self.name or name in self.aliases
@@ -69,7 +80,16 @@ def delivered_frames(num_frames: int, temporal_factor: int = 4) -> int:
 
 
 def settings_to_json(settings: SamplingSettings) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
+    """JSON-safe settings; `step_cache` only when on (what was saved before it existed, jobs
+    and stream states, reads back equal)."""
+    data = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in asdict(settings).items()
+        if k != "step_cache"
+    }
+    if settings.step_cache is not None:
+        data["step_cache"] = settings.step_cache.to_json()
+    return data
 
 
 def settings_from_json(data: dict[str, Any]) -> SamplingSettings:
@@ -77,4 +97,6 @@ def settings_from_json(data: dict[str, Any]) -> SamplingSettings:
     values: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
     }
+    if values.get("step_cache") is not None:
+        values["step_cache"] = StepCacheSettings.from_json(values["step_cache"])
     return SamplingSettings(**values)

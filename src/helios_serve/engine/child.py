@@ -24,6 +24,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, assert_never
 
+from helios_serve.core.settings import GuidanceMode
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import StepProgress
 from helios_serve.engine.messages import (
     Alive,
@@ -66,6 +68,8 @@ class ChildSpec:
     vae_dtype: str = "float32"
     attention_backend: str = "native"
     compile: bool = False
+    guidance: GuidanceMode = "sequential"
+    step_cache: StepCacheSettings | None = None
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
     step_hook: StepHook | None = None
@@ -228,6 +232,8 @@ def _load(spec: ChildSpec) -> Any:
         vae_dtype=torch.bfloat16 if spec.vae_dtype == "bfloat16" else torch.float32,
         attention_backend=spec.attention_backend,
         compile=spec.compile,
+        guidance=spec.guidance,
+        step_cache=spec.step_cache,
     )
     return load_model(spec.model, spec.data_dir, options)
 

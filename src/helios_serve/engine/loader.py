@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import torch
 
+from helios_serve.core.settings import GuidanceMode
+from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
 from helios_serve.engine.tiny import (
     TINY_MAX_SEQUENCE_LENGTH,
@@ -41,6 +43,11 @@ class LoadOptions:
     vae_dtype: torch.dtype | None = None
     attention_backend: str = "native"
     compile: bool = False
+    guidance: GuidanceMode = "sequential"
+    """How the two guidance passes run (`engine.guidance`): a serving choice, not a load one,
+    carried here with the other `--model` flags."""
+    step_cache: StepCacheSettings | None = None
+    """The step cache of requests that do not choose (`--step-cache`); None: off."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class LoadedModel:
     variant: Variant
     device: torch.device
     is_tiny: bool
+    guidance: GuidanceMode = "sequential"
+    step_cache_default: StepCacheSettings | None = None
 
     @property
     def default_max_sequence_length(self) -> int:
@@ -151,6 +160,10 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
     _apply_attention_backend(pipe.transformer, options.attention_backend)
     if options.compile:
         pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    if options.step_cache is not None and variant is not Variant.DISTILLED:
+        from helios_serve.engine.step_cache import preload
+
+        preload()  # the server's default caches: not in the first job's first chunk
     if is_tiny:
         logger.warning("serving the tiny random checkpoint %s: its output is noise", path)
     logger.info(
@@ -162,7 +175,14 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         vae_dtype,
     )
     return LoadedModel(
-        pipe=pipe, name=model, path=path, variant=variant, device=device, is_tiny=is_tiny
+        pipe=pipe,
+        name=model,
+        path=path,
+        variant=variant,
+        device=device,
+        is_tiny=is_tiny,
+        guidance=options.guidance,
+        step_cache_default=options.step_cache,
     )
 
 

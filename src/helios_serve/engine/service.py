@@ -11,6 +11,7 @@ from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.core.types import ChunkResult, Variant
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.state import StreamState
+from helios_serve.engine.step_cache import step_cache_available
 from helios_serve.engine.streamer import ChunkStreamer
 from helios_serve.engine.worker import EngineWorker
 
@@ -21,6 +22,7 @@ def describe(model: LoadedModel, served_name: str, aliases: tuple[str, ...] = ()
     """The `ModelInfo` that upper layers see for a loaded checkpoint."""
     width, height = model.default_size
     stages = 1 if model.variant is Variant.BASE else int(model.pipe.scheduler.config.stages)
+    can_cache = model.variant is not Variant.DISTILLED and step_cache_available()
     return ModelInfo(
         name=served_name,
         variant=model.variant,
@@ -31,6 +33,8 @@ def describe(model: LoadedModel, served_name: str, aliases: tuple[str, ...] = ()
         default_max_sequence_length=model.default_max_sequence_length,
         pyramid_stages=stages,
         aliases=aliases,
+        step_cache_available=can_cache,
+        step_cache_default=model.step_cache_default if can_cache else None,
     )
 
 

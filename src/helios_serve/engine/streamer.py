@@ -34,6 +34,7 @@ from helios_serve.core.types import (
     Variant,
 )
 from helios_serve.engine import conditioning as cond
+from helios_serve.engine.guidance import guidance_passes
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.sampling import (
     ChunkInputs,
@@ -44,6 +45,7 @@ from helios_serve.engine.sampling import (
     sample_pyramid,
 )
 from helios_serve.engine.state import BlendState, StreamIdentity, StreamState
+from helios_serve.engine.step_cache import chunk_scope, stream_step_cache
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class _Denoised:
     denoise_s: float
     state: StreamState
     """The stream right after this chunk."""
+    extras: dict[str, float]
 
 
 FramesFuture = Callable[[], npt.NDArray[np.uint8]]
@@ -137,7 +140,12 @@ class ChunkStreamer:
                     param="size",
                 )
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self._denoiser = Denoiser(pipe.transformer, self.settings)
+        self._denoiser = Denoiser(pipe.transformer, self.settings, guidance_passes(model.guidance))
+        self._step_cache = stream_step_cache(
+            pipe.transformer, self.settings, model.variant, self._denoiser.guidance
+        )
+        if self._step_cache is not None:
+            self._denoiser.on_stage = self._step_cache.begin_stage
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
         self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
             pipe, self._device
@@ -324,7 +332,7 @@ class ChunkStreamer:
             timings=ChunkTimings(current.denoise_s, end - decode_start, end - start),
             prompt=current.prompt,
             seed=current.seed,
-            extras={"peak_memory_mb": peak_memory_mb(self._device)},
+            extras={"peak_memory_mb": peak_memory_mb(self._device), **current.extras},
             checkpoint=saved,
         )
 
@@ -335,14 +343,16 @@ class ChunkStreamer:
             raise StreamCancelledError("cancelled before the chunk started")
         start = time.perf_counter()
         index = self.chunk_index
-        latents = self._denoise_chunk(self._step_callback(on_progress, should_cancel))
+        with chunk_scope(self._step_cache) as cached:  # its state ends with the chunk
+            latents = self._denoise_chunk(self._step_callback(on_progress, should_cancel))
         prompt, seed = self.prompt, self.seed  # what made this chunk (a blend has moved on)
         self._commit_chunk(latents)
         if self._device.type == "cuda":  # this stream only: a decode may run on the other
             torch.cuda.current_stream(self._device).synchronize()
         # references and 5 KB of generator state: cheap enough to take for every chunk
         state = self.snapshot()  # before a prefetch moves the stream on
-        return _Denoised(index, latents, prompt, seed, time.perf_counter() - start, state)
+        extras = {} if cached is None else cached.as_extras()
+        return _Denoised(index, latents, prompt, seed, time.perf_counter() - start, state, extras)
 
     def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
         """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from helios_serve.core.protocols import Engine, Upscaler
+from helios_serve.core.requests import step_cache_for
 from helios_serve.core.settings import PRESETS
 from helios_serve.errors import UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
@@ -81,7 +82,8 @@ class StreamHost:
         the model's default size (or the configured ones)."""
         info = self.engine.info
         settings = self.config.settings or PRESETS[info.variant].with_overrides(
-            max_sequence_length=info.default_max_sequence_length
+            max_sequence_length=info.default_max_sequence_length,
+            step_cache=step_cache_for(info, None),  # the server's --step-cache
         )
         return StreamOptions(
             width=self.config.width or info.default_width,

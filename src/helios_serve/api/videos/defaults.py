@@ -26,7 +26,8 @@ def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
     `preset` holds the knobs a request may override: `num_inference_steps` on Base (single
     stage), `pyramid_steps` (vLLM-Omni's `pyramid_num_inference_steps_list`) on Mid and
     Distilled, `guidance_scale`, `use_cfg_zero_star`, and `amplify_first_chunk`
-    (`is_amplify_first_chunk`, Distilled only). Other valid sizes than `sizes` work too: any
+    (`is_amplify_first_chunk`, Distilled only), and `step_cache` where step caching can run
+    (the server's default, null for off). Other valid sizes than `sizes` work too: any
     multiple of `size_multiple` up to `max_side`.
     """
     preset = preset_for(model)
@@ -42,6 +43,8 @@ def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
         knobs["num_inference_steps"] = preset.num_inference_steps
     if model.variant is Variant.DISTILLED:
         knobs["amplify_first_chunk"] = preset.amplify_first_chunk
+    if model.step_cache_available:  # extra_params.step_cache; null: off unless asked
+        knobs["step_cache"] = None if preset.step_cache is None else preset.step_cache.to_json()
     return {
         "variant": model.variant.value,
         "preset": knobs,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.settings import PRESETS
@@ -57,6 +57,19 @@ class HeliosExtraParams(BaseModel):
     video_noise_sigma_min: Sigma | None = None
     video_noise_sigma_max: Sigma | None = None
     max_sequence_length: int | None = Field(default=None, ge=1, le=512)
+    step_cache: bool | dict[str, Any] | None = None
+    """Step caching (cache-dit DBCache): true/false, or an object of its keys (checked by
+    `core.step_cache`); not given: the server's --step-cache."""
+
+    @field_validator("step_cache", mode="before")
+    @classmethod
+    def _step_cache_shape(cls, value: Any) -> Any:
+        # form fields are text ("true"); anything else is named here, not as a union branch
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if value is None or isinstance(value, bool | dict):
+            return value
+        raise ValueError("must be true, false or an object of cache-dit DBCache keys")
 
 
 KNOWN_KEYS = tuple(HeliosExtraParams.model_fields)

@@ -38,6 +38,7 @@ def _video_fields(job: Job) -> dict[str, Any]:
     spec = job.spec
     ext = spec.extension
     width, height = size_of(job)
+    cache = spec.settings.step_cache
     frames = job.num_frames_delivered
     error = None
     if job.status is JobStatus.FAILED:
@@ -72,6 +73,7 @@ def _video_fields(job: Job) -> dict[str, Any]:
         "extension_mode": None if ext is None else ext.mode,
         "chunks_done": job.chunks_done,
         "resumed_from_chunk": job.resumed_from_chunk,
+        "step_cache": None if cache is None else cache.to_json(),
     }
 
 

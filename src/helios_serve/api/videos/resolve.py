@@ -31,7 +31,9 @@ from helios_serve.core.requests import (
 )
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import ModelInfo, chunks_for, delivered_frames
+from helios_serve.core.step_cache import StepCacheChoice, StepCacheError, step_cache_choice
 from helios_serve.core.types import Mode
+from helios_serve.web.errors import bad_request
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,12 @@ def preset_for(model: ModelInfo) -> SamplingSettings:
 
 
 EXTRA_PARAMS = frozenset(
-    {"pyramid_num_inference_steps_list", "is_amplify_first_chunk", "use_cfg_zero_star"}
+    {
+        "pyramid_num_inference_steps_list",
+        "is_amplify_first_chunk",
+        "use_cfg_zero_star",
+        "step_cache",
+    }
 )
 """Vocabulary params that a create request sends inside `extra_params`."""
 
@@ -98,7 +105,15 @@ def choices_of(req: VideoCreateRequest) -> SamplingChoices:
         max_sequence_length=extra.max_sequence_length,
         image_noise_sigma=sigmas("image"),
         video_noise_sigma=sigmas("video"),
+        step_cache=_step_cache(extra.step_cache),
     )
+
+
+def _step_cache(value: object) -> StepCacheChoice:
+    try:
+        return step_cache_choice(value)
+    except StepCacheError as exc:
+        raise bad_request(exc.message, param=f"extra_params.{exc.param}", code=exc.code) from None
 
 
 def settings_for(req: VideoCreateRequest, model: ModelInfo) -> SamplingSettings:

@@ -54,6 +54,8 @@ class Video(BaseModel):
     extension_mode: Literal["state", "v2v"] | None
     chunks_done: int
     resumed_from_chunk: int | None
+    step_cache: dict[str, Any] | None = None
+    """The step cache (cache-dit DBCache settings) the video is made with; null: none."""
 
 
 class VideoList(BaseModel):
