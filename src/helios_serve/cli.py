@@ -86,6 +86,18 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="VAE precision (bf16 decodes faster at a small error)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["exact", "fast"],
+        default="exact",
+        help="exact: diffusers' bf16 math (default); fast: FP8 linear layers in the transformer "
+        "blocks (needs an FP8 GPU such as H100 and helios-serve[fast]; refuses to start elsewhere)",
+    )
+    parser.add_argument(
+        "--compile-vae",
+        action="store_true",
+        help="torch.compile the VAE decoder (one graph per decode group size)",
+    )
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -349,6 +361,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model
+    from helios_serve.engine.precision import Precision
+    from helios_serve.engine.vae_decode import DecodeOptions
 
     vae_dtype = torch.bfloat16 if args.vae_dtype == "bfloat16" else torch.float32
     options = LoadOptions(
@@ -356,6 +370,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         vae_dtype=vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        precision=Precision(args.precision),
+        decode=DecodeOptions(compile=args.compile_vae),
     )
     return load_model(args.model, _data_dir(args), options)
 
@@ -565,6 +581,8 @@ def _engine(args: argparse.Namespace) -> Engine:
         vae_dtype=args.vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        precision=args.precision,
+        compile_vae=args.compile_vae,
         log_level=logging.DEBUG if args.verbose else logging.INFO,
     )
     engine = ProcessEngine(spec, stall_timeout_s=args.engine_stall_timeout)

@@ -51,6 +51,8 @@ class ChildSpec:
     vae_dtype: str = "float32"
     attention_backend: str = "native"
     compile: bool = False
+    precision: str = "exact"
+    compile_vae: bool = False
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
 
@@ -224,6 +226,8 @@ def _load(spec: ChildSpec) -> Any:
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model, quiet_libraries
+    from helios_serve.engine.precision import parse_precision
+    from helios_serve.engine.vae_decode import DecodeOptions
 
     quiet_libraries()
 
@@ -232,6 +236,8 @@ def _load(spec: ChildSpec) -> Any:
         vae_dtype=torch.bfloat16 if spec.vae_dtype == "bfloat16" else torch.float32,
         attention_backend=spec.attention_backend,
         compile=spec.compile,
+        precision=parse_precision(spec.precision),
+        decode=DecodeOptions(compile=spec.compile_vae),
     )
     return load_model(spec.model, spec.data_dir, options)
 

@@ -152,11 +152,11 @@ def _pick_device(requested: str | None) -> torch.device:
 def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -> LoadedModel:
     """Load `model` with the device/dtype policy of `options` (bf16 on GPU, fp32 on CPU)."""
     options = options or LoadOptions()
-    path, is_tiny = resolve_checkpoint(model, data_dir)
-    variant = validate_checkpoint(path)
     device = _pick_device(options.device)
     if options.precision is Precision.FAST:
-        check_fast_supported(device)  # before gigabytes of weights load
+        check_fast_supported(device)  # before any download, build or load of weights
+    path, is_tiny = resolve_checkpoint(model, data_dir)
+    variant = validate_checkpoint(path)
     on_gpu = device.type == "cuda"
     model_dtype = options.transformer_dtype or (torch.bfloat16 if on_gpu else torch.float32)
     vae_dtype = options.vae_dtype or torch.float32
