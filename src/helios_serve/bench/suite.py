@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import platform
@@ -55,6 +56,7 @@ from .arch import (
     random_model,
 )
 from .measure import synchronize
+from .quality import RecordingDecoder, relative_errors
 from .report import build_report, device_description, format_table
 from .runner import PROMPT, BenchConfig, ConfigResult, measure
 
@@ -145,22 +147,6 @@ class Suite:
 
 
 @contextlib.contextmanager
-def capture_stream_latents(store: list[torch.Tensor]) -> Iterator[None]:
-    """Record the fp32 latents every stream chunk hands to its VAE decode."""
-    original = ChunkStreamer._decode_video
-
-    def decode(self: ChunkStreamer, latents: torch.Tensor) -> Any:
-        store.append(latents.detach().float().cpu())
-        return original(self, latents)
-
-    ChunkStreamer._decode_video = decode  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        ChunkStreamer._decode_video = original  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
 def capture_pipeline_latents(vae: Any, store: list[torch.Tensor]) -> Iterator[None]:
     """Record diffusers' per-chunk latents, recovered from each ``vae.decode`` input in fp32."""
     z_dim = vae.config.z_dim
@@ -179,23 +165,6 @@ def capture_pipeline_latents(vae: Any, store: list[torch.Tensor]) -> Iterator[No
         del vae.decode
 
 
-def relative_errors(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[dict[str, float]]:
-    """Per chunk: max |a-b| / max |b| and mean |a-b| / mean |b|."""
-    out = []
-    for x, y in zip(a, b, strict=False):
-        diff = (x.double() - y.double()).abs()
-        ref = y.double().abs()
-        out.append(
-            {
-                "max_rel": float(diff.max() / ref.max().clamp_min(1e-30)),
-                "mean_rel": float(diff.mean() / ref.mean().clamp_min(1e-30)),
-                "max_abs": float(diff.max()),
-                "finite": bool(torch.isfinite(x).all()),
-            }
-        )
-    return out
-
-
 # ------------------------------------------------------------------------- phases
 
 
@@ -205,8 +174,11 @@ def _measure(suite: Suite, cfg: BenchConfig, capture: str | None = None) -> Conf
         return measure(cfg, _log)
     stream: list[torch.Tensor] = []
     pipeline: list[torch.Tensor] = []
-    with capture_stream_latents(stream), capture_pipeline_latents(cfg.model.pipe.vae, pipeline):
-        result = measure(cfg, _log)
+    recording = dataclasses.replace(
+        cfg, decoder=lambda model: RecordingDecoder.for_model(model, stream)
+    )
+    with capture_pipeline_latents(cfg.model.pipe.vae, pipeline):
+        result = measure(recording, _log)
     n = max(cfg.chunk_counts)
     # the warm-up chunk(s) come first; the measured stream is the last n decodes of the stream
     suite.latents[f"{capture}/stream"] = stream[-n:]
