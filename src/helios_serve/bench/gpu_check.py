@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import time
@@ -211,6 +212,13 @@ def build(args: argparse.Namespace) -> Check:
     return Check(args, device, spec, transformer, vae32, vae16, encoder, started)
 
 
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def environment(check: Check) -> dict[str, Any]:
     import diffusers
 
@@ -221,6 +229,7 @@ def environment(check: Check) -> dict[str, Any]:
         "diffusers": diffusers.__version__,
         "python": platform.python_version(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_before": _load_average(),
         "arch": "tiny (CPU test of the script)" if check.args.tiny else "helios-14b random bf16",
         "settings": {
             "variant": "distilled",
@@ -292,6 +301,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             run_phase(check, name)
             check.save()
     check.results["total_s"] = round(time.perf_counter() - check.started, 2)
+    check.results["load_average_after"] = _load_average()
     check.save()
     print(format_markdown(check.results), flush=True)
     return 0

@@ -123,7 +123,9 @@ def format_markdown(results: dict[str, Any]) -> str:
         f"`{results.get('command', '')}`",
         "",
         f"{results.get('device', '?')}; torch {results.get('torch')}, diffusers "
-        f"{results.get('diffusers')}, torchao {results.get('torchao')}; {results.get('date')}",
+        f"{results.get('diffusers')}, torchao {results.get('torchao')}; {results.get('date')}; "
+        f"load average before {results.get('load_average_before')}, after "
+        f"{results.get('load_average_after')}",
         "",
         "Distilled [1,1,1], first chunk amplified; steady = chunks after the first (overlapped: "
         "and before the last, which only decodes). 33 frames per chunk.",
