@@ -41,7 +41,7 @@ import torch
 
 from helios_serve.core.settings import PRESETS, SamplingSettings
 from helios_serve.core.types import Variant
-from helios_serve.engine.loader import LoadedModel
+from helios_serve.engine.loader import LoadedModel, quiet_libraries
 from helios_serve.engine.vae_decode import raise_recompile_limit
 
 from . import gpu_check_phases as phases
@@ -291,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    quiet_libraries()  # diffusers' per-call warnings would bury the phase log
     check = build(args)
     check.results = environment(check)
     check.results["command"] = " ".join(["python -m helios_serve.bench.gpu_check", *argv])
