@@ -8,11 +8,12 @@ up-sampler repeats instead of interpolating) the remaining frames can go through
 ANY partition and give the same frames: every causal window sees the same inputs. One call for
 frames 1..8 is the fastest (8x fewer kernel launches, 8x larger convolutions); smaller groups
 hand out the first frames sooner (progressive delivery). `iter_video(z, groups)` takes the
-partition; tests/engine/test_vae_decode.py checks that every partition equals `vae.decode`.
+partition; tests/engine/test_vae_decode.py checks that every partition equals `vae.decode` bit for
+bit in float64, and up to float32 rounding (as close to float64 as diffusers' own) in float32.
 
-Also here: channels-last 3-D weights and inputs, `cudnn.benchmark`, and an optional
-`torch.compile` of the decoder (all off on the CPU by default; all measured alone by the GPU
-check). The cache lives in each call, not in the VAE, so two decodes may interleave.
+Also here: channels-last 3-D weights and inputs and `cudnn.benchmark` (on by default on CUDA, off
+on the CPU), and an optional `torch.compile` of the decoder (off by default); the GPU check
+measures each alone. The cache lives in each call, not in the VAE, so two decodes may interleave.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class DecodeOptions:
     compile_mode: str | None = None
     """`torch.compile` mode of the decoder (None: the default mode)."""
     compile_backend: str = "inductor"
-    """`torch.compile` backend ("aot_eager" traces without code generation: CPU tests)."""
+    """`torch.compile` backend ("eager": dynamo traces, no code generation; the CPU tests)."""
 
 
 def check_groups(latent_frames: int, groups: Sequence[int]) -> None:
