@@ -2,7 +2,7 @@
 
 Fast mode quantizes the blocks' linear layers to FP8 e4m3 with dynamic row-wise scales (one
 scale per token for the activations, per output channel for the weights) through torchao's
-`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`, after fusing each
+`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())` (`fp8_config`), after fusing each
 self-attention's q/k/v into one projection. Kept in bf16: everything outside the blocks (patch
 embeddings, condition embedder, output norm and projection), the cross-attention's text keys and
 values (computed once per prompt), and optionally the first and last `edge_blocks` blocks.
@@ -113,19 +113,26 @@ def fuse_self_attention(transformer: Any) -> None:
             setattr(attn, name, None)
 
 
+def fp8_config() -> Any:
+    """e4m3 activations and weights, row-wise dynamic scales. `set_inductor_config=False`: torchao
+    would otherwise switch on inductor's coordinate-descent tuning process-wide, which makes
+    every later compilation (the decoder's too) minutes slower for a few percent."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+    return Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerRow(), set_inductor_config=False
+    )
+
+
 def quantize_fp8(transformer: Any, edge_blocks: int = 0) -> list[str]:
     """Make `transformer` fast mode in place; returns the names of the FP8 layers."""
     torchao_version()
-    from torchao.quantization import (
-        Float8DynamicActivationFloat8WeightConfig,
-        PerRow,
-        quantize_,
-    )
+    from torchao.quantization import quantize_
 
     fuse_self_attention(transformer)
     keep = fp8_layer_filter(len(transformer.blocks), edge_blocks)
     names = [fqn for fqn, module in transformer.named_modules() if keep(module, fqn)]
-    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    config = fp8_config()
     try:
         quantize_(transformer, config, filter_fn=keep)
     except (AssertionError, RuntimeError, NotImplementedError) as exc:
@@ -137,15 +144,11 @@ def probe_fp8(device: torch.device) -> None:
     """One small FP8 linear on `device`: a kernel missing for this GPU fails here, at start-up,
     not in the first chunk."""
     torchao_version()
-    from torchao.quantization import (
-        Float8DynamicActivationFloat8WeightConfig,
-        PerRow,
-        quantize_,
-    )
+    from torchao.quantization import quantize_
 
     layer = torch.nn.Linear(64, 64, device=device, dtype=torch.bfloat16)
     try:
-        quantize_(layer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
+        quantize_(layer, fp8_config())
         with torch.no_grad():
             layer(torch.randn(32, 64, device=device, dtype=torch.bfloat16))
     except Exception as exc:  # any failure here means "cannot run FP8 on this machine"
