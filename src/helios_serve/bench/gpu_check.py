@@ -174,6 +174,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--compile-backend", default=None, help="inductor (default; 'eager' with --tiny) or none")
     a("--compile-mode", default="default")
     a("--fp8-edge-blocks", type=int, default=0, help="fast mode: first/last N blocks stay bf16")
+    a("--compile-vae", action="store_true", help="the streams decode with a compiled decoder")
     a("--decode-repeats", type=int, default=3)
     a("--warmups", type=int, default=1, help="warm-up calls before timing (0: none, tests)")
     a("--phases", default=",".join(PHASES))

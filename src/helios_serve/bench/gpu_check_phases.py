@@ -20,7 +20,7 @@ from helios_serve.engine.precision import (
     quantize_fp8,
 )
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
-from helios_serve.engine.vae_decode import ChunkDecoder, VaeDecoder
+from helios_serve.engine.vae_decode import ChunkDecoder, DecodeOptions, VaeDecoder
 
 from .gpu_check_decode import decode_variants
 from .measure import PeakMemory, synchronize
@@ -128,8 +128,15 @@ def run_stream(
 
 
 def engine_decoder(check: Check) -> ChunkDecoder:
-    """The engine's default decode of the engine's VAE (bf16 on a GPU)."""
-    return ChunkDecoder(VaeDecoder(check.vae16), LatentStats.from_vae(check.vae16, check.device))
+    """The engine's decode of the engine's VAE (bf16 on a GPU), compiled with --compile-vae."""
+    a = check.args
+    options = DecodeOptions(
+        compile=a.compile_vae and a.compile_backend != "none",
+        compile_backend=a.compile_backend if a.compile_backend != "none" else "inductor",
+        compile_mode=None if a.compile_mode == "default" else a.compile_mode,
+    )
+    vae = VaeDecoder(check.vae16, options)
+    return ChunkDecoder(vae, LatentStats.from_vae(check.vae16, check.device))
 
 
 def _stream(check: Check, key: str) -> dict[str, Any]:
