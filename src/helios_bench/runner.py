@@ -21,6 +21,7 @@ from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.streamer import ChunkStreamer, StreamRequest
+from helios_serve.engine.vae_decode import ChunkDecoder
 
 from .measure import CallLog, NoShims, PeakMemory, TimingShims, synchronize
 
@@ -51,6 +52,8 @@ class BenchConfig:
     synchronising per-call timers would serialise the two, so this run has no ``dit_s``."""
     on_latents: Callable[[torch.Tensor], None] | None = None
     """Handed to the measured stream's `ChunkStreamer.on_latents` (the engine's seam)."""
+    decoder: Callable[[LoadedModel], ChunkDecoder] | None = None
+    """Makes each stream's decoder (default: the model's); the suite records latents so."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,20 @@ def _request(cfg: BenchConfig) -> StreamRequest:
     return StreamRequest(PROMPT, cfg.height, cfg.width, cfg.seed, cfg.settings)
 
 
+def open_stream(cfg: BenchConfig) -> ChunkStreamer:
+    decoder = None if cfg.decoder is None else cfg.decoder(cfg.model)
+    streamer: ChunkStreamer = ChunkStreamer(
+        cfg.model, _request(cfg), prompt_encoder=cfg.prompt_encoder, decoder=decoder
+    )
+    streamer.on_latents = cfg.on_latents
+    return streamer
+
+
 def warm_up(cfg: BenchConfig) -> None:
     """Run `cfg.warmup` stream chunks and a one-chunk diffusers call; results are discarded."""
     if cfg.warmup <= 0:
         return
-    streamer = ChunkStreamer(cfg.model, _request(cfg), prompt_encoder=cfg.prompt_encoder)
+    streamer = open_stream(cfg)
     for _ in range(cfg.warmup):
         streamer.next_chunk()
     del streamer
@@ -123,8 +135,7 @@ def measure_stream(cfg: BenchConfig) -> SideResult:
     with PeakMemory(model.device) as mem, shims:
         synchronize(model.device)
         start = time.perf_counter()
-        streamer = ChunkStreamer(model, _request(cfg), prompt_encoder=cfg.prompt_encoder)
-        streamer.on_latents = cfg.on_latents
+        streamer = open_stream(cfg)
         for index in range(max(counts)):
             chunk_start = time.perf_counter()
             result = streamer.next_chunk(prefetch=cfg.prefetch and index + 1 < max(counts))

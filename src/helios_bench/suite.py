@@ -55,6 +55,7 @@ from .arch import (
     random_model,
 )
 from .measure import synchronize
+from .quality import relative_errors
 from .report import build_report, device_description, format_table
 from .runner import PROMPT, BenchConfig, ConfigResult, measure
 
@@ -161,23 +162,6 @@ def capture_pipeline_latents(vae: Any, store: list[torch.Tensor]) -> Iterator[No
         yield
     finally:
         del vae.decode
-
-
-def relative_errors(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[dict[str, float]]:
-    """Per chunk: max |a-b| / max |b| and mean |a-b| / mean |b|."""
-    out = []
-    for x, y in zip(a, b, strict=False):
-        diff = (x.double() - y.double()).abs()
-        ref = y.double().abs()
-        out.append(
-            {
-                "max_rel": float(diff.max() / ref.max().clamp_min(1e-30)),
-                "mean_rel": float(diff.mean() / ref.mean().clamp_min(1e-30)),
-                "max_abs": float(diff.max()),
-                "finite": bool(torch.isfinite(x).all()),
-            }
-        )
-    return out
 
 
 # ------------------------------------------------------------------------- phases

@@ -56,6 +56,18 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="VAE precision (bf16 decodes faster at a small error)",
     )
     parser.add_argument(
+        "--precision",
+        choices=["exact", "fast"],
+        default="exact",
+        help="exact: diffusers' bf16 math (default); fast: FP8 linear layers in the transformer "
+        "blocks (needs an FP8 GPU such as H100 and helios-serve[fast]; refuses to start elsewhere)",
+    )
+    parser.add_argument(
+        "--compile-vae",
+        action="store_true",
+        help="torch.compile the VAE decoder (one graph per decode group size)",
+    )
+    parser.add_argument(
         "--guidance-passes",
         choices=GUIDANCE_MODES,
         default="sequential",
@@ -223,6 +235,8 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         compile=args.compile,
         guidance=args.guidance_passes,
         step_cache=args.step_cache,
+        precision=args.precision,
+        compile_vae=args.compile_vae,
         isolation=getattr(args, "engine_isolation", "thread"),
         stall_timeout_s=getattr(args, "engine_stall_timeout", 300.0),
         test_engine=getattr(args, "engine", None),

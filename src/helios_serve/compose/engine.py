@@ -34,6 +34,8 @@ class EngineOptions:
     compile: bool = False
     guidance: GuidanceMode = "sequential"
     step_cache: StepCacheSettings | None = None
+    precision: Literal["exact", "fast"] = "exact"
+    compile_vae: bool = False
     isolation: Literal["process", "thread"] = "process"
     stall_timeout_s: float = 300.0
     test_engine: str | None = None
@@ -48,6 +50,8 @@ def load(options: EngineOptions) -> LoadedModel:
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model
+    from helios_serve.engine.precision import Precision
+    from helios_serve.engine.vae_decode import DecodeOptions
 
     vae_dtype = torch.bfloat16 if options.vae_dtype == "bfloat16" else torch.float32
     load_options = LoadOptions(
@@ -57,6 +61,8 @@ def load(options: EngineOptions) -> LoadedModel:
         compile=options.compile,
         guidance=options.guidance,
         step_cache=options.step_cache,
+        precision=Precision(options.precision),
+        decode=DecodeOptions(compile=options.compile_vae),
     )
     return load_model(options.model, options.data_dir, load_options)
 
@@ -91,6 +97,8 @@ def build_engine(options: EngineOptions) -> Engine:
         compile=options.compile,
         guidance=options.guidance,
         step_cache=options.step_cache,
+        precision=options.precision,
+        compile_vae=options.compile_vae,
         log_level=options.log_level,
         step_hook=options.step_hook,
     )

@@ -70,6 +70,8 @@ class ChildSpec:
     compile: bool = False
     guidance: GuidanceMode = "sequential"
     step_cache: StepCacheSettings | None = None
+    precision: str = "exact"
+    compile_vae: bool = False
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
     step_hook: StepHook | None = None
@@ -224,6 +226,8 @@ def _load(spec: ChildSpec) -> Any:
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model, quiet_libraries
+    from helios_serve.engine.precision import parse_precision
+    from helios_serve.engine.vae_decode import DecodeOptions
 
     quiet_libraries()
 
@@ -234,6 +238,8 @@ def _load(spec: ChildSpec) -> Any:
         compile=spec.compile,
         guidance=spec.guidance,
         step_cache=spec.step_cache,
+        precision=parse_precision(spec.precision),
+        decode=DecodeOptions(compile=spec.compile_vae),
     )
     return load_model(spec.model, spec.data_dir, options)
 
