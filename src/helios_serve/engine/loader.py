@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 
 from helios_serve.core.types import Variant
+from helios_serve.engine.guidance import GuidanceMode
 from helios_serve.engine.tiny import (
     TINY_MAX_SEQUENCE_LENGTH,
     TINY_MODEL_NAMES,
@@ -41,6 +42,9 @@ class LoadOptions:
     vae_dtype: torch.dtype | None = None
     attention_backend: str = "native"
     compile: bool = False
+    guidance: GuidanceMode = "sequential"
+    """How the two guidance passes run (`engine.guidance`): a serving choice, not a load one,
+    carried here with the other `--model` flags."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class LoadedModel:
     variant: Variant
     device: torch.device
     is_tiny: bool
+    guidance: GuidanceMode = "sequential"
 
     @property
     def default_max_sequence_length(self) -> int:
@@ -162,7 +167,13 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         vae_dtype,
     )
     return LoadedModel(
-        pipe=pipe, name=model, path=path, variant=variant, device=device, is_tiny=is_tiny
+        pipe=pipe,
+        name=model,
+        path=path,
+        variant=variant,
+        device=device,
+        is_tiny=is_tiny,
+        guidance=options.guidance,
     )
 
 

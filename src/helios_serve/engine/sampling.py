@@ -17,6 +17,12 @@ from torch.nn import functional
 
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.conditioning import randn
+from helios_serve.engine.guidance import (
+    GuidancePasses,
+    SequentialPasses,
+    cfg_zero_star,
+    classifier_free,
+)
 
 StepCallback = Callable[[int, int, int], None]
 """Called after each step with (stage, step, steps_in_chunk); may raise to cancel."""
@@ -56,12 +62,32 @@ def calculate_shift(seq_len: int, config: Any) -> float:
     return float(seq_len * m + (base_shift - m * base_len))
 
 
-class Denoiser:
-    """Runs the transformer with or without guidance; owns nothing but references."""
+StageHook = Callable[[int, int], None]
+"""Called before each sampling stage with (stage, steps_in_stage): Base has one stage."""
 
-    def __init__(self, transformer: Any, settings: SamplingSettings) -> None:
+
+class Denoiser:
+    """Runs the transformer with or without guidance; owns nothing but references.
+
+    `guidance` decides how the two guidance passes run (`engine.guidance`); `on_stage` is told
+    where each stage starts (step caching resets there).
+    """
+
+    def __init__(
+        self,
+        transformer: Any,
+        settings: SamplingSettings,
+        guidance: GuidancePasses | None = None,
+        on_stage: StageHook | None = None,
+    ) -> None:
         self.transformer = transformer
         self.settings = settings
+        self.guidance: GuidancePasses = guidance or SequentialPasses()
+        self.on_stage = on_stage
+
+    def begin_stage(self, stage: int, steps: int) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage, steps)
 
     def predict(
         self, latents: torch.Tensor, timestep: torch.Tensor, inputs: ChunkInputs, zero_init: bool
@@ -76,32 +102,19 @@ class Denoiser:
             "return_dict": False,
             **inputs.indices,
         }
-        with self.transformer.cache_context("cond"):
-            cond = self.transformer(encoder_hidden_states=inputs.prompt_embeds, **common)[0]
         if not self.settings.uses_cfg:
-            return cond  # type: ignore[no-any-return]
-        with self.transformer.cache_context("uncond"):
-            uncond = self.transformer(encoder_hidden_states=inputs.negative_embeds, **common)[0]
+            with self.transformer.cache_context("cond"):
+                return self.transformer(  # type: ignore[no-any-return]
+                    encoder_hidden_states=inputs.prompt_embeds, **common
+                )[0]
+        assert inputs.negative_embeds is not None
+        cond, uncond = self.guidance.run(
+            self.transformer, common, inputs.prompt_embeds, inputs.negative_embeds
+        )
         g = self.settings.guidance_scale
         if not self.settings.use_cfg_zero_star:
-            return uncond + g * (cond - uncond)  # type: ignore[no-any-return]
+            return classifier_free(cond, uncond, g)
         return cfg_zero_star(cond, uncond, g, zero_init)
-
-
-def cfg_zero_star(
-    cond: torch.Tensor, uncond: torch.Tensor, guidance: float, zero_init: bool
-) -> torch.Tensor:
-    """CFG-Zero*: rescale the unconditional branch by its projection on the conditional one."""
-    batch = cond.shape[0]
-    pos = cond.reshape(
-        batch, -1
-    ).float()  # reshape, not view: diffusers' .view crashes on 1x1 grids
-    neg = uncond.reshape(batch, -1).float()
-    alpha = (pos * neg).sum(dim=1, keepdim=True) / ((neg**2).sum(dim=1, keepdim=True) + 1e-8)
-    alpha = alpha.view(batch, *([1] * (cond.dim() - 1))).to(cond.dtype)
-    if zero_init:
-        return cond * 0.0
-    return uncond * alpha + guidance * (cond - uncond * alpha)
 
 
 def sample_base(
@@ -121,6 +134,7 @@ def sample_base(
     mu = calculate_shift(seq_len, scheduler.config)
     scheduler.set_timesteps(steps, device=latents.device, sigmas=sigmas, mu=mu)
     timesteps = scheduler.timesteps
+    denoiser.begin_stage(0, len(timesteps))
     for i, t in enumerate(timesteps):
         pred = denoiser.predict(latents, t.expand(latents.shape[0]), inputs, zero_init=False)
         latents = scheduler.step(pred, t, latents, generator=generator, return_dict=False)[0]
@@ -169,6 +183,7 @@ def sample_pyramid(
             )
             if start_points is not None:
                 start_points.append(latents)
+        denoiser.begin_stage(stage, len(timesteps))
         for i, t in enumerate(timesteps):
             timestep = t.expand(latents.shape[0]).to(torch.int64)
             zero_init = settings.use_zero_init and stage == 0 and i <= settings.zero_steps

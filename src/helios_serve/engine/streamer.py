@@ -34,6 +34,7 @@ from helios_serve.core.types import (
     Variant,
 )
 from helios_serve.engine import conditioning as cond
+from helios_serve.engine.guidance import guidance_passes
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.sampling import (
     ChunkInputs,
@@ -134,7 +135,7 @@ class ChunkStreamer:
                     param="size",
                 )
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self._denoiser = Denoiser(pipe.transformer, self.settings)
+        self._denoiser = Denoiser(pipe.transformer, self.settings, guidance_passes(model.guidance))
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
         self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
             pipe, self._device
