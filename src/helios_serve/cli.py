@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from helios_serve.core.protocols import Engine
     from helios_serve.engine.child import StepHook
     from helios_serve.engine.loader import LoadedModel
+    from helios_serve.engine.parallel.layout import ParallelLayout
 
 logger = logging.getLogger("helios_serve")
 
@@ -87,6 +88,38 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
         default="float32",
         help="VAE precision (bf16 decodes faster at a small error)",
     )
+    _add_parallel_flags(parser)
+
+
+def _add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    """One stream over several GPUs (engine/parallel): the same flags for every command."""
+    parser.add_argument(
+        "--gpus",
+        default=None,
+        metavar="0,1,...",
+        help="the GPUs this engine owns (one engine, one worker); rank 0 runs on the first",
+    )
+    parser.add_argument(
+        "--parallel",
+        default=None,
+        metavar="ulysses=N|ring=N|cfg=2",
+        help="how the transformer spreads over them: ulysses=N or ring=N (each forward's "
+        "sequence split over N GPUs), cfg=2 (Base/Mid: the two guidance passes on two GPUs); "
+        "combine with commas, e.g. ulysses=2,cfg=2",
+    )
+    parser.add_argument(
+        "--decode-device",
+        default=None,
+        metavar="GPU",
+        help="decode on this GPU (index, cuda:N or cpu) in a rank of its own while the next "
+        "chunk denoises on the others",
+    )
+
+
+def _layout(args: argparse.Namespace) -> ParallelLayout | None:
+    from helios_serve.engine.parallel.layout import layout_from_flags
+
+    return layout_from_flags(args.gpus, args.parallel, args.decode_device, args.device)
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -357,6 +390,7 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         vae_dtype=vae_dtype,
         attention_backend=args.attention_backend,
         compile=args.compile,
+        layout=_layout(args),
     )
     return load_model(args.model, _data_dir(args), options)
 
@@ -390,7 +424,13 @@ def _run_generate(args: argparse.Namespace) -> int:
         max_sequence_length=args.max_sequence_length,
     )
     model = _load(args)
-    summary = generate_video(model, opts, image=image, video=video, show_progress=not args.quiet)
+    try:
+        summary = generate_video(
+            model, opts, image=image, video=video, show_progress=not args.quiet
+        )
+    finally:
+        if model.parallel is not None:
+            model.parallel.close()
     print(
         f"wrote {args.out}: {summary.frames} frames {summary.width}x{summary.height} "
         f"({summary.seconds_of_video:.2f} s at {args.fps} fps), {summary.chunks} chunks in "
@@ -553,6 +593,12 @@ def _engine(args: argparse.Namespace) -> Engine:
         return PacedEngine(timing, paced_info(args.served_model_name or "paced"))
     served = args.served_model_name or args.model
     if args.engine_isolation == "thread":
+        if _layout(args) is not None:
+            raise InvalidInputError(
+                "--gpus/--parallel/--decode-device need --engine-isolation process: the "
+                "engine process supervises its ranks",
+                param="parallel",
+            )
         loaded = _load(args)
         aliases = tuple(a for a in {loaded.name} if a != served)
         return LocalEngine(loaded, describe(loaded, served, aliases))
@@ -567,6 +613,7 @@ def _engine(args: argparse.Namespace) -> Engine:
         attention_backend=args.attention_backend,
         compile=args.compile,
         log_level=logging.DEBUG if args.verbose else logging.INFO,
+        layout=_layout(args),
         step_hook=args.step_hook,
     )
     engine = ProcessEngine(spec, stall_timeout_s=args.engine_stall_timeout)

@@ -47,6 +47,7 @@ from helios_serve.engine.messages import (
     Stop,
     ToChild,
 )
+from helios_serve.engine.parallel.layout import ParallelLayout
 from helios_serve.errors import HeliosError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class ChildSpec:
     compile: bool = False
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
+    layout: ParallelLayout | None = None
+    """Several devices for this engine: the engine process is rank 0 and starts the others."""
     step_hook: StepHook | None = None
     """A fault-injection seam for tests, None in production: runs in the engine process at
     every denoising step, before the step is reported (a test blocks here to play a hang).
@@ -129,6 +132,8 @@ class _Server:
                 case _:
                     assert_never(message)
         worker.stop(timeout=5)
+        if loaded.parallel is not None:
+            loaded.parallel.close()
 
     def _watch_long_calls(self, pipe: Any) -> None:
         """Proof of life from inside the work that reports no steps: the VAE decodes (and
@@ -228,6 +233,7 @@ def _load(spec: ChildSpec) -> Any:
         vae_dtype=torch.bfloat16 if spec.vae_dtype == "bfloat16" else torch.float32,
         attention_backend=spec.attention_backend,
         compile=spec.compile,
+        layout=spec.layout,
     )
     return load_model(spec.model, spec.data_dir, options)
 

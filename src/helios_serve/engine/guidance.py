@@ -21,8 +21,10 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-GuidanceMode = Literal["sequential", "batched"]
+GuidanceMode = Literal["sequential", "batched", "parallel"]
 GUIDANCE_MODES: tuple[GuidanceMode, ...] = ("sequential", "batched")
+"""The modes a flag chooses; "parallel" (a pass per CFG branch of ranks, `engine.parallel`'s
+`ParallelPasses`) comes with a `--parallel cfg=2` layout."""
 
 
 class GuidancePasses(Protocol):

@@ -138,7 +138,9 @@ class ChunkStreamer:
                     param="size",
                 )
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self._denoiser = Denoiser(pipe.transformer, self.settings, guidance_passes(model.guidance))
+        on_ranks = model.parallel.guidance if model.parallel is not None else None
+        passes = on_ranks or guidance_passes(model.guidance)
+        self._denoiser = Denoiser(pipe.transformer, self.settings, passes)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
         self.decoder = decoder or ChunkDecoder(
             model.vae_decoder or VaeDecoder(pipe.vae), self._stats
@@ -350,6 +352,9 @@ class ChunkStreamer:
 
     def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
         """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""
+        remote = self.model.parallel.decoder if self.model.parallel is not None else None
+        if remote is not None:  # a decode rank of its own (engine.parallel)
+            return remote.start(latents)  # type: ignore[no-any-return]
         side = self._decode_stream
         if side is None:
             frames = self.decode_uint8(latents).numpy()
