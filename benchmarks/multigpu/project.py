@@ -156,9 +156,11 @@ LAYOUTS = [
     Layout("--gpus 0,1 --parallel ring=2", 2, ring=2),
     Layout("--gpus 0,1,2 --parallel ulysses=2 --decode-device 2", 3, ulysses=2, decode_rank=True),
     Layout("--gpus 0,1,2,3 --parallel ulysses=4", 4, ulysses=4),
-    Layout("--gpus 0-4 --parallel ulysses=4 --decode-device 4", 5, ulysses=4, decode_rank=True),
-    Layout("--gpus 0-7 --parallel ulysses=8", 8, ulysses=8),
-    Layout("--gpus 0-7 --parallel ring=8", 8, ring=8),
+    Layout(
+        "--gpus 0,1,2,3,4 --parallel ulysses=4 --decode-device 4", 5, ulysses=4, decode_rank=True
+    ),
+    Layout("--gpus 0,1,2,3,4,5,6,7 --parallel ulysses=8", 8, ulysses=8),
+    Layout("--gpus 0,1,2,3,4,5,6,7 --parallel ring=8", 8, ring=8),
 ]
 
 

@@ -20,7 +20,12 @@ from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import ChunkResult, Variant
 from helios_serve.engine.child import ChildSpec
 from helios_serve.engine.loader import LoadedModel
-from helios_serve.engine.parallel.context import check_splittable, sequence_lengths
+from helios_serve.engine.parallel.context import (
+    check_lengths,
+    check_splittable,
+    sequence_lengths,
+    stream_lengths,
+)
 from helios_serve.engine.parallel.layout import ParallelLayout, layout_from_flags
 from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.state import StreamState
@@ -160,7 +165,12 @@ def tiny_inputs(h: int, w: int) -> dict[str, object]:
 
 
 def test_a_size_the_cpu_ranks_cannot_split_is_refused_before_any_rank_starts() -> None:
+    # the 14B at its trained size (bench/arch.py's counts): 8 ranks need uneven shards at stage 0
+    assert stream_lengths(384, 640, 3) == [(2940, 540), (4560, 2160), (11040, 8640)]
     layout = ParallelLayout(("cpu", "cpu"), ulysses=2)
+    check_lengths(stream_lengths(128, 128, 3)[0], layout)
+    with pytest.raises(InvalidInputError, match="gloo"):
+        check_lengths(stream_lengths(64, 64, 3)[0], layout)  # checked when a stream opens
     patch = (1, 2, 2)
     check_splittable(tiny_inputs(16, 24), patch, layout)  # 216 + history: even
     with pytest.raises(InvalidInputError, match="gloo"):

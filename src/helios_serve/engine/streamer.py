@@ -137,6 +137,9 @@ class ChunkStreamer:
                     "(640x384 is the trained size)",
                     param="size",
                 )
+        if model.parallel is not None:
+            stages = pipe.scheduler.config.stages if self._pyramid else 1
+            model.parallel.check_size(request.height, request.width, stages)
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         on_ranks = model.parallel.guidance if model.parallel is not None else None
         passes = on_ranks or guidance_passes(model.guidance)

@@ -149,11 +149,32 @@ def is_uneven(kwargs: Mapping[str, Any], patch: tuple[int, ...], parts: int) -> 
     return any(n % parts for n in sequence_lengths(kwargs, patch))
 
 
+def stream_lengths(
+    height: int, width: int, stages: int, vae_scale: int = 8
+) -> list[tuple[int, int]]:
+    """(all, noisy) tokens of each pyramid stage's forward for a stream of this size (patch
+    1x2x2; history at full size: short 2 frames, mid 1x4x4 and long 4x8x8 patches)."""
+    h, w = height // vae_scale, width // vae_scale
+    history = 2 * (h // 2) * (w // 2) + -(-h // 4) * -(-w // 4) + 4 * -(-h // 8) * -(-w // 8)
+    lengths = []
+    for stage in range(stages):
+        scale = 2 ** (stages - 1 - stage)
+        noisy = 9 * (h // scale // 2) * (w // scale // 2)
+        lengths.append((noisy + history, noisy))
+    return lengths
+
+
 def check_splittable(kwargs: Mapping[str, Any], patch: tuple[int, ...], layout: Any) -> None:
-    """Refuse, before any rank starts, a forward the layout cannot split: uneven shards need
-    both kinds of attention alone, and NCCL (gloo cannot gather tensors of unequal sizes)."""
-    lengths = sequence_lengths(kwargs, patch)
+    """Refuse, before any rank starts, a forward the layout cannot split."""
+    check_lengths(sequence_lengths(kwargs, patch), layout)
+
+
+def check_lengths(lengths: tuple[int, int], layout: Any) -> None:
+    """Uneven shards need one kind of attention alone, and NCCL (gloo cannot gather tensors
+    of unequal sizes)."""
     parts = layout.context_parallel
+    if parts == 1:
+        return
     if min(lengths) < parts:
         raise InvalidInputError(
             f"this size gives {min(lengths)} tokens, fewer than the {parts} "

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from helios_serve.engine.loader import LoadOptions
+from helios_serve.engine.parallel.context import check_lengths, stream_lengths
 from helios_serve.engine.parallel.forward import GroupForward, ParallelPasses, Shutdown, announce
 from helios_serve.engine.parallel.group import RankGroups, RankProcesses, RankSpec, start_ranks
 from helios_serve.engine.parallel.layout import ParallelLayout
@@ -54,6 +55,11 @@ class ParallelRuntime:
     @property
     def pids(self) -> list[int]:
         return self.processes.pids
+
+    def check_size(self, height: int, width: int, stages: int) -> None:
+        """Refuse a stream whose forwards this layout cannot split (at open, not mid-chunk)."""
+        for lengths in stream_lengths(height, width, stages):
+            check_lengths(lengths, self.layout)
 
     def attach(self, transformer: Any) -> None:
         """Run rank 0's transformer calls on the group (after its forward is final)."""
