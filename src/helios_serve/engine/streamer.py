@@ -139,7 +139,7 @@ class ChunkStreamer:
                 )
         if model.parallel is not None:
             stages = pipe.scheduler.config.stages if self._pyramid else 1
-            model.parallel.check_size(request.height, request.width, stages)
+            model.parallel.check_stream(request, stages)
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         on_ranks = model.parallel.guidance if model.parallel is not None else None
         passes = on_ranks or guidance_passes(model.guidance)

@@ -17,11 +17,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from helios_serve.core.spec import StreamRequest
 from helios_serve.engine.loader import LoadOptions
 from helios_serve.engine.parallel.context import check_lengths, stream_lengths
 from helios_serve.engine.parallel.forward import GroupForward, ParallelPasses, Shutdown, announce
 from helios_serve.engine.parallel.group import RankGroups, RankProcesses, RankSpec, start_ranks
 from helios_serve.engine.parallel.layout import ParallelLayout
+from helios_serve.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +58,16 @@ class ParallelRuntime:
     def pids(self) -> list[int]:
         return self.processes.pids
 
-    def check_size(self, height: int, width: int, stages: int) -> None:
-        """Refuse a stream whose forwards this layout cannot split (at open, not mid-chunk)."""
-        for lengths in stream_lengths(height, width, stages):
+    def check_stream(self, request: StreamRequest, stages: int) -> None:
+        """Refuse, when it opens, a stream this layout cannot run (not mid-chunk)."""
+        for lengths in stream_lengths(request.height, request.width, stages):
             check_lengths(lengths, self.layout)
+        # step caching (issue 26) skips blocks on rank 0 only: the other ranks would wait in
+        # collectives rank 0 never joins
+        if getattr(request.settings, "step_cache", None) is not None:
+            raise InvalidInputError(
+                "step caching does not run on a parallel layout yet", param="step_cache"
+            )
 
     def attach(self, transformer: Any) -> None:
         """Run rank 0's transformer calls on the group (after its forward is final)."""
