@@ -39,6 +39,9 @@ RANK_DIED_EXIT = 70
 """Rank 0's exit status when another rank died (the supervisor restarts the engine)."""
 JOIN_TIMEOUT = timedelta(minutes=10)
 """How long ranks wait for each other at start (a 14B load per rank takes minutes)."""
+IDLE_TIMEOUT = timedelta(days=365)
+"""How long a rank waits for rank 0's next call: as long as the engine is idle (a rank that
+is gone is seen by the watchdog, a hung one by the supervisor's stall timeout)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class RankGroups:
     @classmethod
     def build(cls, layout: ParallelLayout, rank: int) -> RankGroups:
         transformer_ranks = list(range(layout.transformer_ranks))
-        control = dist.new_group(transformer_ranks, backend="gloo")
+        control = dist.new_group(transformer_ranks, backend="gloo", timeout=IDLE_TIMEOUT)
         transformer = dist.new_group(transformer_ranks)
         mesh = None
         if layout.context_parallel > 1:
@@ -84,7 +87,7 @@ class RankGroups:
             )
         decode = None
         if layout.decode_rank is not None:
-            decode = dist.new_group([0, layout.decode_rank])
+            decode = dist.new_group([0, layout.decode_rank], timeout=IDLE_TIMEOUT)
         return cls(rank, layout, control, transformer, mesh, decode)
 
     @property
