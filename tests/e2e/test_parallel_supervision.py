@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 JOB = {
     "prompt": "a kite over a beach",
     "size": "128x128",
-    "num_frames": "99",
+    "num_frames": "99",  # 3 chunks: the kill lands while chunk 2 is still to come
     "seed": "4",
     "extra_params": '{"pyramid_num_inference_steps_list": [1, 1, 1]}',
 }
