@@ -15,6 +15,7 @@ from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from helios_serve.compose.engine import EngineOptions
+    from helios_serve.engine.parallel.layout import ParallelLayout
     from helios_serve.web.auth import Access
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -82,6 +83,32 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         help="step caching (cache-dit DBCache) for requests that do not choose, on Base and "
         "Mid: off (default), on (vLLM-Omni's defaults) or a JSON object of its keys, e.g. "
         "'{\"residual_diff_threshold\": 0.12}'; requests choose with extra_params.step_cache",
+    )
+    add_parallel_flags(parser)
+
+
+def add_parallel_flags(parser: argparse.ArgumentParser) -> None:
+    """One stream over several GPUs (engine/parallel): the same flags for every command."""
+    parser.add_argument(
+        "--gpus",
+        default=None,
+        metavar="0,1,...",
+        help="the GPUs this engine owns (one engine, one worker); rank 0 runs on the first",
+    )
+    parser.add_argument(
+        "--parallel",
+        default=None,
+        metavar="ulysses=N|ring=N|cfg=2",
+        help="how the transformer spreads over them: ulysses=N or ring=N (each forward's "
+        "sequence split over N GPUs), cfg=2 (Base/Mid: the two guidance passes on two GPUs); "
+        "combine with commas, e.g. ulysses=2,cfg=2",
+    )
+    parser.add_argument(
+        "--decode-device",
+        default=None,
+        metavar="GPU",
+        help="decode on this GPU (index, cuda:N or cpu) in a rank of its own while the next "
+        "chunk denoises on the others",
     )
 
 
@@ -222,6 +249,12 @@ def max_connections(args: argparse.Namespace) -> int:
     return int(args.max_connections)
 
 
+def _layout(args: argparse.Namespace) -> ParallelLayout | None:
+    from helios_serve.engine.parallel.layout import layout_from_flags
+
+    return layout_from_flags(args.gpus, args.parallel, args.decode_device, args.device)
+
+
 def engine_options(args: argparse.Namespace) -> EngineOptions:
     from helios_serve.compose.engine import EngineOptions
 
@@ -237,6 +270,7 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
         step_cache=args.step_cache,
         precision=args.precision,
         compile_vae=args.compile_vae,
+        layout=_layout(args),
         isolation=getattr(args, "engine_isolation", "thread"),
         stall_timeout_s=getattr(args, "engine_stall_timeout", 300.0),
         test_engine=getattr(args, "engine", None),

@@ -115,7 +115,13 @@ def run_generate(args: argparse.Namespace) -> int:
         max_sequence_length=args.max_sequence_length,
     )
     model = load(flags.engine_options(args))
-    summary = generate_video(model, opts, image=image, video=video, show_progress=not args.quiet)
+    try:
+        summary = generate_video(
+            model, opts, image=image, video=video, show_progress=not args.quiet
+        )
+    finally:
+        if model.parallel is not None:
+            model.parallel.close()
     print(  # noqa: T201
         f"wrote {args.out}: {summary.frames} frames {summary.width}x{summary.height} "
         f"({summary.seconds_of_video:.2f} s at {args.fps} fps), {summary.chunks} chunks in "

@@ -17,6 +17,7 @@ from helios_serve.errors import InvalidInputError
 if TYPE_CHECKING:
     from helios_serve.engine.child import StepHook
     from helios_serve.engine.loader import LoadedModel
+    from helios_serve.engine.parallel.layout import ParallelLayout
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class EngineOptions:
     step_cache: StepCacheSettings | None = None
     precision: Literal["exact", "fast"] = "exact"
     compile_vae: bool = False
+    layout: ParallelLayout | None = None
+    """Several devices for one engine (`--gpus/--parallel/--decode-device`)."""
     isolation: Literal["process", "thread"] = "process"
     stall_timeout_s: float = 300.0
     test_engine: str | None = None
@@ -63,6 +66,7 @@ def load(options: EngineOptions) -> LoadedModel:
         step_cache=options.step_cache,
         precision=Precision(options.precision),
         decode=DecodeOptions(compile=options.compile_vae),
+        layout=options.layout,
     )
     return load_model(options.model, options.data_dir, load_options)
 
@@ -82,6 +86,12 @@ def build_engine(options: EngineOptions) -> Engine:
         return PacedEngine(timing, paced_info(options.served_name or "paced"))
     served = options.served_name or options.model
     if options.isolation == "thread":
+        if options.layout is not None:
+            raise InvalidInputError(
+                "--gpus/--parallel/--decode-device need --engine-isolation process: the "
+                "engine process supervises its ranks",
+                param="parallel",
+            )
         loaded = load(options)
         aliases = tuple(a for a in {loaded.name} if a != served)
         return LocalEngine(loaded, describe(loaded, served, aliases))
@@ -99,6 +109,7 @@ def build_engine(options: EngineOptions) -> Engine:
         step_cache=options.step_cache,
         precision=options.precision,
         compile_vae=options.compile_vae,
+        layout=options.layout,
         log_level=options.log_level,
         step_hook=options.step_hook,
     )

@@ -8,9 +8,11 @@ from typing import Literal
 from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.core.types import Variant
 
-GuidanceMode = Literal["sequential", "batched"]
+GuidanceMode = Literal["sequential", "batched", "parallel"]
 """How the engine runs the two guidance passes (`engine.guidance`): a server's choice."""
 GUIDANCE_MODES: tuple[GuidanceMode, ...] = ("sequential", "batched")
+"""The modes a flag chooses; "parallel" (a pass per CFG branch of ranks, `engine.parallel`'s
+`ParallelPasses`) comes with a `--parallel cfg=2` layout."""
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from helios_serve.engine.messages import (
     Stop,
     ToChild,
 )
+from helios_serve.engine.parallel.layout import ParallelLayout
 from helios_serve.errors import HeliosError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class ChildSpec:
     compile_vae: bool = False
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
+    layout: ParallelLayout | None = None
+    """Several devices for this engine: the engine process is rank 0 and starts the others."""
     step_hook: StepHook | None = None
     """A fault-injection seam for tests, None in production: runs in the engine process at
     every denoising step, before the step is reported (a test blocks here to play a hang).
@@ -135,6 +138,8 @@ class _Server:
                 case _:
                     assert_never(message)
         worker.stop(timeout=5)
+        if loaded.parallel is not None:
+            loaded.parallel.close()
 
     def _watch_long_calls(self, pipe: Any) -> None:
         """Proof of life from inside the work that reports no steps: the VAE decodes (and
@@ -240,6 +245,7 @@ def _load(spec: ChildSpec) -> Any:
         step_cache=spec.step_cache,
         precision=parse_precision(spec.precision),
         decode=DecodeOptions(compile=spec.compile_vae),
+        layout=spec.layout,
     )
     return load_model(spec.model, spec.data_dir, options)
 

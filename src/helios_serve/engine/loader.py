@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -23,6 +23,10 @@ from helios_serve.engine.tiny import (
 from helios_serve.engine.vae_decode import DecodeOptions, VaeDecoder, raise_recompile_limit
 from helios_serve.engine.variant import detect_variant
 from helios_serve.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from helios_serve.engine.parallel.layout import ParallelLayout
+    from helios_serve.engine.parallel.runtime import ParallelRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +50,20 @@ class LoadOptions:
     vae_dtype: torch.dtype | None = None
     attention_backend: str = "native"
     compile: bool = False
+    """torch.compile the transformer blocks (regional compilation)."""
     guidance: GuidanceMode = "sequential"
     """How the two guidance passes run (`engine.guidance`): a serving choice, not a load one,
     carried here with the other `--model` flags."""
     step_cache: StepCacheSettings | None = None
     """The step cache of requests that do not choose (`--step-cache`); None: off."""
-    """torch.compile the transformer blocks (regional compilation)."""
     precision: Precision = Precision.EXACT
     """`fast`: FP8 linear layers in the transformer blocks (engine/precision.py)."""
     fp8_edge_blocks: int = 0
     """Fast mode: the first and last this many blocks stay bf16."""
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     """How the VAE decodes (engine/vae_decode.py); `decode.compile` compiles the decoder."""
+    layout: ParallelLayout | None = None
+    """Several devices for one engine (`engine.parallel`); its rank 0 device replaces `device`."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class LoadedModel:
     vae_decoder: VaeDecoder | None = None
     """The decoder streams share (its layout and compiled code); None: a default one each."""
     precision: Precision = Precision.EXACT
+    parallel: ParallelRuntime | None = None
+    """The other ranks of a parallel layout, when there are any."""
 
     @property
     def default_max_sequence_length(self) -> int:
@@ -161,7 +169,8 @@ def _pick_device(requested: str | None) -> torch.device:
 def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -> LoadedModel:
     """Load `model` with the device/dtype policy of `options` (bf16 on GPU, fp32 on CPU)."""
     options = options or LoadOptions()
-    device = _pick_device(options.device)
+    layout = options.layout
+    device = _pick_device(layout.leader_device if layout is not None else options.device)
     if options.precision is Precision.FAST:
         check_fast_supported(device)  # before any download, build or load of weights
     path, is_tiny = resolve_checkpoint(model, data_dir)
@@ -173,7 +182,12 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     _apply_attention_backend(pipe.transformer, options.attention_backend)
+    parallel = None
+    if layout is not None and layout.is_parallel:  # the other ranks, and the sequence split
+        parallel = _start_parallel(pipe, path, layout, options, model_dtype, vae_dtype)
     prepare_transformer(pipe.transformer, options)
+    if parallel is not None:
+        parallel.attach(pipe.transformer)  # the group's forward wraps the final one
     if options.step_cache is not None and variant is not Variant.DISTILLED:
         from helios_serve.engine.step_cache import preload
 
@@ -199,12 +213,14 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         step_cache_default=options.step_cache,
         vae_decoder=VaeDecoder(pipe.vae, options.decode),
         precision=options.precision,
+        parallel=parallel,
     )
 
 
 def prepare_transformer(transformer: Any, options: LoadOptions) -> None:
     """The engine's forward (compact modulation, text K/V per prompt), then FP8 in fast mode,
-    then regional compilation, in that order (compile last sees the final modules)."""
+    then regional compilation, in that order (compile last sees the final modules). Every
+    transformer rank of a parallel layout runs it, after the sequence split is applied."""
     compact_dit.install(transformer)
     if options.precision is Precision.FAST:
         device = next(transformer.parameters()).device
@@ -214,6 +230,25 @@ def prepare_transformer(transformer: Any, options: LoadOptions) -> None:
     if options.compile:
         raise_recompile_limit()  # one graph per pyramid stage shape and per path
         transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
+
+
+def _start_parallel(
+    pipe: Any,
+    path: Path,
+    layout: ParallelLayout,
+    options: LoadOptions,
+    model_dtype: torch.dtype,
+    vae_dtype: torch.dtype,
+) -> ParallelRuntime:
+    from helios_serve.engine.parallel.runtime import RankOptions, dtype_name, start_parallel
+
+    rank_options = RankOptions(
+        transformer_dtype=dtype_name(model_dtype),
+        vae_dtype=dtype_name(vae_dtype),
+        load=options,
+        log_level=logging.getLogger().getEffectiveLevel(),
+    )
+    return start_parallel(pipe, path, layout, rank_options)
 
 
 def _from_pretrained(

@@ -9,6 +9,9 @@ pass over 24 M floats) with exactly the host rounding of `to_uint8`. With
 ``next_chunk(prefetch=True)`` the VAE decode of chunk k runs on a second CUDA stream while chunk
 k+1 is denoised: the same steps in a harness took a 14B [1,1,1] chunk on an H200 from 1.69 s
 to 1.46 s (benchmarks/results/README.md, h200-14b).
+
+What a stream is conditioned on, and the calls that change it, are its base class
+(`stream_conditioning.StreamConditioning`); what a request must satisfy is `stream_checks`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import torch
 from helios_serve.core.settings import steps_in_chunk
 from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import (
-    FRAMES_PER_CHUNK,
     LATENT_FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
@@ -47,40 +49,15 @@ from helios_serve.engine.sampling import (
 )
 from helios_serve.engine.state import BlendState, StreamIdentity, StreamState
 from helios_serve.engine.step_cache import chunk_scope, stream_step_cache
+from helios_serve.engine.stream_checks import check_fits, validate_request
+from helios_serve.engine.stream_conditioning import HISTORY_SIZES, StreamConditioning
 from helios_serve.engine.vae_decode import ChunkDecoder, VaeDecoder, quantize_uint8, to_uint8
-from helios_serve.errors import InvalidInputError, StreamCancelledError
+from helios_serve.errors import StreamCancelledError
 
 logger = logging.getLogger(__name__)
 
-HISTORY_SIZES = (16, 2, 1)
-"""Long, mid and short history windows in latent frames (19 kept in all)."""
-
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
-
-
-def validate_request(request: StreamRequest) -> None:
-    """Reject what diffusers would crash on, with a message that says what to do."""
-    if request.height % 16 or request.width % 16 or request.height <= 0 or request.width <= 0:
-        raise InvalidInputError(
-            f"height and width must be positive multiples of 16, got {request.height}x"
-            f"{request.width}",
-            param="size",
-        )
-    if request.image is not None and request.video is not None:
-        raise InvalidInputError("give an image (I2V) or a video (V2V), not both", param="image")
-    if request.video is not None and len(request.video) < FRAMES_PER_CHUNK:
-        raise InvalidInputError(
-            f"V2V needs a video of at least {FRAMES_PER_CHUNK} frames, got {len(request.video)}",
-            param="video",
-        )
-    s = request.settings
-    if s.num_inference_steps < 1 or not s.pyramid_steps or min(s.pyramid_steps) < 1:
-        raise InvalidInputError("step counts must be at least 1", param="steps")
-    if s.max_sequence_length < 1:
-        raise InvalidInputError(
-            "max_sequence_length must be at least 1", param="max_sequence_length"
-        )
 
 
 @dataclass
@@ -100,7 +77,7 @@ class _Denoised:
 FramesFuture = Callable[[], npt.NDArray[np.uint8]]
 
 
-class ChunkStreamer:
+class ChunkStreamer(StreamConditioning):
     """Generates one stream chunk by chunk; equal to diffusers' pipelines for the same seed."""
 
     @torch.no_grad()
@@ -127,23 +104,11 @@ class ChunkStreamer:
         self._device = model.device
         self._pyramid = model.variant is not Variant.BASE
         self._distilled = model.variant is Variant.DISTILLED
-        if self._pyramid and len(self.settings.pyramid_steps) != pipe.scheduler.config.stages:
-            raise InvalidInputError(
-                f"this checkpoint samples in {pipe.scheduler.config.stages} pyramid stages; "
-                f"got steps for {len(self.settings.pyramid_steps)}",
-                param="pyramid_steps",
-            )
-        if self._pyramid:
-            multiple = pipe.vae_scale_factor_spatial * 2**pipe.scheduler.config.stages
-            if request.height % multiple or request.width % multiple:
-                raise InvalidInputError(
-                    f"a {pipe.scheduler.config.stages}-stage pyramid needs height and width in "
-                    f"multiples of {multiple}, got {request.width}x{request.height} "
-                    "(640x384 is the trained size)",
-                    param="size",
-                )
+        check_fits(model, request)
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        self._denoiser = Denoiser(pipe.transformer, self.settings, guidance_passes(model.guidance))
+        on_ranks = model.parallel.guidance if model.parallel is not None else None
+        passes = on_ranks or guidance_passes(model.guidance)
+        self._denoiser = Denoiser(pipe.transformer, self.settings, passes)
         self._step_cache = stream_step_cache(
             pipe.transformer, self.settings, model.variant, self._denoiser.guidance
         )
@@ -212,85 +177,6 @@ class ChunkStreamer:
             generator_state=self._generator.get_state(),
             blend=None if fade is None else BlendState(*fade),
         )
-
-    # ----------------------------------------------------------------- conditioning
-    def _encode(self, prompt: str) -> torch.Tensor:
-        return self._prompts.encode(prompt, self.settings.max_sequence_length)
-
-    def _zeros(self, frames: int) -> torch.Tensor:
-        return torch.zeros(
-            1,
-            self._pipe.transformer.config.in_channels,
-            frames,
-            *self._latent_hw,
-            device=self._device,
-            dtype=torch.float32,
-        )
-
-    def _condition_start(self, request: StreamRequest) -> None:
-        s, g = self.settings, self._generator
-        if request.image is not None:
-            anchor, fake = cond.encode_image(
-                self._pipe,
-                request.image,
-                request.height,
-                request.width,
-                self._stats,
-                g,
-                self._device,
-            )
-            self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
-            fake = cond.noise_latents(fake, s.video_noise_sigma, g)
-            self._history = torch.cat([self._history[:, :, :-1], fake], dim=2)
-        elif request.video is not None:
-            anchor, latents = cond.encode_video(
-                self._pipe,
-                request.video,
-                request.height,
-                request.width,
-                self._stats,
-                g,
-                self._device,
-            )
-            self._anchor = cond.noise_latents(anchor, s.image_noise_sigma, g)
-            latents = cond.noise_video_latents(latents, s.video_noise_sigma, g)
-            self._history = torch.cat([self._history, latents], dim=2)[:, :, -sum(HISTORY_SIZES) :]
-            self._history = self._history.contiguous()
-
-    @property
-    def prompt(self) -> str:
-        return self._blend.prompt
-
-    @torch.no_grad()
-    def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:
-        """Switch prompts at the next chunk boundary, faded in over `blend_chunks` chunks."""
-        self._blend.switch(prompt, self._encode(prompt), blend_chunks)
-
-    @torch.no_grad()
-    def set_image(self, image: cond.ImageInput, *, restart: bool = False) -> None:
-        """Re-anchor on `image` from the next chunk; `restart` also resets history (hard cut)."""
-        anchor, fake = cond.encode_image(
-            self._pipe,
-            image,
-            self.request.height,
-            self.request.width,
-            self._stats,
-            self._generator,
-            self._device,
-        )
-        self._anchor = cond.noise_latents(anchor, self.settings.image_noise_sigma, self._generator)
-        if restart:
-            fake = cond.noise_latents(fake, self.settings.video_noise_sigma, self._generator)
-            self._history = torch.cat([self._zeros(sum(HISTORY_SIZES) - 1), fake], dim=2)
-
-    def clear_image(self) -> None:
-        """Drop the anchor: the next chunk is anchored on its own first latent frame (as T2V)."""
-        self._anchor = None
-
-    def set_seed(self, seed: int) -> None:
-        """Reseed the stream's generator; draws from the next chunk on use it."""
-        self.seed = seed
-        self._generator = torch.Generator("cpu").manual_seed(seed)
 
     # ----------------------------------------------------------------- generation
     def steps_in_chunk(self, index: int | None = None) -> int:
@@ -362,6 +248,9 @@ class ChunkStreamer:
 
     def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
         """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""
+        remote = self.model.parallel.decoder if self.model.parallel is not None else None
+        if remote is not None:  # a decode rank of its own (engine.parallel)
+            return remote.start(latents)  # type: ignore[no-any-return]
         side = self._decode_stream
         if side is None:
             frames = self.decode_uint8(latents).numpy()
