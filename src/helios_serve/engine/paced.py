@@ -8,8 +8,9 @@ top, over a moving gradient whose colour follows the prompt and seed, so a clien
 pixels which chunk and prompt it is looking at.
 
 A chunk's time is spent like a distilled Helios chunk on a GPU (h200-14b profile: transformer
-0.94 s, VAE decode 0.48 s): `steps` denoising steps share 65 % of it, with a cancellation
-check before each one, and the decode takes the rest, uncancellable. Opening a stream (also
+0.94 s, VAE decode 0.48 s): `steps` denoising steps share what the decode leaves, with a
+cancellation check before each one, and the decode takes its share (`paced:1.1,decode=0.45`;
+35 % by default), uncancellable. Opening a stream (also
 from a checkpoint) costs `open_s`, a guess for the real engine's prompt encoding and set-up
 that has not been measured on a GPU. One chunk runs at a time (one lock, like the single
 worker; it does not order waiters by priority). Checkpoints are small JSON documents.
@@ -42,8 +43,8 @@ from helios_serve.errors import HeliosError, InvalidInputError, StreamCancelledE
 
 ENGINE_PREFIX = "paced:"
 STATE_FORMAT = "helios-paced-state"
-DENOISE_SHARE = 0.65
-"""Of a chunk's time, the part spent in cancellable denoising steps (the rest is the decode)."""
+DECODE_SHARE = 0.35
+"""Of a chunk's time, the part spent in the VAE decode by default (the rest: denoising steps)."""
 
 
 class PacedStateError(HeliosError):
@@ -58,27 +59,45 @@ class PacedTiming:
     """Seconds per chunk, open excluded."""
     steps: int = 3
     open_s: float = 0.05
+    decode_share: float = DECODE_SHARE
+    """Of `chunk_s`, the part the VAE decode takes (after the steps)."""
 
     @property
     def step_s(self) -> float:
-        return self.chunk_s * DENOISE_SHARE / self.steps
+        return self.chunk_s * (1 - self.decode_share) / self.steps
 
     @property
     def decode_s(self) -> float:
-        return self.chunk_s * (1 - DENOISE_SHARE)
+        return self.chunk_s * self.decode_share
+
+
+SPEC_HELP = "paced:SECONDS[,decode=SHARE] with 0 < SECONDS <= 600 and 0 < SHARE < 1"
 
 
 def parse_engine_spec(spec: str) -> PacedTiming:
-    """`paced:SECONDS` → its timing; `InvalidInputError` for anything else."""
+    """`paced:SECONDS[,decode=SHARE]` → its timing; `InvalidInputError` for anything else."""
     if not spec.startswith(ENGINE_PREFIX):
-        raise InvalidInputError(f"unknown engine {spec[:40]!r}: use paced:SECONDS", param="engine")
+        raise InvalidInputError(f"unknown engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    head, *options = spec[len(ENGINE_PREFIX) :].split(",")
+    seconds = _number(head)
+    if not 0 < seconds <= 600:
+        raise InvalidInputError(f"bad engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    share = DECODE_SHARE
+    for option in options:
+        name, _, value = option.partition("=")
+        share = _number(value) if name.strip() == "decode" else math.nan
+        if not 0 < share < 1:
+            raise InvalidInputError(f"bad engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    return PacedTiming(seconds, decode_share=share)
+
+
+def _number(text: str) -> float:
+    """A finite float, or NaN (which fails every range check)."""
     try:
-        seconds = float(spec[len(ENGINE_PREFIX) :])
+        value = float(text)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or not 0 < seconds <= 600:
-        raise InvalidInputError("paced:SECONDS needs 0 < SECONDS <= 600", param="engine")
-    return PacedTiming(seconds)
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def paced_info(name: str = "paced") -> ModelInfo:
