@@ -18,6 +18,7 @@ from helios_serve.errors import HeliosError, InvalidInputError
 if TYPE_CHECKING:
     from helios_serve.cluster.maintenance import Upkeep
     from helios_serve.core.protocols import Engine
+    from helios_serve.engine.child import StepHook
     from helios_serve.engine.loader import LoadedModel
 
 logger = logging.getLogger("helios_serve")
@@ -566,14 +567,17 @@ def _engine(args: argparse.Namespace) -> Engine:
         attention_backend=args.attention_backend,
         compile=args.compile,
         log_level=logging.DEBUG if args.verbose else logging.INFO,
+        step_hook=args.step_hook,
     )
     engine = ProcessEngine(spec, stall_timeout_s=args.engine_stall_timeout)
     engine.launch()
     return engine
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, step_hook: StepHook | None = None) -> int:
+    """`step_hook`: the engine process's fault-injection seam, for tests (`ChildSpec`)."""
     args = build_parser().parse_args(argv)
+    args.step_hook = step_hook
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

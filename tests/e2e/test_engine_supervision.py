@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 JOB = {
     "prompt": "a kite over a beach",
     "size": "256x128",
@@ -63,6 +65,19 @@ def restarts(server: LiveServer) -> str:
     return "\n".join(line for line in text.splitlines() if "engine_restarts_total{" in line)
 
 
+@dataclass
+class FaultyServer(LiveServer):
+    """A live server whose engine hangs while `hang_file` exists (`faulty_serve`)."""
+
+    hang_file: Path = Path("hang")
+
+    def argv(self) -> list[str]:
+        python, _, _, *args = super().argv()  # python -m helios_serve.cli serve ...
+        launch = f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+        launch += "from tests.e2e.faulty_serve import main; main()"
+        return [python, "-c", launch, str(self.hang_file), *args]
+
+
 @pytest.fixture
 def hang_file(tmp_path: Path) -> Path:
     return tmp_path / "hang"
@@ -70,12 +85,10 @@ def hang_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(tmp_path: Path, hang_file: Path) -> LiveServer:
-    os.environ["HELIOS_TEST_HANG_FILE"] = str(hang_file)
-    try:
-        live = LiveServer(tmp_path / "data", "tiny", "tiny", ["--engine-stall-timeout", "10"])
-        live.start()
-    finally:
-        del os.environ["HELIOS_TEST_HANG_FILE"]
+    live = FaultyServer(
+        tmp_path / "data", "tiny", "tiny", ["--engine-stall-timeout", "10"], hang_file=hang_file
+    )
+    live.start()
     yield live
     live.kill()
 

@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import functools
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,21 +22,37 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
-from helios_serve.core.protocols import Priority
 from helios_serve.core.types import StepProgress
+from helios_serve.engine.messages import (
+    Alive,
+    Call,
+    Cancel,
+    ClearImage,
+    Close,
+    Failure,
+    FromChild,
+    LoadFailed,
+    NextChunk,
+    Open,
+    Opened,
+    Operation,
+    Progress,
+    Ready,
+    Result,
+    SetImage,
+    SetPrompt,
+    SetSeed,
+    Stop,
+    ToChild,
+)
 from helios_serve.errors import HeliosError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
 
-HANG_FILE_ENV = "HELIOS_TEST_HANG_FILE"
-"""Test hook only: while the file this names exists, the engine blocks forever inside chunk 2
-or later of a stream, as a deadlock in native code would. The file holds how many hangs are
-left (empty: one); each hang counts one down and the last removes the file, so a restarted
-engine runs normally."""
-HANG_FROM_CHUNK = 2
 ALIVE_INTERVAL_S = 0.5
+StepHook = Callable[[StepProgress], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,10 @@ class ChildSpec:
     compile: bool = False
     log_level: int = logging.INFO
     extra_aliases: tuple[str, ...] = field(default_factory=tuple)
+    step_hook: StepHook | None = None
+    """A fault-injection seam for tests, None in production: runs in the engine process at
+    every denoising step, before the step is reported (a test blocks here to play a hang).
+    Pickled to the child, so a module-level function or an instance of a module-level class."""
 
 
 def _die_with_parent() -> None:
@@ -61,16 +80,6 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the closed pipe ends the process instead
-
-
-def _failure(exc: BaseException) -> tuple[str, str, str | None]:
-    """(code, message, param) of an error, as the parent re-raises it."""
-    if isinstance(exc, HeliosError):
-        return exc.code, exc.message, exc.param
-    name = type(exc).__name__
-    if "OutOfMemory" in name or isinstance(exc, MemoryError) or "out of memory" in str(exc):
-        return "out_of_memory", "the GPU ran out of memory", None
-    return "internal_error", f"{name} in the engine", None
 
 
 class _Server:
@@ -82,7 +91,7 @@ class _Server:
         self._cancelled: set[int] = set()
         self._next_stream = 1
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromChild) -> None:
         with self._send_lock:
             self._conn.send(message)
 
@@ -94,30 +103,31 @@ class _Server:
         try:
             loaded: LoadedModel = _load(self._spec)
         except HeliosError as exc:
-            self.send(("load_failed", exc.message))
+            self.send(LoadFailed(exc.message))
             return
         names = (loaded.name, *self._spec.extra_aliases)
         aliases = tuple(a for a in names if a != self._spec.served_name)
         self._model = loaded
         self._watch_long_calls(loaded.pipe)
-        self.send(("ready", describe(loaded, self._spec.served_name, aliases)))
+        self.send(Ready(describe(loaded, self._spec.served_name, aliases)))
         worker = EngineWorker(on_error=release_device_memory)
         while True:
             try:
-                message = self._conn.recv()
+                message: ToChild = self._conn.recv()
             except (EOFError, OSError):
                 break  # the parent is gone
-            kind = message[0]
-            if kind == "stop":
-                break
-            if kind == "cancel":
-                self._cancelled.add(message[1])
-                continue
-            _, call_id, op, args, priority = message
-            future: Future[Any] = worker.submit(
-                self._operation(call_id, op, args), Priority(priority)
-            )
-            future.add_done_callback(functools.partial(self._reply, call_id))
+            match message:
+                case Stop():
+                    break
+                case Cancel(call_id):
+                    self._cancelled.add(call_id)
+                case Call(call_id, operation, priority):
+                    future: Future[Any] = worker.submit(
+                        self._operation(call_id, operation), priority
+                    )
+                    future.add_done_callback(functools.partial(self._reply, call_id))
+                case _:
+                    assert_never(message)
         worker.stop(timeout=5)
 
     def _watch_long_calls(self, pipe: Any) -> None:
@@ -130,7 +140,7 @@ class _Server:
             if now - last[0] >= ALIVE_INTERVAL_S:
                 last[0] = now
                 with contextlib.suppress(OSError, EOFError):
-                    self.send(("alive", 0))
+                    self.send(Alive())
 
         parts = (getattr(pipe.vae, "decoder", None), getattr(pipe.vae, "encoder", None))
         for module in (*parts, getattr(pipe, "text_encoder", None)):
@@ -142,82 +152,68 @@ class _Server:
         exc = future.exception()
         try:
             if exc is None:
-                self.send(("result", call_id, future.result()))
+                self.send(Result(call_id, future.result()))
             else:
                 if not isinstance(exc, HeliosError):
                     logger.error("engine call %d failed", call_id, exc_info=exc)
-                self.send(("error", call_id, *_failure(exc)))
+                self.send(Failure.of(call_id, exc))
         except (OSError, EOFError):
             pass  # the parent is gone; the read loop ends too
 
-    def _operation(self, call_id: int, op: str, args: dict[str, Any]) -> Callable[[], Any]:
-        if op == "open":
-            return lambda: self._open(args)
-        if op == "close":
-            return lambda: self._close(args["stream"])
-        stream = self._streams.get(args["stream"])
+    def _operation(self, call_id: int, op: Operation) -> Callable[[], Any]:
+        if isinstance(op, Open):
+            return lambda: self._open(op)
+        if isinstance(op, Close):  # closing a stream already gone is no error
+            return lambda: self._close(op.stream)
+        stream = self._streams.get(op.stream)
         if stream is None:
             return _closed_stream
-        if op == "next_chunk":
-            return lambda: stream.next_chunk(
-                self._progress(call_id),
-                lambda: call_id in self._cancelled,
-                prefetch=args["prefetch"],
-                checkpoint=args["checkpoint"],
-            )
-        if op == "set_prompt":
-            return lambda: stream.set_prompt(args["prompt"], args["blend_chunks"])
-        if op == "set_image":
-            return lambda: stream.set_image(args["image"], restart=args["restart"])
-        if op == "clear_image":
-            return lambda: stream.clear_image()
-        if op == "set_seed":
-            return lambda: stream.set_seed(args["seed"])
-        raise ValueError(f"unknown engine operation {op!r}")
+        match op:
+            case NextChunk(_, prefetch, checkpoint):
+                return lambda: stream.next_chunk(
+                    self._progress(call_id),
+                    lambda: call_id in self._cancelled,
+                    prefetch=prefetch,
+                    checkpoint=checkpoint,
+                )
+            case SetPrompt(_, prompt, blend_chunks):
+                return lambda: stream.set_prompt(prompt, blend_chunks)
+            case SetImage(_, image, restart):
+                return lambda: stream.set_image(image, restart=restart)
+            case ClearImage():
+                return lambda: stream.clear_image()
+            case SetSeed(_, seed):
+                return lambda: stream.set_seed(seed)
+            case _:
+                assert_never(op)
 
-    def _open(self, args: dict[str, Any]) -> tuple[int, int]:
+    def _open(self, op: Open) -> Opened:
         from helios_serve.engine.state import StreamState
         from helios_serve.engine.streamer import ChunkStreamer
 
-        resume = args["resume"]
-        state = None if resume is None else StreamState.from_bytes(resume)
-        streamer = ChunkStreamer(self._model, args["request"], state=state)
+        state = None if op.resume is None else StreamState.from_bytes(op.resume)
+        streamer = ChunkStreamer(self._model, op.request, state=state)
         stream_id = self._next_stream
         self._next_stream += 1
         self._streams[stream_id] = streamer
-        return stream_id, streamer.chunk_index
+        return Opened(stream_id, streamer.chunk_index)
 
     def _close(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
 
     def _progress(self, call_id: int) -> Callable[[StepProgress], None]:
-        hang = os.environ.get(HANG_FILE_ENV)
+        hook = self._spec.step_hook
 
         def report(progress: StepProgress) -> None:
-            if hang and progress.chunk_index >= HANG_FROM_CHUNK and _take(Path(hang)):
-                logger.warning("test hook %s: blocking the engine inside a chunk", HANG_FILE_ENV)
-                threading.Event().wait()  # as a deadlock in native code would
-            self.send(("progress", call_id, progress))
+            if hook is not None:
+                hook(progress)
+            self.send(Progress(call_id, progress))
 
         return report
 
 
 def _closed_stream() -> None:
     raise StreamCancelledError("this stream is closed")
-
-
-def _take(path: Path) -> bool:
-    """Count one hang down from the file (see `HANG_FILE_ENV`); False when none is left."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return False
-    left = int(text) if text.isdigit() else 1
-    if left > 1:
-        path.write_text(str(left - 1))
-    else:
-        path.unlink(missing_ok=True)
-    return True
 
 
 def _load(spec: ChildSpec) -> Any:

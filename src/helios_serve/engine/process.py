@@ -18,25 +18,34 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
-from helios_serve.core.settings import steps_in_chunk
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import ChunkResult, StepProgress
-from helios_serve.engine.child import ChildSpec, main
-from helios_serve.errors import (
-    CheckpointError,
-    EngineFailedError,
-    EngineRestartedError,
-    InvalidInputError,
-    StreamCancelledError,
+from helios_serve.engine.child import ChildSpec
+from helios_serve.engine.messages import (
+    Alive,
+    Call,
+    Cancel,
+    Failure,
+    FromChild,
+    LoadFailed,
+    Open,
+    Opened,
+    Operation,
+    Progress,
+    Ready,
+    Result,
+    Stop,
+    ToChild,
 )
+from helios_serve.engine.process_stream import ProcessStream
+from helios_serve.engine.spawn import EngineChild, spawn_child
+from helios_serve.errors import EngineRestartedError
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +62,6 @@ class _Call:
     cancel_sent: bool = False
 
 
-class _Child:
-    """One engine process and the pipe to it."""
-
-    def __init__(self, spec: ChildSpec) -> None:
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA
-        self.conn, child_end = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=main, args=(child_end, spec), name="helios-engine")
-        self.process.start()
-        child_end.close()
-
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=10)
-        self.conn.close()
-
-
 class ProcessEngine:
     """Serves one checkpoint from a supervised child process; restarts it when it fails."""
 
@@ -83,7 +75,7 @@ class ProcessEngine:
         self._spec = spec
         self._stall_timeout_s = stall_timeout_s
         self._info: ModelInfo | None = None
-        self._child: _Child | None = None
+        self._child: EngineChild | None = None
         self._generation = 0
         self._calls: dict[int, _Call] = {}
         self._ids = itertools.count(1)
@@ -102,7 +94,7 @@ class ProcessEngine:
         """Start the engine process and wait for its model (blocking: before the server
         runs, so the app is built around the model's `ModelInfo`); `CheckpointError` if the
         model cannot be loaded."""
-        self._child, self._info = _spawn(self._spec)
+        self._child, self._info = spawn_child(self._spec)
         return self._info
 
     async def start(self) -> None:
@@ -113,7 +105,7 @@ class ProcessEngine:
         self._adopt(self._child)
         self._watcher = asyncio.create_task(self._watch(), name="helios-engine-watch")
 
-    def _adopt(self, child: _Child) -> None:
+    def _adopt(self, child: EngineChild) -> None:
         self._child = child
         self._generation += 1
         self._last_activity = time.monotonic()
@@ -149,7 +141,7 @@ class ProcessEngine:
         self._fail_all(EngineRestartedError("the server is stopping"))
         if child is not None:
             with contextlib.suppress(OSError, EOFError):
-                child.conn.send(("stop",))
+                child.send(Stop())
             await asyncio.to_thread(child.process.join, 10)
             child.kill()
 
@@ -160,14 +152,12 @@ class ProcessEngine:
     ) -> ProcessStream:
         await self._ready.wait()
         generation = self._generation
-        args = {"request": request, "resume": resume}
-        stream_id, index = await self.call("open", args, priority)
-        return ProcessStream(self, generation, stream_id, index, request, priority)
+        opened: Opened = await self.call(Open(request, resume), priority)
+        return ProcessStream(self, generation, opened.stream, opened.chunk_index, request, priority)
 
     async def call(
         self,
-        op: str,
-        args: dict[str, Any],
+        op: Operation,
         priority: Priority,
         *,
         generation: int | None = None,
@@ -185,7 +175,7 @@ class ProcessEngine:
             self._last_activity = time.monotonic()
         self._calls[call_id] = _Call(future, on_progress, should_cancel)
         try:
-            self._child.conn.send(("call", call_id, op, args, int(priority)))
+            self._child.send(Call(call_id, op, priority))
         except (OSError, EOFError, ValueError):
             self._calls.pop(call_id, None)
             self._schedule_restart("the engine process is gone")
@@ -197,31 +187,38 @@ class ProcessEngine:
 
     # -- the reader thread --------------------------------------------------------------------
 
-    def _read(self, child: _Child, generation: int) -> None:
+    def _read(self, child: EngineChild, generation: int) -> None:
         while True:
             try:
-                message = child.conn.recv()
+                message = child.recv()
             except (EOFError, OSError):
                 break
-            kind, call_id = message[0], message[1]
             self._last_activity = time.monotonic()  # any message: the engine is making progress
-            call = self._calls.get(call_id)
-            if call is None:
-                continue
-            if kind == "progress":
+            self._dispatch(message)
+        if not self._closed and generation == self._generation:
+            self._schedule_restart("the engine process exited")
+
+    def _dispatch(self, message: FromChild) -> None:
+        """One message from the child, on the reader thread."""
+        match message:
+            case Progress(call_id, progress):
+                call = self._calls.get(call_id)
+                if call is None:
+                    return
                 if call.on_progress is not None:
-                    progress: StepProgress = message[2]
                     call.on_progress(progress)
                 if call.should_cancel is not None and not call.cancel_sent:
                     # asked at every step, not only by the watcher's poll: a session that
                     # dropped this chunk waits for the engine to let go of it
                     self._on_loop(self._check_cancel, call_id)
-            elif kind == "result":
-                self._resolve(call.future, message[2], None)
-            elif kind == "error":
-                self._resolve(call.future, None, _rebuild(*message[2:]))
-        if not self._closed and generation == self._generation:
-            self._schedule_restart("the engine process exited")
+            case Result(call_id, value):
+                self._settle(call_id, value, None)
+            case Failure():
+                self._settle(message.call_id, None, message.error())
+            case Alive() | Ready() | LoadFailed():
+                pass  # proof of life only (the first two come before the reader starts)
+            case _:
+                assert_never(message)
 
     def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
@@ -233,9 +230,14 @@ class ProcessEngine:
             return
         if call.should_cancel():
             call.cancel_sent = True
-            self._send(("cancel", call_id))
+            self._send(Cancel(call_id))
 
-    def _resolve(self, future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    def _settle(self, call_id: int, value: Any, exc: BaseException | None) -> None:
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        future = call.future
+
         def settle() -> None:
             if future.done():
                 return
@@ -262,12 +264,12 @@ class ProcessEngine:
             for call_id in list(self._calls):
                 self._check_cancel(call_id)
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, message: ToChild) -> None:
         child = self._child
         if child is None:
             return
         try:
-            child.conn.send(message)
+            child.send(message)
         except (OSError, EOFError, ValueError):
             self._schedule_restart("the engine process is gone")
 
@@ -288,13 +290,13 @@ class ProcessEngine:
         self._fail_all(EngineRestartedError(f"the engine was restarted ({reason})"))
         self._restarting = asyncio.create_task(self._restart(child), name="helios-engine-restart")
 
-    async def _restart(self, old: _Child | None) -> None:
+    async def _restart(self, old: EngineChild | None) -> None:
         if old is not None:
             await asyncio.to_thread(old.kill)
         delay = 1.0
         while not self._closed:
             try:
-                child, _ = await asyncio.to_thread(_spawn, self._spec)
+                child, _ = await asyncio.to_thread(spawn_child, self._spec)
                 self._adopt(child)
                 logger.info("engine process restarted")
                 return
@@ -307,105 +309,3 @@ class ProcessEngine:
         for call in list(self._calls.values()):
             if not call.future.done():
                 call.future.set_exception(exc)
-
-
-def _spawn(spec: ChildSpec) -> tuple[_Child, ModelInfo]:
-    """A new engine process with its model loaded (blocking)."""
-    child = _Child(spec)
-    message = _first_message(child)
-    if message[0] != "ready":
-        child.kill()
-        raise CheckpointError(str(message[1]))
-    info: ModelInfo = message[1]
-    return child, info
-
-
-def _first_message(child: _Child) -> tuple[Any, ...]:
-    """Wait for the child's `ready` (or `load_failed`); an exit before it is a failure too."""
-    while True:
-        if child.conn.poll(0.5):
-            try:
-                message: tuple[Any, ...] = child.conn.recv()
-            except (EOFError, OSError):
-                return ("load_failed", f"the engine process exited ({child.process.exitcode})")
-            return message
-        if not child.process.is_alive():
-            return ("load_failed", f"the engine process exited ({child.process.exitcode})")
-
-
-def _rebuild(code: str, message: str, param: str | None) -> BaseException:
-    """The parent-side error for one raised in the engine process."""
-    if code == StreamCancelledError.code:
-        return StreamCancelledError(message, param=param)
-    if code == InvalidInputError.code:
-        return InvalidInputError(message, param=param)
-    return EngineFailedError(message, code=code, param=param)
-
-
-class ProcessStream:
-    """A `Stream` whose operations run in the engine process."""
-
-    def __init__(
-        self,
-        engine: ProcessEngine,
-        generation: int,
-        stream_id: int,
-        chunk_index: int,
-        request: StreamRequest,
-        priority: Priority,
-    ) -> None:
-        self._engine = engine
-        self._generation = generation
-        self._id = stream_id
-        self._index = chunk_index
-        self._settings = request.settings
-        self._priority = priority
-
-    @property
-    def chunk_index(self) -> int:
-        return self._index
-
-    def steps_in_chunk(self, index: int) -> int:
-        return steps_in_chunk(self._engine.info.variant, self._settings, index)
-
-    async def _call(self, op: str, **args: Any) -> Any:
-        return await self._engine.call(
-            op, {"stream": self._id, **args}, self._priority, generation=self._generation
-        )
-
-    async def next_chunk(
-        self,
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-        *,
-        prefetch: bool = False,
-        checkpoint: bool = False,
-    ) -> ChunkResult:
-        if should_cancel is not None and should_cancel():
-            raise StreamCancelledError("cancelled before the chunk started")
-        result: ChunkResult = await self._engine.call(
-            "next_chunk",
-            {"stream": self._id, "prefetch": prefetch, "checkpoint": checkpoint},
-            self._priority,
-            generation=self._generation,
-            on_progress=on_progress,
-            should_cancel=should_cancel,
-        )
-        self._index = result.index + 1
-        return result
-
-    async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:
-        await self._call("set_prompt", prompt=prompt, blend_chunks=blend_chunks)
-
-    async def set_image(self, image: Any, restart: bool = False) -> None:
-        await self._call("set_image", image=image, restart=restart)
-
-    async def clear_image(self) -> None:
-        await self._call("clear_image")
-
-    async def set_seed(self, seed: int) -> None:
-        await self._call("set_seed", seed=seed)
-
-    async def close(self) -> None:
-        with contextlib.suppress(EngineRestartedError):  # its process is gone already
-            await self._call("close")
