@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from helios_serve.core.types import Variant
+from helios_serve.engine import compact_dit
+from helios_serve.engine.precision import Precision, check_fast_supported, probe_fp8, quantize_fp8
 from helios_serve.engine.tiny import (
     TINY_MAX_SEQUENCE_LENGTH,
     TINY_MODEL_NAMES,
     ensure_tiny_checkpoint,
 )
+from helios_serve.engine.vae_decode import DecodeOptions, VaeDecoder, raise_recompile_limit
 from helios_serve.engine.variant import detect_variant
 from helios_serve.errors import CheckpointError
 
@@ -41,6 +44,13 @@ class LoadOptions:
     vae_dtype: torch.dtype | None = None
     attention_backend: str = "native"
     compile: bool = False
+    """torch.compile the transformer blocks (regional compilation)."""
+    precision: Precision = Precision.EXACT
+    """`fast`: FP8 linear layers in the transformer blocks (engine/precision.py)."""
+    fp8_edge_blocks: int = 0
+    """Fast mode: the first and last this many blocks stay bf16."""
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    """How the VAE decodes (engine/vae_decode.py); `decode.compile` compiles the decoder."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class LoadedModel:
     variant: Variant
     device: torch.device
     is_tiny: bool
+    vae_decoder: VaeDecoder | None = None
+    """The decoder streams share (its layout and compiled code); None: a default one each."""
+    precision: Precision = Precision.EXACT
 
     @property
     def default_max_sequence_length(self) -> int:
@@ -142,6 +155,8 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
     path, is_tiny = resolve_checkpoint(model, data_dir)
     variant = validate_checkpoint(path)
     device = _pick_device(options.device)
+    if options.precision is Precision.FAST:
+        check_fast_supported(device)  # before gigabytes of weights load
     on_gpu = device.type == "cuda"
     model_dtype = options.transformer_dtype or (torch.bfloat16 if on_gpu else torch.float32)
     vae_dtype = options.vae_dtype or torch.float32
@@ -149,8 +164,7 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     _apply_attention_backend(pipe.transformer, options.attention_backend)
-    if options.compile:
-        pipe.transformer.compile_repeated_blocks(fullgraph=True)
+    prepare_transformer(pipe.transformer, options)
     if is_tiny:
         logger.warning("serving the tiny random checkpoint %s: its output is noise", path)
     logger.info(
@@ -162,8 +176,29 @@ def load_model(model: str, data_dir: Path, options: LoadOptions | None = None) -
         vae_dtype,
     )
     return LoadedModel(
-        pipe=pipe, name=model, path=path, variant=variant, device=device, is_tiny=is_tiny
+        pipe=pipe,
+        name=model,
+        path=path,
+        variant=variant,
+        device=device,
+        is_tiny=is_tiny,
+        vae_decoder=VaeDecoder(pipe.vae, options.decode),
+        precision=options.precision,
     )
+
+
+def prepare_transformer(transformer: Any, options: LoadOptions) -> None:
+    """The engine's forward (compact modulation, text K/V per prompt), then FP8 in fast mode,
+    then regional compilation, in that order (compile last sees the final modules)."""
+    compact_dit.install(transformer)
+    if options.precision is Precision.FAST:
+        device = next(transformer.parameters()).device
+        probe_fp8(device)
+        layers = quantize_fp8(transformer, options.fp8_edge_blocks)
+        logger.info("fast mode: %d linear layers in FP8 (e4m3, row-wise)", len(layers))
+    if options.compile:
+        raise_recompile_limit()  # one graph per pyramid stage shape and per path
+        transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
 
 
 def _from_pretrained(

@@ -33,6 +33,7 @@ from helios_serve.core.types import (
     StepProgress,
     Variant,
 )
+from helios_serve.engine import compact_dit
 from helios_serve.engine import conditioning as cond
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.sampling import (
@@ -44,6 +45,7 @@ from helios_serve.engine.sampling import (
     sample_pyramid,
 )
 from helios_serve.engine.state import BlendState, StreamIdentity, StreamState
+from helios_serve.engine.vae_decode import ChunkDecoder, VaeDecoder, quantize_uint8, to_uint8
 from helios_serve.errors import InvalidInputError, StreamCancelledError
 
 logger = logging.getLogger(__name__)
@@ -105,10 +107,11 @@ class ChunkStreamer:
         request: StreamRequest,
         prompt_encoder: cond.PromptEncoding | None = None,
         state: StreamState | None = None,
+        decoder: ChunkDecoder | None = None,
     ) -> None:
         """A new stream for `request`, or, with `state`, the stream that state was saved from
         (the request's size and settings must match it; its prompt, seed, image and video are
-        then already in the state)."""
+        then already in the state). `decoder`: how chunks decode (default: the model's)."""
         validate_request(request)
         self.model = model
         self.request = request
@@ -136,6 +139,9 @@ class ChunkStreamer:
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
         self._denoiser = Denoiser(pipe.transformer, self.settings)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
+        self.decoder = decoder or ChunkDecoder(
+            model.vae_decoder or VaeDecoder(pipe.vae), self._stats
+        )
         self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
             pipe, self._device
         )
@@ -408,6 +414,16 @@ class ChunkStreamer:
             (1, channels, LATENT_FRAMES_PER_CHUNK, *self._latent_hw), self._generator, self._device
         )
         patch = tuple(self._pipe.transformer.config.patch_size)
+        with compact_dit.engaged(self._pipe.transformer):  # the engine's forward, not diffusers'
+            return self._sample(noise, inputs, patch, on_step)
+
+    def _sample(
+        self,
+        noise: torch.Tensor,
+        inputs: ChunkInputs,
+        patch: tuple[int, ...],
+        on_step: Callable[[int, int, int], None],
+    ) -> torch.Tensor:
         if not self._pyramid:
             return sample_base(
                 self._denoiser, self._scheduler, noise, inputs, self._generator, patch, on_step
@@ -433,10 +449,7 @@ class ChunkStreamer:
 
     def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE-decode one chunk's latents: (1, 3, T, H, W) in [-1, 1], in the VAE's dtype."""
-        vae = self._pipe.vae
-        scaled = latents.to(vae.dtype) / self._stats.std_inv + self._stats.mean
-        video: torch.Tensor = vae.decode(scaled, return_dict=False)[0]
-        return video
+        return self.decoder.video(latents)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> npt.NDArray[np.float32]:
@@ -465,17 +478,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return float(torch.cuda.max_memory_allocated(device)) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-def to_uint8(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """[0, 1] floats to uint8 with rounding (diffusers' export truncates; rounding is closer)."""
-    out: npt.NDArray[np.uint8] = np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
-    return out
-
-
-def quantize_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """`to_uint8` in torch, bit for bit: float32 multiply, round half to even, clamp."""
-    return torch.round(frames.float() * 255.0).clamp_(0, 255).to(torch.uint8)
 
 
 def trimmed_frame_count(total_frames: int, temporal_factor: int = 4) -> int:
