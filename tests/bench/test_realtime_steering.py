@@ -11,6 +11,7 @@ import pytest
 from helios_serve.bench.realtime import main
 from helios_serve.bench.realtime_analysis import ReceivedFrame
 from helios_serve.bench.realtime_client import Event
+from helios_serve.bench.realtime_playback import playback
 from helios_serve.bench.realtime_steering import SentCommand, SteeringRun, analyse, stalls
 from helios_serve.core.framecode import FrameCode, prompt_tag
 
@@ -33,6 +34,24 @@ def test_repeated_codes_are_stalls_and_the_placeholder_is_not() -> None:
     lossy = [f for f in frames_of(codes) if f.tick != 40]
     assert [s.ticks for s in stalls(lossy)] == [4]
     assert stalls(frames_of(chunk(0, "a") + chunk(1, "a"))) == []
+
+
+def test_effective_rate_and_frozen_time_from_arrivals() -> None:
+    codes = chunk(0, "a")
+    steady = [ReceivedFrame(i / 24, i, 0.0, c) for i, c in enumerate(codes)]
+    assert playback(steady, FPS) == {
+        "effective_fps": pytest.approx(24.0), "frozen_s": 0.0, "frozen_share": 0.0, "freezes": 0
+    }  # fmt: skip
+    slower = [ReceivedFrame(i / 16, i, 0.0, c) for i, c in enumerate(codes)]  # played slower
+    assert playback(slower, FPS)["effective_fps"] == pytest.approx(16.0)
+    assert playback(slower, FPS)["freezes"] == 0
+    # the same frame sent again for half a second (repeats), then the next chunk
+    held = steady + [ReceivedFrame(33 / 24 + i / 24, 33 + i, 0.0, codes[-1]) for i in range(12)]
+    held += [ReceivedFrame(45 / 24 + i / 24, 45 + i, 0.0, c) for i, c in enumerate(chunk(1, "a"))]
+    report = playback(held, FPS)
+    assert report["freezes"] == 1
+    assert report["frozen_s"] == pytest.approx(12 / 24, abs=1e-3)  # 13 intervals, one normal
+    assert report["frozen_share"] == pytest.approx(0.5 / (77 / 24), abs=1e-3)
 
 
 def test_latency_wasted_chunks_and_event_offsets() -> None:
