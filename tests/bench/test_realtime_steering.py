@@ -36,22 +36,34 @@ def test_repeated_codes_are_stalls_and_the_placeholder_is_not() -> None:
     assert stalls(frames_of(chunk(0, "a") + chunk(1, "a"))) == []
 
 
-def test_effective_rate_and_frozen_time_from_arrivals() -> None:
+def test_effective_rate_and_frozen_time_as_played_and_as_arrived() -> None:
     codes = chunk(0, "a")
-    steady = [ReceivedFrame(i / 24, i, 0.0, c) for i, c in enumerate(codes)]
-    assert playback(steady, FPS) == {
-        "effective_fps": pytest.approx(24.0), "frozen_s": 0.0, "frozen_share": 0.0, "freezes": 0
-    }  # fmt: skip
-    slower = [ReceivedFrame(i / 16, i, 0.0, c) for i, c in enumerate(codes)]  # played slower
-    assert playback(slower, FPS)["effective_fps"] == pytest.approx(16.0)
-    assert playback(slower, FPS)["freezes"] == 0
+
+    def at(times: list[float], pts: list[float] | None = None) -> list[ReceivedFrame]:
+        return [
+            ReceivedFrame(t, i, 0.0, c, None if pts is None else pts[i])
+            for i, (t, c) in enumerate(zip(times, codes, strict=False))
+        ]
+
+    steady = playback(at([i / 24 for i in range(33)]), FPS)
+    assert steady["effective_fps"] == pytest.approx(24.0)
+    assert (steady["frozen_s"], steady["freezes"]) == (0.0, 0)
+    slower = playback(at([i / 16 for i in range(33)]), FPS)  # played slower: no freeze
+    assert slower["effective_fps"] == pytest.approx(16.0)
+    assert slower["freezes"] == 0
     # the same frame sent again for half a second (repeats), then the next chunk
-    held = steady + [ReceivedFrame(33 / 24 + i / 24, 33 + i, 0.0, codes[-1]) for i in range(12)]
+    held = at([i / 24 for i in range(33)])
+    held += [ReceivedFrame(33 / 24 + i / 24, 33 + i, 0.0, codes[-1]) for i in range(12)]
     held += [ReceivedFrame(45 / 24 + i / 24, 45 + i, 0.0, c) for i, c in enumerate(chunk(1, "a"))]
     report = playback(held, FPS)
     assert report["freezes"] == 1
     assert report["frozen_s"] == pytest.approx(12 / 24, abs=1e-3)  # 13 intervals, one normal
     assert report["frozen_share"] == pytest.approx(0.5 / (77 / 24), abs=1e-3)
+    # played evenly (pts), but the client got them in bursts: frozen only on arrival
+    bursts = [(i // 8) * 8 / 24 for i in range(33)]
+    jittered = playback(at(bursts, [i / 24 for i in range(33)]), FPS)
+    assert (jittered["freezes"], jittered["effective_fps"]) == (0, pytest.approx(24.0))
+    assert jittered["arrival"]["freezes"] == 4
 
 
 def test_latency_wasted_chunks_and_event_offsets() -> None:

@@ -55,6 +55,9 @@ class ReceivedFrame:
     """Mean absolute luma change from the previous received frame (grey levels; 0 for the first)."""
     code: FrameCode | None = None
     """What the frame says it is, when the server paints frame codes (the paced test engine)."""
+    pts_s: float | None = None
+    """Its presentation time (seconds since the first received frame): when a player with a
+    jitter buffer shows it, whatever the transport did to its arrival."""
 
 
 @dataclass(frozen=True)

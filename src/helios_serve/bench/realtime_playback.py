@@ -45,23 +45,31 @@ FROZEN_S = 0.1
 
 
 def playback(frames: Sequence[ReceivedFrame], fps: float) -> dict[str, Any]:
-    """How the picture moved over `frames`: new frames per second (the effective playback
-    rate, from arrivals) and the share of the time on a frozen frame (a new frame later than
-    `FROZEN_S` after the one before: the time past one nominal frame interval counts)."""
+    """How the picture moved over `frames`, as a player shows it (by presentation time): new
+    frames per second (the effective playback rate) and the time on a frozen frame (a new frame
+    more than `FROZEN_S` after the one before: the time past one nominal frame interval counts),
+    alone and as a share of the span; `arrival`: the same by arrival time at the client (what
+    the transport and the client's own load add)."""
     new = [
         f
         for i, f in enumerate(frames)
         if f.code is not None and (i == 0 or f.code != frames[i - 1].code)
     ]
-    if len(new) < 2:
+    by_pts = _moves([f.pts_s for f in new], fps) if all(f.pts_s is not None for f in new) else {}
+    by_arrival = _moves([f.t for f in new], fps)
+    return (by_pts or by_arrival) | {"arrival": by_arrival}
+
+
+def _moves(times: Sequence[float | None], fps: float) -> dict[str, Any]:
+    ts = [t for t in times if t is not None]
+    if len(ts) < 2 or ts[-1] <= ts[0]:
         return {"effective_fps": None, "frozen_s": 0.0, "frozen_share": None, "freezes": 0}
-    span = new[-1].t - new[0].t
-    gaps = [b.t - a.t for a, b in itertools.pairwise(new)]
-    frozen = [g - 1 / fps for g in gaps if g > FROZEN_S]
+    span = ts[-1] - ts[0]
+    frozen = [b - a - 1 / fps for a, b in itertools.pairwise(ts) if b - a > FROZEN_S]
     return {
-        "effective_fps": round((len(new) - 1) / span, 3) if span > 0 else None,
+        "effective_fps": round((len(ts) - 1) / span, 3),
         "frozen_s": round(sum(frozen), 3),
-        "frozen_share": round(sum(frozen) / span, 4) if span > 0 else None,
+        "frozen_share": round(sum(frozen) / span, 4),
         "freezes": len(frozen),
     }
 
@@ -77,7 +85,11 @@ def stall_summary(found: Sequence[Stall], fps: float) -> dict[str, Any]:
 def playback_text(p: dict[str, Any] | None) -> str:
     if not p or p.get("effective_fps") is None:
         return "n/a"
-    return (
+    text = (
         f"{p['effective_fps']:.1f} fps effective, frozen {p['frozen_s']:.3f} s "
         f"({100 * (p['frozen_share'] or 0):.1f} %, {p['freezes']} freezes)"
     )
+    arrival = p.get("arrival")
+    if arrival and arrival.get("effective_fps") is not None:
+        text += f"; by arrival: frozen {arrival['frozen_s']:.3f} s, {arrival['freezes']} freezes"
+    return text

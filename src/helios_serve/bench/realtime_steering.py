@@ -285,12 +285,14 @@ STEERING_NOTES = {
     "index, prompt tag) never appeared on screen, over all chunk_complete events; a chunk "
     "abandoned mid-generation sends no chunk_complete, so server_reported (the session's "
     "counters in its last 'state', when the server keeps them) has the engine time too",
-    "playback": "effective_fps: new frames (a code unlike the frame before) per second of "
-    "arrival over the phase; frozen_s / frozen_share: for each new frame that came more than "
+    "playback": "by presentation time (the frames' pts: when a player with a jitter buffer "
+    "shows them): effective_fps: new frames (a code unlike the frame before) per second over "
+    "the phase; frozen_s / frozen_share: for each new frame more than "
     f"{FROZEN_S:g} s after the one before (a picture moving at under {1 / FROZEN_S:g} fps), the "
     "time past one nominal frame interval, summed, and over the phase's span; freezes: how "
-    "many; server_playback: the session's last 'state'.playback (the rate it played at, when "
-    "the server reports one)",
+    "many; arrival: the same by arrival time at the client (transport and the client's own "
+    "load included); server_playback: the session's last 'state'.playback (the rate it played "
+    "at, when the server reports one)",
     "chunk_shown_vs_pixels_ms": "first arrival of a chunk's frames minus the arrival of the "
     "server's chunk_shown event for it (when the server sends one): how well the event marks "
     "the moment the chunk reaches the screen",
