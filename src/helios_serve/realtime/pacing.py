@@ -24,7 +24,8 @@ GAIN = 1 / 8
 DEVIATION_GAIN = 1 / 4
 DEVIATIONS = 4
 FORECAST_DEVIATIONS = 2
-"""Forecasts of when frames arrive (what playback slows for) take less caution than the lead."""
+"""Forecasts of when frames arrive (what playback slows for) take less caution than the lead:
+two deviations of what was seen, none assumed."""
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Estimate:
 
     mean: float | None = None
     deviation: float = 0.0
+    """Mean deviation, first taken as half the first value (RFC 6298: cautious at first)."""
+    spread: float = 0.0
+    """Mean deviation as seen, from 0 (what forecasts take: they should not guess high)."""
 
     def observe(self, value: float) -> None:
         if self.mean is None:
@@ -40,10 +44,15 @@ class Estimate:
             return
         error = value - self.mean
         self.deviation += DEVIATION_GAIN * (abs(error) - self.deviation)
+        self.spread += DEVIATION_GAIN * (abs(error) - self.spread)
         self.mean += GAIN * error
 
     def cautious(self, deviations: float) -> float | None:
         return None if self.mean is None else self.mean + deviations * self.deviation
+
+    def expected(self) -> float | None:
+        """As forecasts take it: the mean plus `FORECAST_DEVIATIONS` of the spread seen."""
+        return None if self.mean is None else self.mean + FORECAST_DEVIATIONS * self.spread
 
 
 @dataclass
@@ -100,15 +109,15 @@ class ChunkTimer:
 
     def expect_first(self, steps: int) -> float | None:
         """Seconds from asking for a chunk to its first frames, as forecasts take it."""
-        first = self.first.cautious(FORECAST_DEVIATIONS)
+        first = self.first.expected()
         return None if first is None else first * steps
 
     def expect_whole(self, steps: int) -> float | None:
-        whole = self.whole.cautious(FORECAST_DEVIATIONS)
+        whole = self.whole.expected()
         return None if whole is None else whole * steps
 
     def expect_group(self) -> float:
-        return self.group.cautious(FORECAST_DEVIATIONS) or 0.0
+        return self.group.expected() or 0.0
 
 
 async def until_due(
