@@ -28,7 +28,7 @@ from typing import Any
 
 from helios_serve.cluster.maintenance import Upkeep
 from helios_serve.cluster.worker import WorkerOptions, serve_worker
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import ChunkResult, StepProgress
@@ -69,6 +69,7 @@ class TimedStream(FakeStream):
         *,
         prefetch: bool = False,
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
         # the first step starts now (the fake's steps report after their sleep)
         self._timeline.first_step.setdefault(self._name, time.monotonic())
@@ -79,7 +80,7 @@ class TimedStream(FakeStream):
                 on_progress(progress)
 
         return await super().next_chunk(
-            step, should_cancel, prefetch=prefetch, checkpoint=checkpoint
+            step, should_cancel, prefetch=prefetch, checkpoint=checkpoint, on_frames=on_frames
         )
 
 

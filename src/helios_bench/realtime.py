@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from .realtime_analysis import (
+    VIDEO_CLOCK_RATE,
     ChunkDone,
     ChunkPlayback,
     ReceivedFrame,
     calibrate_bias,
     chunk_playback,
+    tick_of,
 )
 from .realtime_client import (
     CLIENTS,
@@ -63,6 +65,8 @@ from .realtime_steering import (
 
 __all__ = ["add_realtime_arguments", "main", "register_realtime", "run_realtime"]
 
+PIN_EMISSION_RATE = 240.0
+"""`extra_args.playback_fps` that pins a session at the server's emission rate (it caps it)."""
 PROMPT = (
     "A lighthouse on a rocky coast at dusk, warm light in its lantern, waves breaking on the "
     "rocks below, gulls circling, wide establishing shot from the sea."
@@ -135,6 +139,13 @@ def add_realtime_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["low", "balanced", "smooth"],
         default=None,
         help="steering: the session's extra_args.latency (default: the server's default)",
+    )
+    a(
+        "--playback-fps",
+        type=float,
+        default=None,
+        help="pin the session's playback rate (extra_args.playback_fps; default: it follows "
+        "the engine)",
     )
     a(
         "--timeout",
@@ -241,6 +252,11 @@ async def _measure(
     steering = _steering(args)
     client = RealtimeClient(url, time.perf_counter(), args.timeout, args.client, steering)
     size = {"width": args.width, "height": args.height} if args.width is not None else None
+    # Without frame codes, frames are told apart by their ticks: played at a fixed rate (a pin
+    # above the emission rate plays at the emission rate) unless asked otherwise.
+    fps = args.playback_fps if args.playback_fps is not None or steering else PIN_EMISSION_RATE
+    pin = {"playback_fps": fps} if fps is not None else {}
+    size = (dict(size or {}) | pin) or None
     if steering:
         extra = dict(size or {}) | ({"latency": args.latency} if args.latency else {})
         try:
@@ -334,12 +350,18 @@ def _chunks(client: RealtimeClient, last: int) -> list[ChunkDone]:
     missing = [i for i in range(last + 1) if i not in by_index]
     if missing:
         raise RealtimeBenchError(f"no chunk_complete for chunks {missing}")
+    shown = {
+        int(e.data["chunk_index"]): e.data["pts"]
+        for e in client.log.events
+        if e.type == "chunk_shown" and isinstance(e.data.get("pts"), int | float)
+    }
     return [
         ChunkDone(
             i,
             by_index[i].t,
             int(by_index[i].data.get("frames_emitted", 33)),
             str(by_index[i].data.get("active_prompt")),
+            tick_of(int(shown[i]), 1 / VIDEO_CLOCK_RATE, client.fps) if i in shown else None,
         )
         for i in range(last + 1)
     ]
@@ -380,6 +402,7 @@ def build_steering_report(
         **run_fields(args, data.server, run.session, data.client, data.server_start_s, load_before),
         "engine": args.engine,
         "latency": args.latency,
+        "playback_fps": args.playback_fps,
         "size": {"width": width, "height": height, "requested": args.width is not None},
         "emission_fps": run.fps,
         "emission_fps_requested": args.emission_fps,
@@ -402,7 +425,8 @@ def format_steering_table(report: dict[str, Any]) -> str:
         f"helios bench-realtime  {report['device']}",
         f"model {report['model']} (engine {report['engine']})  size {size['width']}x"
         f"{size['height']}  emission_fps {report['emission_fps']:g}  latency "
-        f"{report['latency'] or 'server default'}  load average before: "
+        f"{report['latency'] or 'server default'}  playback "
+        f"{report.get('playback_fps') or 'follows the engine'}  load average before: "
         f"{report['load_average']['before']}",
         f"client {report['client']['generation']}",
         "",

@@ -1,20 +1,23 @@
 """Pure analysis of a `helios bench-realtime` run: which received frames are which chunk's.
 
 How the server's `PacedVideoTrack` behaves (``realtime/reactor/track.py``): every tick of its clock
-(1/emission_fps) it pops one frame from the buffer, or repeats the last one when the buffer is
-empty, and stamps it with ``pts = round(count * 90000 / fps)`` where ``count`` advances on *every*
-tick, repeats included. aiortc's receiver rebases the RTP timestamp to 0 at the first received
-frame, so ``tick = round(pts_seconds * fps)`` counts the server's ticks since the first frame we
-saw, and a missing tick is a frame lost in transport.
+it pops one frame from the buffer, or repeats the last one when the buffer is empty, and stamps
+it with the time it goes out on a 90 kHz clock. The bench pins the session's rate at the
+emission rate (`extra_args.playback_fps`), so ticks are 1/emission_fps apart; aiortc's receiver
+rebases the RTP timestamp to 0 at the first received frame, so ``tick = round(pts_seconds *
+fps)`` counts the server's ticks since the first frame we saw, and a missing tick is a frame
+lost in transport.
 
-Chunks are appended to the buffer whole, and ``chunk_complete`` is emitted right after the append
-with no ``await`` in between. So the buffer can only run dry *between* chunks: chunk K+1 either
-starts exactly ``frames(K)`` ticks after chunk K did (it was already queued), or, after a stall of
-repeated frames, at the first tick scheduled after its ``chunk_complete`` left the server. The
-tick schedule in client time is ``offset + tick / fps``, where ``offset`` is the smallest
-``arrival - tick / fps`` of the run (the frame that was least late). Comparing pixels does not
-work in general: the tiny model's late frames in a chunk differ by ~0.01 grey levels after VP8,
-as little as a repeated frame's codec refinement does.
+When the server sends ``chunk_shown`` with the pts of each chunk's first frame (this server
+does), that tick is where the chunk starts: exact. Otherwise (older servers), the rule below:
+chunks were appended to the buffer whole, and ``chunk_complete`` was emitted right after the
+append with no ``await`` in between. So the buffer could only run dry *between* chunks: chunk K+1
+either starts exactly ``frames(K)`` ticks after chunk K did (it was already queued), or, after a
+stall of repeated frames, at the first tick scheduled after its ``chunk_complete`` left the
+server. The tick schedule in client time is ``offset + tick / fps``, where ``offset`` is the
+smallest ``arrival - tick / fps`` of the run (the frame that was least late). Comparing pixels
+does not work in general: the tiny model's late frames in a chunk differ by ~0.01 grey levels
+after VP8, as little as a repeated frame's codec refinement does.
 
 The timing rule has a bias: the event and the video take different paths (SCTP vs encode, RTP,
 jitter buffer, decode), so near a tick it can pick the neighbouring one. After a long stall the
@@ -52,6 +55,9 @@ class ReceivedFrame:
     """Mean absolute luma change from the previous received frame (grey levels; 0 for the first)."""
     code: FrameCode | None = None
     """What the frame says it is, when the server paints frame codes (the paced test engine)."""
+    pts_s: float | None = None
+    """Its presentation time (seconds since the first received frame): when a player with a
+    jitter buffer shows it, whatever the transport did to its arrival."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class ChunkDone:
     """Client time the `chunk_complete` event arrived."""
     frames: int
     prompt: str
+    shown_tick: int | None = None
+    """The tick of its first frame, from the server's `chunk_shown` pts (when it sends one)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,9 @@ def chunk_playback(
         by_time = math.ceil((chunk.t + bias_s - offset) * fps - 1e-9)
         start = max(earliest, by_time)
         shift = None
-        if start - earliest >= MIN_STALL_FOR_PIXELS:
+        if chunk.shown_tick is not None and chunk.shown_tick >= earliest:
+            start = chunk.shown_tick  # the server said which tick: exact
+        elif start - earliest >= MIN_STALL_FOR_PIXELS:
             refined = _after_stall(by_tick, earliest, start)
             if refined is not None:
                 shift = refined - start

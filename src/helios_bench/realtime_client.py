@@ -428,7 +428,8 @@ class RealtimeClient:
                 self.log.lost_order += 1
                 continue
             code = framecode.read(luma) if self._read_codes else None
-            frames.append(ReceivedFrame(t, tick, diff, code))
+            pts_s = float(video.pts * video.time_base)
+            frames.append(ReceivedFrame(t, tick, diff, code, pts_s))
             self._changed.set()
 
     def send_raw(self, doc: dict[str, Any]) -> float:

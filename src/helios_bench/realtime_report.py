@@ -34,8 +34,11 @@ NOTES = {
     "chunk_assignment); start_to_first_chunk_complete_s: 'start' sent -> chunk_complete 0 "
     "(includes opening the stream, prompt encoding and the first chunk)",
     "chunk_assignment": "which received frames belong to which chunk: the server stamps every "
-    "frame, repeats included, with the next tick of a 90 kHz clock at emission_fps (track.py), so "
-    "tick = pts*time_base*fps counts server ticks; chunks enter the buffer whole and "
+    "frame, repeats included, with the next tick of a 90 kHz clock at emission_fps (track.py; the "
+    "bench pins the session's playback at the emission rate, extra_args.playback_fps), so "
+    "tick = pts*time_base*fps counts server ticks. A chunk whose chunk_shown event carries the pts "
+    "of its first frame starts at that tick (shown_tick_starts: exact). Otherwise (servers "
+    "before issue 21): chunks enter the buffer whole and "
     "chunk_complete is emitted right after, so the buffer only runs dry between chunks. Chunk K+1 "
     "starts frames(K) ticks after chunk K, or, if its chunk_complete arrived after that tick was "
     "due, at the first tick due after that chunk_complete (tick schedule: "
@@ -257,6 +260,7 @@ def build_report(
         },
         "chunk_assignment": {
             "event_bias_ms": _r(data.bias_s * 1000, 2) if data.bias_s is not None else None,
+            "shown_tick_starts": sum(c.shown_tick is not None for c in data.chunks),
             "pixel_verified_starts": sum(p.pixel_shift is not None for p in pb),
             "timing_only_starts": sum(p.pixel_shift is None for p in pb),
         },

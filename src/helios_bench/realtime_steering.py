@@ -30,6 +30,7 @@ from helios_serve.core.types import FRAMES_PER_CHUNK
 
 from .realtime_analysis import ReceivedFrame, summary
 from .realtime_client import ConnectTimes, Event, RealtimeClient
+from .realtime_playback import FROZEN_S, Stall, playback, playback_text, stall_summary, stalls
 
 PROMPT = (
     "A lighthouse on a rocky coast at dusk, warm light in its lantern, waves breaking on the "
@@ -163,43 +164,6 @@ def _last_new_frame(frames: Sequence[ReceivedFrame]) -> float | None:
 # ---------------------------------------------------------------------------- analysis
 
 
-@dataclass(frozen=True)
-class Stall:
-    t: float
-    """Arrival of the first repeated frame."""
-    ticks: int
-
-
-def stalls(frames: Sequence[ReceivedFrame]) -> list[Stall]:
-    """Runs of repeated frames after the first coded one: a frame whose code equals the one
-    before it is a tick where the server had nothing new to send (lost ticks in between count
-    as repeats too)."""
-    out: list[Stall] = []
-    run_t, run = 0.0, 0
-    started = False
-    for a, b in itertools.pairwise(frames):
-        started = started or a.code is not None
-        repeat = started and b.code is not None and b.code == a.code
-        if repeat:
-            if run == 0:
-                run_t = b.t
-            run += b.tick - a.tick
-        elif run:
-            out.append(Stall(run_t, run))
-            run = 0
-    if run:
-        out.append(Stall(run_t, run))
-    return out
-
-
-def _stall_summary(found: Sequence[Stall], fps: float) -> dict[str, Any]:
-    return {
-        "count": len(found),
-        "total_s": round(sum(s.ticks for s in found) / fps, 3),
-        "max_s": round(max((s.ticks for s in found), default=0) / fps, 3),
-    }
-
-
 def analyse(run: SteeringRun) -> dict[str, Any]:
     """The steering part of the report (see `STEERING_NOTES`)."""
     fps, frames = run.fps, run.frames
@@ -209,6 +173,53 @@ def analyse(run: SteeringRun) -> dict[str, Any]:
     a, b = run.steady
     steady_frames = [f for f in frames if a <= f.t < b]
     intervals = [y.t - x.t for x, y in itertools.pairwise(steady_frames)]
+    latencies, changes = _changes(run, coded, found)
+    command_from = run.commands[0].sent_t if run.commands else b
+    command_to = max((run.start_t + c["sent_s"] + c["first_changed_frame_s"] for c in changes),
+                     default=b)  # fmt: skip
+    made = _made(run.events)
+    shown_pairs = {(f.code.chunk, f.code.tag) for f in coded}  # type: ignore[union-attr]
+    wasted = sorted(made - shown_pairs)
+    final_state = next((e.data for e in reversed(run.events) if e.type == "state"), {})
+    steady_chunks = {f.code.chunk for f in steady_frames if f.code is not None}
+    command_frames = [f for f in frames if command_from <= f.t <= command_to]
+    return {
+        "start_to_first_frame_s": round(coded[0].t - run.start_t, 4) if coded else None,
+        "steady": {
+            "chunks": len(steady_chunks),
+            "seconds": round(b - a, 3),
+            "stalls": stall_summary([s for s in found if a <= s.t < b], fps),
+            "frame_interval_ms": summary(intervals, 1000.0, 3),
+            "playback": playback(steady_frames, fps),
+        },
+        "commands": {
+            "count": len(run.commands),
+            "landed_on_the_next_chunk": sum(
+                c["chunk"] == (c["chunk_on_screen_at_send"] or 0) + 1 for c in changes
+            ),
+            "first_changed_frame_s": summary(latencies, 1.0, 4),
+            "stalls": stall_summary([s for s in found if command_from <= s.t <= command_to], fps),
+            "playback": playback(command_frames, fps),
+            "each": changes,
+        },
+        "server_playback": final_state.get("playback"),
+        "stalls_whole_run": stall_summary(found, fps),
+        "wasted_generation": {
+            "chunks_made": len(made),
+            "chunks_made_never_shown": len(wasted),
+            "share_of_chunks": round(len(wasted) / len(made), 4) if made else None,
+            "never_shown": [{"chunk": c, "tag": t} for c, t in wasted],
+            "server_reported": final_state.get("generation"),
+        },
+        "chunk_shown_vs_pixels_ms": _shown_offsets(run.events, coded),
+    }
+
+
+def _changes(
+    run: SteeringRun, coded: Sequence[ReceivedFrame], found: Sequence[Stall]
+) -> tuple[list[float], list[dict[str, Any]]]:
+    """Each command's latency to its first changed frame, and what the report says of it."""
+    fps = run.fps
     latencies: list[float] = []
     changes: list[dict[str, Any]] = []
     for i, command in enumerate(run.commands):
@@ -228,41 +239,7 @@ def analyse(run: SteeringRun) -> dict[str, Any]:
                 "index": i + 1,
             }
         )
-    command_from = run.commands[0].sent_t if run.commands else b
-    command_to = max((run.start_t + c["sent_s"] + c["first_changed_frame_s"] for c in changes),
-                     default=b)  # fmt: skip
-    made = _made(run.events)
-    shown_pairs = {(f.code.chunk, f.code.tag) for f in coded}  # type: ignore[union-attr]
-    wasted = sorted(made - shown_pairs)
-    final_state = next((e.data for e in reversed(run.events) if e.type == "state"), {})
-    steady_chunks = {f.code.chunk for f in steady_frames if f.code is not None}
-    return {
-        "start_to_first_frame_s": round(coded[0].t - run.start_t, 4) if coded else None,
-        "steady": {
-            "chunks": len(steady_chunks),
-            "seconds": round(b - a, 3),
-            "stalls": _stall_summary([s for s in found if a <= s.t < b], fps),
-            "frame_interval_ms": summary(intervals, 1000.0, 3),
-        },
-        "commands": {
-            "count": len(run.commands),
-            "landed_on_the_next_chunk": sum(
-                c["chunk"] == (c["chunk_on_screen_at_send"] or 0) + 1 for c in changes
-            ),
-            "first_changed_frame_s": summary(latencies, 1.0, 4),
-            "stalls": _stall_summary([s for s in found if command_from <= s.t <= command_to], fps),
-            "each": changes,
-        },
-        "stalls_whole_run": _stall_summary(found, fps),
-        "wasted_generation": {
-            "chunks_made": len(made),
-            "chunks_made_never_shown": len(wasted),
-            "share_of_chunks": round(len(wasted) / len(made), 4) if made else None,
-            "never_shown": [{"chunk": c, "tag": t} for c, t in wasted],
-            "server_reported": final_state.get("generation"),
-        },
-        "chunk_shown_vs_pixels_ms": _shown_offsets(run.events, coded),
-    }
+    return latencies, changes
 
 
 def _made(events: Sequence[Event]) -> set[tuple[int, int]]:
@@ -308,6 +285,14 @@ STEERING_NOTES = {
     "index, prompt tag) never appeared on screen, over all chunk_complete events; a chunk "
     "abandoned mid-generation sends no chunk_complete, so server_reported (the session's "
     "counters in its last 'state', when the server keeps them) has the engine time too",
+    "playback": "by presentation time (the frames' pts: when a player with a jitter buffer "
+    "shows them): effective_fps: new frames (a code unlike the frame before) per second over "
+    "the phase; frozen_s / frozen_share: for each new frame more than "
+    f"{FROZEN_S:g} s after the one before (a picture moving at under {1 / FROZEN_S:g} fps), the "
+    "time past one nominal frame interval, summed, and over the phase's span; freezes: how "
+    "many; arrival: the same by arrival time at the client (transport and the client's own "
+    "load included); server_playback: the session's last 'state'.playback (the rate it played "
+    "at, when the server reports one)",
     "chunk_shown_vs_pixels_ms": "first arrival of a chunk's frames minus the arrival of the "
     "server's chunk_shown event for it (when the server sends one): how well the event marks "
     "the moment the chunk reaches the screen",
@@ -332,6 +317,7 @@ def format_steering(report: dict[str, Any]) -> str:
             f"  {'steady: frame interval (ms)':36s} mean {fi['mean']:.1f}  std {fi['std']:.1f}  "
             f"p95 {fi['p95']:.1f}  max {fi['max']:.1f}"
         )
+    lines.append(f"  {'steady: playback':36s} {playback_text(steady.get('playback'))}")
     if lat.get("n"):
         lines.append(
             f"  {'command -> first changed frame (s)':36s} n {lat['n']}  p50 {lat['p50']:.3f}  "
@@ -341,6 +327,7 @@ def format_steering(report: dict[str, Any]) -> str:
         f"  {'commands: landed on the next chunk':36s} {commands['landed_on_the_next_chunk']} of "
         f"{commands['count']}",
         f"  {'commands: stalls':36s} {stall_text(commands['stalls'])}",
+        f"  {'commands: playback':36s} {playback_text(commands.get('playback'))}",
         f"  {'chunks made / never shown':36s} {wasted['chunks_made']} / "
         f"{wasted['chunks_made_never_shown']}",
     ]

@@ -48,8 +48,9 @@ def test_report_has_the_measurements(report: dict[str, Any]) -> None:
         assert report[key]
     for key in ("connect_to_ready_s", "start_to_first_frame_s", "start_to_first_chunk_complete_s"):
         assert _positive(report[key]), key
-    # The first frame cannot arrive before its chunk was reported complete (plus a tick of slack).
-    assert report["start_to_first_frame_s"] > report["start_to_first_chunk_complete_s"] - 0.05
+    # Frames go out as they are decoded: the first one comes by the time its chunk is complete
+    # (plus the video path's delay), not after.
+    assert report["start_to_first_frame_s"] < report["start_to_first_chunk_complete_s"] + 0.5
     assert report["frame_interval_ms"].keys() >= STAT_KEYS
     assert all(_positive(report["frame_interval_ms"][k]) for k in STAT_KEYS - {"std"})
     # Frames leave at the nominal rate even when the engine is slower than real time.
@@ -66,7 +67,11 @@ def test_report_has_the_measurements(report: dict[str, Any]) -> None:
     assert len(report["command_to_chunk_complete_s"]) == 1
     assert len(report["command_to_first_frame_s"]) == 1
     assert all(_positive(x) for x in report["command_to_chunk_complete_s"])
-    assert report["command_to_first_frame_s"][0] >= report["command_to_chunk_complete_s"][0] - 0.05
+    # progressive delivery: the changed chunk's first frame by the time it completes, not after
+    assert (
+        0 < report["command_to_first_frame_s"][0] < report["command_to_chunk_complete_s"][0] + 0.5
+    )
+    assert report["chunk_assignment"]["shown_tick_starts"] == report["chunks_measured"]
     change = report["prompt_changes"][0]
     assert change["chunk"] >= 1
     assert report["chunks"][change["chunk"]]["prompt"] == change["prompt"]

@@ -11,6 +11,7 @@ import pytest
 from helios_bench.realtime import main
 from helios_bench.realtime_analysis import ReceivedFrame
 from helios_bench.realtime_client import Event
+from helios_bench.realtime_playback import playback
 from helios_bench.realtime_steering import SentCommand, SteeringRun, analyse, stalls
 from helios_serve.core.framecode import FrameCode, prompt_tag
 
@@ -33,6 +34,36 @@ def test_repeated_codes_are_stalls_and_the_placeholder_is_not() -> None:
     lossy = [f for f in frames_of(codes) if f.tick != 40]
     assert [s.ticks for s in stalls(lossy)] == [4]
     assert stalls(frames_of(chunk(0, "a") + chunk(1, "a"))) == []
+
+
+def test_effective_rate_and_frozen_time_as_played_and_as_arrived() -> None:
+    codes = chunk(0, "a")
+
+    def at(times: list[float], pts: list[float] | None = None) -> list[ReceivedFrame]:
+        return [
+            ReceivedFrame(t, i, 0.0, c, None if pts is None else pts[i])
+            for i, (t, c) in enumerate(zip(times, codes, strict=False))
+        ]
+
+    steady = playback(at([i / 24 for i in range(33)]), FPS)
+    assert steady["effective_fps"] == pytest.approx(24.0)
+    assert (steady["frozen_s"], steady["freezes"]) == (0.0, 0)
+    slower = playback(at([i / 16 for i in range(33)]), FPS)  # played slower: no freeze
+    assert slower["effective_fps"] == pytest.approx(16.0)
+    assert slower["freezes"] == 0
+    # the same frame sent again for half a second (repeats), then the next chunk
+    held = at([i / 24 for i in range(33)])
+    held += [ReceivedFrame(33 / 24 + i / 24, 33 + i, 0.0, codes[-1]) for i in range(12)]
+    held += [ReceivedFrame(45 / 24 + i / 24, 45 + i, 0.0, c) for i, c in enumerate(chunk(1, "a"))]
+    report = playback(held, FPS)
+    assert report["freezes"] == 1
+    assert report["frozen_s"] == pytest.approx(12 / 24, abs=1e-3)  # 13 intervals, one normal
+    assert report["frozen_share"] == pytest.approx(0.5 / (77 / 24), abs=1e-3)
+    # played evenly (pts), but the client got them in bursts: frozen only on arrival
+    bursts = [(i // 8) * 8 / 24 for i in range(33)]
+    jittered = playback(at(bursts, [i / 24 for i in range(33)]), FPS)
+    assert (jittered["freezes"], jittered["effective_fps"]) == (0, pytest.approx(24.0))
+    assert jittered["arrival"]["freezes"] == 4
 
 
 def test_latency_wasted_chunks_and_event_offsets() -> None:

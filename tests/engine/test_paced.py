@@ -111,7 +111,11 @@ def test_cancellation_is_checked_before_each_step() -> None:
 
 def test_bad_specs_sizes_and_states_are_clear_errors() -> None:
     assert parse_engine_spec("paced:1.1") == PacedTiming(1.1)
-    for bad in ("paced:", "paced:0", "paced:-1", "paced:nan", "paced:inf", "fast:1", "paced:1e9"):
+    assert parse_engine_spec("paced:1.1,decode=0.45") == PacedTiming(1.1, decode_share=0.45)
+    bad_specs = ("paced:", "paced:0", "paced:-1", "paced:nan", "paced:inf", "fast:1", "paced:1e9",
+                 "paced:1,decode=1", "paced:1,decode=0", "paced:1,decode=x", "paced:1,steps=2",
+                 "paced:1,decode=nan")  # fmt: skip
+    for bad in bad_specs:
         with pytest.raises(InvalidInputError):
             parse_engine_spec(bad)
 

@@ -304,7 +304,7 @@ def test_a_ws_interaction_remakes_chunks_made_but_not_sent() -> None:
     plan = Plan(request, fps=33, chunks=6, config={})  # a chunk plays for 1 s
     source = InteractionSource(plan)
     playout = SocketPlayout(33, 0.25, lambda: not source.wanted(), clock=lambda: clock[0])
-    options = StreamOptions(192, 128, request.settings)
+    options = StreamOptions(192, 128, request.settings, latency=LatencyMode.LOW)
     generation = Generation(engine, options, np_upscale, playout, source)
 
     async def main() -> None:

@@ -30,8 +30,17 @@ class RecordingSink:
         self.committed = 0
         self._started: Started | None = None
 
-    def listen(self, started: Started, room: Callable[[], None]) -> None:
+    def listen(self, started: Started, room: Callable[[], None], supply: Any) -> None:
         self._started = started
+
+    def slack(self) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def playback(self) -> dict[str, Any]:
+        return {}
+
+    def grew(self, chunk: MadeChunk) -> None:
+        return None  # the fake engine hands each chunk over whole
 
     def time_left(self) -> float | None:
         return None

@@ -96,7 +96,7 @@ def test_frame_buffer_knows_what_is_on_screen_and_when_the_next_chunk_is_due() -
     buf = FrameBuffer(fps=10, max_chunks=2, clock=clock)
     started: list[tuple[int, int | None]] = []
     rooms = []
-    buf.listen(lambda c, pts: started.append((c.index, pts)), lambda: rooms.append(1))
+    buf.listen(lambda c, pts: started.append((c.index, pts)), lambda: rooms.append(1), list)
     assert buf.time_left() is None  # nobody pulls frames yet
     assert buf.pop(0) is None  # the track pulls its placeholder
     assert buf.time_left() == 0.0  # the first chunk is due now
@@ -189,7 +189,7 @@ def test_extra_args_latency_chooses_the_mode_and_a_bad_one_is_a_400() -> None:
 
     info = FakeEngineConfig().info
     assert stream_overrides({"latency": "smooth"}, info) == {"latency": SMOOTH}
-    assert stream_overrides({}, info) == {}  # the server's default (low)
+    assert stream_overrides({}, info) == {}  # the server's default (smooth)
     for bad in ("fast", 1, None, ["low"]):
         with pytest.raises(ApiError) as refused:
             stream_overrides({"latency": bad}, info)

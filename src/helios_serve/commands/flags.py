@@ -138,10 +138,10 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",
         default=None,
-        metavar="paced:SECONDS",
+        metavar="paced:SECONDS[,decode=SHARE]",
         help="TEST ONLY: instead of a model, the paced test engine: every chunk takes SECONDS "
-        "and its frames carry their chunk index and prompt in pixels (engine/paced.py); "
-        "--model is then not loaded",
+        "(SHARE of it in the decode, 0.35 by default) and its frames carry their chunk index "
+        "and prompt in pixels (engine/paced.py); --model is then not loaded",
     )
 
 

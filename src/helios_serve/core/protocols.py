@@ -7,10 +7,11 @@ from enum import IntEnum
 from typing import Any, Protocol
 
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import ChunkResult, Frames, StepProgress
+from helios_serve.core.types import ChunkResult, DecodedFrames, Frames, StepProgress
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
+FramesCallback = Callable[[DecodedFrames], None]
 
 
 class Upscaler(Protocol):
@@ -41,11 +42,17 @@ class Stream(Protocol):
         *,
         prefetch: bool = False,
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
         """The next chunk. `prefetch` is a hint that the caller will ask for the one after it
         with unchanged conditioning: an engine may start that chunk while this one decodes.
         `checkpoint` asks for the stream's state after this chunk in `ChunkResult.checkpoint`
-        (opaque bytes for `Engine.open_stream(resume=...)`)."""
+        (opaque bytes for `Engine.open_stream(resume=...)`).
+
+        `on_frames` asks for progressive delivery: it gets the chunk's frames group by group
+        as the decode makes them (in order from frame 0, all of them, called on the caller's
+        event loop, every call before this one returns; the result still holds every frame).
+        The decode may then also be abandoned between groups when `should_cancel()` holds."""
         ...
 
     async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None: ...

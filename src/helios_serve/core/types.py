@@ -12,6 +12,9 @@ FRAMES_PER_CHUNK = 33
 """Video frames produced by one chunk: 9 latent frames through the 4x temporal VAE."""
 
 LATENT_FRAMES_PER_CHUNK = 9
+FRAME_GROUPS = (1,) + (4,) * (LATENT_FRAMES_PER_CHUNK - 1)
+"""Video frames each latent frame of a chunk decodes to, in order: the causal VAE makes one
+from the first and four from each other (1 + 8 x 4 = 33)."""
 
 Frames = npt.NDArray[np.uint8]
 """Video frames, uint8 RGB shaped (T, H, W, 3) (one frame: (H, W, 3))."""
@@ -58,6 +61,17 @@ class ChunkResult:
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """Frames of a chunk handed over as the decode makes them (progressive delivery)."""
+
+    chunk_index: int
+    start: int
+    """Where the first of `frames` sits in the chunk."""
+    frames: npt.NDArray[np.uint8]
+    """uint8 (n, H, W, 3)."""
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, assert_never
 
+from helios_serve.core.protocols import Priority
 from helios_serve.core.settings import GuidanceMode
 from helios_serve.core.step_cache import StepCacheSettings
-from helios_serve.core.types import StepProgress
+from helios_serve.core.types import ChunkResult, DecodedFrames, StepProgress
 from helios_serve.engine.messages import (
     Alive,
     Call,
@@ -34,6 +35,7 @@ from helios_serve.engine.messages import (
     ClearImage,
     Close,
     Failure,
+    Frames,
     FromChild,
     LoadFailed,
     NextChunk,
@@ -132,7 +134,7 @@ class _Server:
                     self._cancelled.add(call_id)
                 case Call(call_id, operation, priority):
                     future: Future[Any] = worker.submit(
-                        self._operation(call_id, operation), priority
+                        self._operation(call_id, operation, priority), priority
                     )
                     future.add_done_callback(functools.partial(self._reply, call_id))
                 case _:
@@ -171,22 +173,17 @@ class _Server:
         except (OSError, EOFError):
             pass  # the parent is gone; the read loop ends too
 
-    def _operation(self, call_id: int, op: Operation) -> Callable[[], Any]:
+    def _operation(self, call_id: int, op: Operation, priority: Priority) -> Callable[[], Any]:
         if isinstance(op, Open):
-            return lambda: self._open(op)
+            return lambda: self._open(op, priority)
         if isinstance(op, Close):  # closing a stream already gone is no error
             return lambda: self._close(op.stream)
         stream = self._streams.get(op.stream)
         if stream is None:
             return _closed_stream
         match op:
-            case NextChunk(_, prefetch, checkpoint):
-                return lambda: stream.next_chunk(
-                    self._progress(call_id),
-                    lambda: call_id in self._cancelled,
-                    prefetch=prefetch,
-                    checkpoint=checkpoint,
-                )
+            case NextChunk(_, prefetch, checkpoint, progressive):
+                return lambda: self._next_chunk(call_id, stream, prefetch, checkpoint, progressive)
             case SetPrompt(_, prompt, blend_chunks):
                 return lambda: stream.set_prompt(prompt, blend_chunks)
             case SetImage(_, image, restart):
@@ -198,12 +195,32 @@ class _Server:
             case _:
                 assert_never(op)
 
-    def _open(self, op: Open) -> Opened:
+    def _next_chunk(
+        self, call_id: int, stream: Any, prefetch: bool, checkpoint: bool, progressive: bool
+    ) -> ChunkResult:
+        """A chunk; progressive: its frames go out as `Frames` as they are decoded, and the
+        result goes without them (the parent has them already)."""
+
+        def hand_over(frames: DecodedFrames) -> None:
+            self.send(Frames(call_id, frames))
+
+        result: ChunkResult = stream.next_chunk(
+            self._progress(call_id),
+            lambda: call_id in self._cancelled,
+            prefetch=prefetch,
+            checkpoint=checkpoint,
+            on_frames=hand_over if progressive else None,
+        )
+        return replace(result, frames=result.frames[:0]) if progressive else result
+
+    def _open(self, op: Open, priority: Priority) -> Opened:
         from helios_serve.engine.state import StreamState
-        from helios_serve.engine.streamer import ChunkStreamer
+        from helios_serve.engine.streamer import ChunkStreamer, decode_groups_for
 
         state = None if op.resume is None else StreamState.from_bytes(op.resume)
-        streamer = ChunkStreamer(self._model, op.request, state=state)
+        streamer = ChunkStreamer(
+            self._model, op.request, state=state, decode_groups=decode_groups_for(priority)
+        )
         stream_id = self._next_stream
         self._next_stream += 1
         self._streams[stream_id] = streamer

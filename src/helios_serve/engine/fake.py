@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.core.types import (
     FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
+    DecodedFrames,
     StepProgress,
     Variant,
 )
@@ -93,6 +94,7 @@ class FakeStream:
         *,
         prefetch: bool = False,  # a hint; the fake engine has nothing to overlap
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
         async with self._lock:  # one chunk at a time, like the single worker
             start = time.perf_counter()
@@ -110,6 +112,8 @@ class FakeStream:
             if self._index == 1 and RESTART_MARKER in self._prompt:
                 raise EngineRestartedError("the engine was restarted (injected)")
             frames = self._frames()
+            if on_frames is not None:  # the whole chunk as one group
+                on_frames(DecodedFrames(self._index, 0, frames))
             self._index += 1
             total = time.perf_counter() - start
             saved = None

@@ -2,8 +2,9 @@
 dataclass each, so both ends dispatch with one `match` that mypy checks for exhaustiveness.
 
 Parent to child: a `Call` carries one `Operation` (open a stream, or act on one); `Cancel` and
-`Stop` steer. Child to parent: `Ready` / `LoadFailed` once, then `Progress`, `Result` and
-`Failure` per call, and `Alive` from work that reports no steps. Everything is pickled by the
+`Stop` steer. Child to parent: `Ready` / `LoadFailed` once, then `Progress`, `Frames` (a
+progressive chunk's, as they are decoded), `Result` and `Failure` per call, and `Alive` from
+work that reports no steps. Everything is pickled by the
 pipe, so fields hold plain data (tensors only inside results and requests).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from helios_serve.core.protocols import Priority
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import StepProgress
+from helios_serve.core.types import DecodedFrames, StepProgress
 from helios_serve.errors import (
     EngineFailedError,
     HeliosError,
@@ -46,6 +47,8 @@ class NextChunk:
     stream: int
     prefetch: bool = False
     checkpoint: bool = False
+    progressive: bool = False
+    """Send the frames as they are decoded (`Frames`); the `Result`'s chunk then has none."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,14 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Frames:
+    """Frames of a progressive `NextChunk`, as they are decoded (before its `Result`)."""
+
+    call_id: int
+    frames: DecodedFrames
+
+
+@dataclass(frozen=True)
 class Result:
     call_id: int
     value: Any
@@ -163,4 +174,4 @@ class Failure:
         return EngineFailedError(self.message, code=self.code, param=self.param)
 
 
-FromChild = Ready | LoadFailed | Alive | Progress | Result | Failure
+FromChild = Ready | LoadFailed | Alive | Progress | Frames | Result | Failure

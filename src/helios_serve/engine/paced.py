@@ -8,8 +8,11 @@ top, over a moving gradient whose colour follows the prompt and seed, so a clien
 pixels which chunk and prompt it is looking at.
 
 A chunk's time is spent like a distilled Helios chunk on a GPU (h200-14b profile: transformer
-0.94 s, VAE decode 0.48 s): `steps` denoising steps share 65 % of it, with a cancellation
-check before each one, and the decode takes the rest, uncancellable. Opening a stream (also
+0.94 s, VAE decode 0.48 s): `steps` denoising steps share what the decode leaves, with a
+cancellation check before each one, and the decode takes its share (`paced:1.1,decode=0.45`;
+35 % by default). Asked for progressive delivery (`on_frames`), the decode hands its frames over
+latent frame by latent frame as a VAE makes them (1, then 4 at a time; equal time each) and
+may be abandoned between them; otherwise the chunk comes whole at its end. Opening a stream (also
 from a checkpoint) costs `open_s`, a guess for the real engine's prompt encoding and set-up
 that has not been measured on a GPU. One chunk runs at a time (one lock, like the single
 worker; it does not order waiters by priority). Checkpoints are small JSON documents.
@@ -22,6 +25,7 @@ import json
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +33,14 @@ import numpy as np
 import numpy.typing as npt
 
 from helios_serve.core import framecode
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.core.types import (
+    FRAME_GROUPS,
     FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
+    DecodedFrames,
     StepProgress,
     Variant,
 )
@@ -42,8 +48,8 @@ from helios_serve.errors import HeliosError, InvalidInputError, StreamCancelledE
 
 ENGINE_PREFIX = "paced:"
 STATE_FORMAT = "helios-paced-state"
-DENOISE_SHARE = 0.65
-"""Of a chunk's time, the part spent in cancellable denoising steps (the rest is the decode)."""
+DECODE_SHARE = 0.35
+"""Of a chunk's time, the part spent in the VAE decode by default (the rest: denoising steps)."""
 
 
 class PacedStateError(HeliosError):
@@ -58,27 +64,45 @@ class PacedTiming:
     """Seconds per chunk, open excluded."""
     steps: int = 3
     open_s: float = 0.05
+    decode_share: float = DECODE_SHARE
+    """Of `chunk_s`, the part the VAE decode takes (after the steps)."""
 
     @property
     def step_s(self) -> float:
-        return self.chunk_s * DENOISE_SHARE / self.steps
+        return self.chunk_s * (1 - self.decode_share) / self.steps
 
     @property
     def decode_s(self) -> float:
-        return self.chunk_s * (1 - DENOISE_SHARE)
+        return self.chunk_s * self.decode_share
+
+
+SPEC_HELP = "paced:SECONDS[,decode=SHARE] with 0 < SECONDS <= 600 and 0 < SHARE < 1"
 
 
 def parse_engine_spec(spec: str) -> PacedTiming:
-    """`paced:SECONDS` → its timing; `InvalidInputError` for anything else."""
+    """`paced:SECONDS[,decode=SHARE]` → its timing; `InvalidInputError` for anything else."""
     if not spec.startswith(ENGINE_PREFIX):
-        raise InvalidInputError(f"unknown engine {spec[:40]!r}: use paced:SECONDS", param="engine")
+        raise InvalidInputError(f"unknown engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    head, *options = spec[len(ENGINE_PREFIX) :].split(",")
+    seconds = _number(head)
+    if not 0 < seconds <= 600:
+        raise InvalidInputError(f"bad engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    share = DECODE_SHARE
+    for option in options:
+        name, _, value = option.partition("=")
+        share = _number(value) if name.strip() == "decode" else math.nan
+        if not 0 < share < 1:
+            raise InvalidInputError(f"bad engine {spec[:40]!r}: use {SPEC_HELP}", param="engine")
+    return PacedTiming(seconds, decode_share=share)
+
+
+def _number(text: str) -> float:
+    """A finite float, or NaN (which fails every range check)."""
     try:
-        seconds = float(spec[len(ENGINE_PREFIX) :])
+        value = float(text)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or not 0 < seconds <= 600:
-        raise InvalidInputError("paced:SECONDS needs 0 < SECONDS <= 600", param="engine")
-    return PacedTiming(seconds)
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def paced_info(name: str = "paced") -> ModelInfo:
@@ -96,8 +120,13 @@ def paced_info(name: str = "paced") -> ModelInfo:
 
 class PacedStream:
     def __init__(
-        self, request: StreamRequest, timing: PacedTiming, lock: asyncio.Lock, state: bytes | None
+        self,
+        request: StreamRequest,
+        timing: Callable[[], PacedTiming],
+        lock: asyncio.Lock,
+        state: bytes | None,
     ) -> None:
+        """`timing()`: the engine's timing now (read at every chunk: a test may change it)."""
         if framecode.cell_size(request.width, request.height) == 0:
             raise InvalidInputError(
                 f"{request.width}x{request.height} is too small for the paced engine's frame code",
@@ -131,7 +160,7 @@ class PacedStream:
         return self._index
 
     def steps_in_chunk(self, index: int) -> int:
-        return self._timing.steps
+        return self._timing().steps
 
     async def next_chunk(
         self,
@@ -140,19 +169,23 @@ class PacedStream:
         *,
         prefetch: bool = False,  # a hint; nothing to overlap here
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
         async with self._lock:
             start = time.perf_counter()
-            steps = self._timing.steps
+            steps = self._timing().steps
             for step in range(1, steps + 1):
                 if should_cancel is not None and should_cancel():
                     raise StreamCancelledError(f"cancelled during chunk {self._index}")
-                await _sleep_until(start + step * self._timing.step_s)
+                await _sleep_until(start + step * self._timing().step_s)
                 if on_progress is not None:
                     on_progress(StepProgress(self._index, step, steps, 0))
             denoised = time.perf_counter()
             frames = self._frames()
-            await _sleep_until(start + self._timing.chunk_s)
+            if on_frames is None:
+                await _sleep_until(start + self._timing().chunk_s)
+            else:
+                await self._deliver(frames, denoised, on_frames, should_cancel)
             index, self._index = self._index, self._index + 1
             end = time.perf_counter()
             return ChunkResult(
@@ -163,6 +196,24 @@ class PacedStream:
                 self._seed,
                 checkpoint=self._state() if checkpoint else None,
             )
+
+    async def _deliver(
+        self,
+        frames: npt.NDArray[np.uint8],
+        denoised: float,
+        on_frames: FramesCallback,
+        should_cancel: CancelCheck | None,
+    ) -> None:
+        """The decode as a VAE does it, latent frame by latent frame, each group handed over
+        when it is done; abandoned between groups once `should_cancel()` holds."""
+        per_group = self._timing().decode_s / len(FRAME_GROUPS)
+        at = 0
+        for group, count in enumerate(FRAME_GROUPS):
+            if group and should_cancel is not None and should_cancel():
+                raise StreamCancelledError(f"cancelled in the decode of chunk {self._index}")
+            await _sleep_until(denoised + (group + 1) * per_group)
+            on_frames(DecodedFrames(self._index, at, frames[at : at + count]))
+            at += count
 
     def _state(self) -> bytes:
         saved = {
@@ -210,7 +261,8 @@ async def _sleep_until(deadline: float) -> None:
 
 
 class PacedEngine:
-    """The `Engine` protocol with `PacedStream`s; for measurements and tests only."""
+    """The `Engine` protocol with `PacedStream`s; for measurements and tests only. `timing`
+    may be replaced while streams run (an engine that slows down and speeds up)."""
 
     def __init__(self, timing: PacedTiming, info: ModelInfo | None = None) -> None:
         self.timing = timing
@@ -227,7 +279,7 @@ class PacedEngine:
     ) -> PacedStream:
         async with self._lock:
             await asyncio.sleep(self.timing.open_s)
-            stream = PacedStream(request, self.timing, self._lock, resume)
+            stream = PacedStream(request, lambda: self.timing, self._lock, resume)
         self.opened += 1
         return stream
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.spec import ModelInfo, StreamRequest
 from helios_serve.engine.child import ChildSpec
 from helios_serve.engine.messages import (
@@ -32,6 +32,7 @@ from helios_serve.engine.messages import (
     Call,
     Cancel,
     Failure,
+    Frames,
     FromChild,
     LoadFailed,
     Open,
@@ -59,6 +60,8 @@ class _Call:
     future: asyncio.Future[Any]
     on_progress: ProgressCallback | None = None
     should_cancel: CancelCheck | None = None
+    on_frames: FramesCallback | None = None
+    """Called on the event loop with each `Frames` message, before the result settles."""
     cancel_sent: bool = False
 
 
@@ -163,6 +166,7 @@ class ProcessEngine:
         generation: int | None = None,
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        on_frames: FramesCallback | None = None,
     ) -> Any:
         """Run one operation in the engine process and wait for its result."""
         if generation is not None and generation != self._generation:
@@ -173,7 +177,7 @@ class ProcessEngine:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._calls:  # the engine was idle: its silence until now was no hang
             self._last_activity = time.monotonic()
-        self._calls[call_id] = _Call(future, on_progress, should_cancel)
+        self._calls[call_id] = _Call(future, on_progress, should_cancel, on_frames)
         try:
             self._child.send(Call(call_id, op, priority))
         except (OSError, EOFError, ValueError):
@@ -211,6 +215,10 @@ class ProcessEngine:
                     # asked at every step, not only by the watcher's poll: a session that
                     # dropped this chunk waits for the engine to let go of it
                     self._on_loop(self._check_cancel, call_id)
+            case Frames(call_id, frames):
+                call = self._calls.get(call_id)
+                if call is not None and call.on_frames is not None:
+                    self._on_loop(call.on_frames, frames)  # before the result's `settle`
             case Result(call_id, value):
                 self._settle(call_id, value, None)
             case Failure():

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+import numpy as np
+import numpy.typing as npt
+
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.settings import steps_in_chunk
 from helios_serve.core.spec import StreamRequest
-from helios_serve.core.types import ChunkResult
+from helios_serve.core.types import ChunkResult, DecodedFrames
 from helios_serve.engine.messages import (
     ClearImage,
     Close,
@@ -60,17 +64,29 @@ class ProcessStream:
         *,
         prefetch: bool = False,
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
         if should_cancel is not None and should_cancel():
             raise StreamCancelledError("cancelled before the chunk started")
+        received: list[npt.NDArray[np.uint8]] = []
+
+        def take(decoded: DecodedFrames) -> None:  # on the loop, before the result
+            received.append(decoded.frames)
+            if on_frames is not None:
+                on_frames(decoded)
+
+        progressive = on_frames is not None
         result: ChunkResult = await self._engine.call(
-            NextChunk(self._id, prefetch, checkpoint),
+            NextChunk(self._id, prefetch, checkpoint, progressive),
             self._priority,
             generation=self._generation,
             on_progress=on_progress,
             should_cancel=should_cancel,
+            on_frames=take if progressive else None,
         )
         self._index = result.index + 1
+        if progressive:  # the frames crossed the pipe once, group by group
+            result = replace(result, frames=np.concatenate(received))
         return result
 
     async def set_prompt(self, prompt: str, blend_chunks: int = 1) -> None:

@@ -6,13 +6,13 @@ import asyncio
 import logging
 from typing import Any
 
-from helios_serve.core.protocols import CancelCheck, Priority, ProgressCallback
+from helios_serve.core.protocols import CancelCheck, FramesCallback, Priority, ProgressCallback
 from helios_serve.core.spec import ModelInfo, StreamRequest
-from helios_serve.core.types import ChunkResult, Variant
+from helios_serve.core.types import ChunkResult, DecodedFrames, Variant
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.state import StreamState
 from helios_serve.engine.step_cache import step_cache_available
-from helios_serve.engine.streamer import ChunkStreamer
+from helios_serve.engine.streamer import ChunkStreamer, decode_groups_for
 from helios_serve.engine.worker import EngineWorker
 
 logger = logging.getLogger(__name__)
@@ -68,10 +68,22 @@ class LocalStream:
         *,
         prefetch: bool = False,
         checkpoint: bool = False,
+        on_frames: FramesCallback | None = None,
     ) -> ChunkResult:
+        hand_over = None
+        if on_frames is not None:  # made on the worker thread, taken on the caller's loop
+            loop = asyncio.get_running_loop()
+
+            def hand_over(frames: DecodedFrames) -> None:
+                loop.call_soon_threadsafe(on_frames, frames)
+
         return await self._worker.run(
             lambda: self._streamer.next_chunk(
-                on_progress, should_cancel, prefetch=prefetch, checkpoint=checkpoint
+                on_progress,
+                should_cancel,
+                prefetch=prefetch,
+                checkpoint=checkpoint,
+                on_frames=hand_over,
             ),
             self._priority,
         )
@@ -113,7 +125,9 @@ class LocalEngine:
     ) -> LocalStream:
         def open_() -> ChunkStreamer:
             state = None if resume is None else StreamState.from_bytes(resume)
-            streamer: ChunkStreamer = ChunkStreamer(self._model, request, state=state)
+            streamer: ChunkStreamer = ChunkStreamer(
+                self._model, request, state=state, decode_groups=decode_groups_for(priority)
+            )
             return streamer
 
         streamer = await self._worker.run(open_, priority)

@@ -19,19 +19,22 @@ from __future__ import annotations
 import logging
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from helios_serve.core.protocols import Priority
 from helios_serve.core.settings import steps_in_chunk
 from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import (
+    FRAMES_PER_CHUNK,
     LATENT_FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
+    DecodedFrames,
     StepProgress,
     Variant,
 )
@@ -58,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[StepProgress], None]
 CancelCheck = Callable[[], bool]
+FramesHandler = Callable[[DecodedFrames], None]
 
 
 @dataclass
@@ -75,6 +79,17 @@ class _Denoised:
 
 
 FramesFuture = Callable[[], npt.NDArray[np.uint8]]
+SESSION_DECODE_GROUPS = (1, 1, 2, 4)
+"""How a live session's streams decode the latent frames after the first: one, one, two, then
+four per decoder call, so the first frames are out after one small call each (progressive
+delivery: frame 0, then 4, 4, 8 and 16 frames), and each group plays for longer than the next,
+twice its size, takes to decode, while most frames still go through the decoder batched. A job's
+stream decodes frames 1..8 in one call, the fastest way to the whole chunk."""
+
+
+def decode_groups_for(priority: Priority) -> tuple[int, ...] | None:
+    """The decode partition of a stream opened at `priority` (None: the decoder's default)."""
+    return SESSION_DECODE_GROUPS if priority is Priority.SESSION else None
 
 
 class ChunkStreamer(StreamConditioning):
@@ -88,10 +103,14 @@ class ChunkStreamer(StreamConditioning):
         prompt_encoder: cond.PromptEncoding | None = None,
         state: StreamState | None = None,
         decoder: ChunkDecoder | None = None,
+        decode_groups: Sequence[int] | None = None,
     ) -> None:
         """A new stream for `request`, or, with `state`, the stream that state was saved from
         (the request's size and settings must match it; its prompt, seed, image and video are
-        then already in the state). `decoder`: how chunks decode (default: the model's)."""
+        then already in the state). `decoder`: how chunks decode (default: the model's).
+        `decode_groups`: the latent frames after the first that each decoder call takes, for
+        every chunk, asked for progressively or not, so both give the same bytes (default: the
+        decoder's, frames 1..8 in one call; a partition changes frames by float rounding)."""
         validate_request(request)
         self.on_latents: Callable[[torch.Tensor], None] | None = None
         """A measurement seam: sees each chunk's final latents just before their VAE decode
@@ -118,6 +137,7 @@ class ChunkStreamer(StreamConditioning):
         self.decoder = decoder or ChunkDecoder(
             model.vae_decoder or VaeDecoder(pipe.vae), self._stats
         )
+        self.decode_groups = None if decode_groups is None else list(decode_groups)
         self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
             pipe, self._device
         )
@@ -196,8 +216,12 @@ class ChunkStreamer(StreamConditioning):
         *,
         prefetch: bool = False,
         checkpoint: bool = False,
+        on_frames: FramesHandler | None = None,
     ) -> ChunkResult:
         """Generate the next 33 frames as uint8 (T, H, W, 3).
+
+        With `on_frames`, the frames are also handed to it group by group as they are decoded
+        (on this thread), and the decode stops between groups once `should_cancel()` holds.
 
         With `checkpoint`, the result carries the stream's state right after this chunk as
         bytes (`StreamState.to_bytes`): a stream opened from it makes the chunks that follow.
@@ -212,10 +236,15 @@ class ChunkStreamer(StreamConditioning):
         current = self._ahead or self._denoise_next(on_progress, should_cancel)
         self._ahead = None
         decode_start = time.perf_counter()
-        frames = self._start_decode(current.latents)
-        if prefetch:
-            self._ahead = self._denoise_next(on_progress, should_cancel)
-        result = frames()
+        if on_frames is not None:
+            result = self._decode_progressively(current, on_frames, should_cancel)
+            if prefetch:
+                self._ahead = self._denoise_next(on_progress, should_cancel)
+        else:
+            frames = self._start_decode(current.latents)
+            if prefetch:
+                self._ahead = self._denoise_next(on_progress, should_cancel)
+            result = frames()
         end = time.perf_counter()
         saved = current.state.to_bytes() if checkpoint else None
         return ChunkResult(
@@ -245,6 +274,25 @@ class ChunkStreamer(StreamConditioning):
         state = self.snapshot()  # before a prefetch moves the stream on
         extras = {} if cached is None else cached.as_extras()
         return _Denoised(index, latents, prompt, seed, time.perf_counter() - start, state, extras)
+
+    def _decode_progressively(
+        self, current: _Denoised, on_frames: FramesHandler, should_cancel: CancelCheck | None
+    ) -> npt.NDArray[np.uint8]:
+        """Decode `current` group by group, handing each group's frames to `on_frames` before
+        the next is decoded; stop between groups once `should_cancel()` holds."""
+        groups = self.decode_groups or self.decoder.vae_decoder.default_groups(
+            LATENT_FRAMES_PER_CHUNK
+        )
+        parts: list[npt.NDArray[np.uint8]] = []
+        at = 0
+        for part in self.decoder.iter_uint8(current.latents, groups):
+            frames: npt.NDArray[np.uint8] = part.cpu().numpy()
+            on_frames(DecodedFrames(current.index, at, frames))
+            parts.append(frames)
+            at += len(frames)
+            if at < FRAMES_PER_CHUNK and should_cancel is not None and should_cancel():
+                raise StreamCancelledError(f"cancelled in the decode of chunk {current.index}")
+        return np.concatenate(parts)
 
     def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
         """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""
@@ -353,7 +401,9 @@ class ChunkStreamer(StreamConditioning):
         """VAE-decode one chunk's latents: (1, 3, T, H, W) in [-1, 1], in the VAE's dtype."""
         if self.on_latents is not None:
             self.on_latents(latents)
-        return self.decoder.video(latents)
+        if self.decode_groups is None:
+            return self.decoder.video(latents)
+        return torch.cat(list(self.decoder.iter_video(latents, self.decode_groups)), dim=2)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> npt.NDArray[np.float32]:

@@ -26,8 +26,11 @@ class RealtimeConfig:
     """Chunks made ahead of playback at most. While a client plays, chunks are made just in
     time instead (one ready shortly before it is due); this bounds the buffer while nobody
     pulls frames (no peer yet, the track paused)."""
-    latency: LatencyMode = LatencyMode.LOW
+    latency: LatencyMode = LatencyMode.SMOOTH
     """Where a change lands (`steering`); Reactor sessions may choose with extra_args.latency."""
+    playback_floor_fps: float = 16.0
+    """The slowest a session plays while the engine cannot keep up with `emission_fps`
+    (`playback`); a session may pin its rate instead (extra_args.playback_fps)."""
     ws_send_ahead_s: float = 0.5
     """`/v1/realtime/video`: how long before the client will play a chunk it is sent (to
     encode it and carry it); chunks not yet sent can still be remade by an interaction."""

@@ -20,11 +20,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from helios_serve.core.protocols import CancelCheck, Engine, Priority, Stream, Upscaler
+from helios_serve.core.protocols import (
+    CancelCheck,
+    Engine,
+    FramesCallback,
+    Priority,
+    Stream,
+    Upscaler,
+)
 from helios_serve.core.requests import draw_seed
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import StreamRequest
-from helios_serve.core.types import Frames
+from helios_serve.core.types import DecodedFrames, Frames
 from helios_serve.realtime.steering import LatencyMode
 
 
@@ -36,8 +43,10 @@ class StreamOptions:
     height: int
     settings: SamplingSettings
     prompt_blend_chunks: int = 1
-    latency: LatencyMode = LatencyMode.LOW
+    latency: LatencyMode = LatencyMode.SMOOTH
     """Where a change lands (see `steering`)."""
+    playback_fps: float | None = None
+    """A rate the session pinned its playback to; None follows the engine (`playback`)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,8 @@ class Made:
     """Seconds spent reopening the stream at a boundary first, when it was."""
     scale: int = 1
     """SR left to the playout's consumer (`frames` are at model size)."""
+    asked_at: float = 0.0
+    """`time.perf_counter()` when the engine was asked for the chunk (the stream ready)."""
 
 
 class StreamDriver:
@@ -103,37 +114,63 @@ class StreamDriver:
         self._position: int | None = 0
         """The chunk the open stream makes next, None when a cancelled chunk left it unusable."""
         self._rewind_to: int | None = None
-        self._rewinds = 0
+        self._rewound_to: int | None = None
+        """The lowest boundary rewound to while the chunk in hand is made."""
         self.seed: int | None = None
         """The seed the open stream really uses (a -1 request resolved)."""
 
     async def make_chunk(
-        self, index: int, conditions: Conditions, should_cancel: CancelCheck
+        self,
+        index: int,
+        conditions: Conditions,
+        should_cancel: CancelCheck,
+        on_frames: FramesCallback | None = None,
     ) -> Made:
         """Chunk `index` under `conditions` (upscaled when SR is on); `StreamCancelledError`
-        once `should_cancel()` holds, at the engine's next step."""
+        once `should_cancel()` holds, at the engine's next step or decoded group. `on_frames`
+        gets its frames as they are decoded, or all at once after an upscale in this loop."""
         start = time.perf_counter()
-        rewinds = self._rewinds
+        self._rewound_to = None
         stream, reopened = await self._prepare(conditions)
         ready = time.perf_counter()
         steps = stream.steps_in_chunk(index)
         self._position = None  # until the chunk is done: a cancel leaves the stream mid-chunk
-        result = await stream.next_chunk(should_cancel=should_cancel, checkpoint=True)
+        upscale = conditions.sr_scale > 1 and not self._defer
+        result = await stream.next_chunk(
+            should_cancel=should_cancel,
+            checkpoint=True,
+            on_frames=None if upscale else on_frames,
+        )
         self._position = index + 1
-        if result.checkpoint is not None and rewinds == self._rewinds:  # else made for nothing
+        floor = self._rewound_to
+        if result.checkpoint is not None and (floor is None or floor > index):  # still wanted
             self._boundaries[index + 1] = Boundary(result.checkpoint, self._prompt, self._image_key)
-        frames, left = result.frames, 1
-        if conditions.sr_scale > 1 and self._defer:
-            left = conditions.sr_scale
-        elif conditions.sr_scale > 1:
+        frames = result.frames
+        if upscale:
             frames = await asyncio.to_thread(self._upscale, frames, conditions.sr_scale)
+            if on_frames is not None:
+                on_frames(DecodedFrames(index, 0, frames))
         end = time.perf_counter()
-        return Made(frames, end - ready, steps, ready - start if reopened else None, left)
+        return Made(
+            frames, end - ready, steps, ready - start if reopened else None,
+            self.deferred_scale(conditions), ready,
+        )  # fmt: skip
+
+    def deferred_scale(self, conditions: Conditions) -> int:
+        """The SR scale left to the playout's consumer for a chunk made under `conditions`."""
+        return conditions.sr_scale if conditions.sr_scale > 1 and self._defer else 1
+
+    @property
+    def will_reopen(self) -> bool:
+        """The next chunk made first reopens the stream at a kept boundary."""
+        return self._rewind_to is not None and self._position != self._rewind_to
 
     def rewind(self, boundary: int) -> None:
-        """Make chunk `boundary` next, from the state kept there (boundary 0: a fresh stream)."""
+        """Make chunk `boundary` next, from the state kept there (boundary 0: a fresh stream).
+        A chunk being made before `boundary` goes on: its boundary is kept when it ends."""
         self._rewind_to = boundary
-        self._rewinds += 1
+        if self._rewound_to is None or boundary < self._rewound_to:
+            self._rewound_to = boundary
         self._boundaries = {i: b for i, b in self._boundaries.items() if i <= boundary}
 
     def forget_before(self, boundary: int) -> None:

@@ -15,8 +15,10 @@ sending it). It measures the delivered frame rate over a sliding window and appl
   → the cap goes back up one step.
 
 Both directions are reported in the session's `state` (`egress`): effective fps, the scale
-frames go at, the cap, and why it was lowered. The frame rate itself is never lowered: at 1x
-there is nothing left to give up, and the state says so.
+frames go at, the cap, and why it was lowered. The egress never lowers the frame rate itself:
+at 1x there is nothing left to give up, and the state says so. While playback runs slower than
+the emission rate (the engine behind, `playback`), the delivered rate is judged against the
+rate playback asked for (`frame_sent(..., target_fps)`), not the emission rate.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class EgressGovernor:
         self.changes = 0
         self._times: deque[float] = deque()
         self._busy: deque[float] = deque()
+        self._targets: deque[float] = deque()
         self._changed_at = clock()
         self._last_fps: float | None = None
         self.listener: Callable[[], None] | None = None
@@ -76,21 +79,26 @@ class EgressGovernor:
     def reset_window(self) -> None:
         self._times.clear()
         self._busy.clear()
+        self._targets.clear()
 
-    def frame_sent(self, scale: int, busy_s: float) -> None:
+    def frame_sent(self, scale: int, busy_s: float, target_fps: float | None = None) -> None:
+        """A frame went out at `scale`; `target_fps`: the rate playback asked for (default:
+        the emission rate)."""
         now = self._clock()
         if self._times and now - self._times[-1] > self.policy.gap_reset_s:
             self.reset_window()
         self.scale = scale
         self._times.append(now)
         self._busy.append(busy_s)
+        self._targets.append(self.fps if target_fps is None else target_fps)
         while self._times and now - self._times[0] > self.policy.window_s:
             self._times.popleft()
             self._busy.popleft()
+            self._targets.popleft()
         fps = self._window_fps(now)
         if fps is not None:
             self._last_fps = fps
-            self._decide(now, fps)
+            self._decide(now, fps, sum(self._targets) / len(self._targets))
 
     def _window_fps(self, now: float) -> float | None:
         """Frames per second over a full window, None until the window is full."""
@@ -103,22 +111,22 @@ class EgressGovernor:
         # the window is full only once it spans `window_s` since the last reset
         return max(self._times[0], self._changed_at) if self._times else self._clock()
 
-    def _decide(self, now: float, fps: float) -> None:
+    def _decide(self, now: float, fps: float, target: float) -> None:
         p = self.policy
         saturated = statistics.median(self._busy) >= p.busy_ratio / self.fps
-        if self.scale > 1 and fps < p.down_ratio * self.fps and saturated:
+        if self.scale > 1 and fps < p.down_ratio * target and saturated:
             lower = SR_STEPS[SR_STEPS.index(self.scale) - 1]
             self._change(
                 now,
                 lower,
-                f"egress delivered {fps:.1f} fps < {p.down_ratio:.0%} of {self.fps:g} at "
+                f"egress delivered {fps:.1f} fps < {p.down_ratio:.0%} of {target:.3g} at "
                 f"{LABELS[self.scale]}: SR lowered to {LABELS[lower]}",
             )
             return
         if (
             self.scale == self.cap < SR_STEPS[-1]
             and now - self._changed_at >= p.hold_s
-            and fps >= p.up_fps_ratio * self.fps
+            and fps >= p.up_fps_ratio * target
         ):
             higher = SR_STEPS[SR_STEPS.index(self.cap) + 1]
             busy = sum(self._busy) / len(self._busy)

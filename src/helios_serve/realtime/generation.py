@@ -5,12 +5,19 @@ session's state machine, the socket's interactions) says whether a chunk is want
 each one is made with; the loop decides when (`pacing.until_due`: ready shortly before it is
 due, from a running estimate of chunk time) and puts made chunks on a `Playout`.
 
+Frames reach the playout as the engine decodes them (`Stream.next_chunk(on_frames=...)`): a
+chunk is queued with its first frames and grows until its decode ends, so it may start playing
+before that. The loop plans on when a chunk's first frames are needed (`ChunkTimer.lead`) and
+tells the playout when it expects the next frames (`supply`), which playback slows for when
+the engine falls behind (`playback`).
+
 When a command changes what is made, its owner asks `landing()` where it lands and calls
-`rollback(chunk)`: chunks from there on that are queued are dropped, the one being made is
-abandoned at the engine's next step (its `should_cancel` sees the timeline move on), the
-source undoes its claims and the driver reopens the stream at that boundary, so the next
-chunk made is that one again, under the new conditions. Made chunks never reach the playout
-once their timeline is over.
+`rollback(chunk)`: chunks from there on that are queued are dropped (with whatever of them was
+decoded: none of it has been shown), the one being made is abandoned at the engine's next step
+or decoded group if it is one of them (its `should_cancel` sees it abandoned), the source
+undoes its claims and the driver reopens the stream at that boundary, so the next chunk made
+is that one again, under the new conditions. A chunk being made before the landing goes on
+(it may be on screen already). An abandoned chunk's frames never reach the playout.
 
 No prefetching: a chunk made ahead under old conditions would only be thrown away.
 """
@@ -24,12 +31,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from helios_serve.core.protocols import Engine, Upscaler
-from helios_serve.core.types import Frames
+from helios_serve.core.types import DecodedFrames, Frames
 from helios_serve.errors import StreamCancelledError
 from helios_serve.realtime.driver import Conditions, StreamDriver, StreamOptions
-from helios_serve.realtime.pacing import ChunkTimer, until_due
+from helios_serve.realtime.forecast import Flight, Forecast
+from helios_serve.realtime.pacing import until_due
 from helios_serve.realtime.playout import MadeChunk, Playout
-from helios_serve.realtime.steering import Outlook, landing_chunk
+from helios_serve.realtime.steering import landing_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -108,23 +116,19 @@ class Generation:
         self.driver = StreamDriver(
             engine, options, upscale, defer_resampling=getattr(playout, "resamples", False)
         )
-        self.timer = ChunkTimer()
+        self.forecast = Forecast()
         self.stats = GenerationStats()
         self._wake = asyncio.Event()
-        self._timeline = 0
-        """Bumped by every rollback and stop: what an older timeline makes is thrown away."""
-        self._in_flight: Claimed | None = None
-        self._in_flight_since = 0.0
-        self._steps = 1
+        self._flight: Flight | None = None
         self._made_s: dict[int, float] = {}
         """Engine seconds of the chunks on the playout not yet shown."""
         self._task: asyncio.Task[None] | None = None
-        playout.listen(self._started, self._wake.set)
+        playout.listen(self._started, self._wake.set, self.supply)
 
     @property
     def busy(self) -> bool:
-        """A chunk is being made, or made and not yet on the playout."""
-        return self._in_flight is not None
+        """A chunk is being made."""
+        return self._flight is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="generation")
@@ -134,7 +138,8 @@ class Generation:
 
     async def stop(self) -> None:
         """Stop making chunks and drop everything not shown (reset, close)."""
-        self._timeline += 1  # the engine's cancel check fires at its next step
+        if self._flight is not None:
+            self._flight.abandoned = True  # the engine's cancel check fires at its next step
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -146,29 +151,15 @@ class Generation:
     # ------------------------------------------------------------------ steering
     def landing(self, committed: int, claimed: int) -> int:
         """The first chunk a change made now applies to (`steering.landing_chunk`)."""
-        return landing_chunk(
-            self._options.latency, committed, claimed, self._outlook(committed, claimed)
-        )
-
-    def _outlook(self, committed: int, claimed: int) -> Outlook | None:
-        """What each landing would cost, from the timer's (cautious) chunk time."""
-        lead, to_boundary = self.timer.lead(self._steps), self._playout.to_boundary()
-        if lead is None or to_boundary is None:
-            return None
-        flight = self._in_flight
-        # a remake waits for the chunk being made to let go (about a step) and a reopen
-        let_go = (self.timer.step_s or 0.0) if flight is not None else 0.0
-        remake = lead + self.timer.open_s + let_go
-        next_ready = 0.0
-        if flight is not None and flight.index == committed:
-            next_ready = max(0.0, self._in_flight_since + lead - time.perf_counter())
-        next_remake = remake if claimed > committed + 1 else next_ready + lead
-        return Outlook(to_boundary, remake, next_ready, next_remake, self._playout.playback_s)
+        outlook = self.forecast.outlook(self._playout, self._flight, committed, claimed)
+        return landing_chunk(self._options.latency, committed, claimed, outlook)
 
     def rollback(self, chunk: int) -> None:
         """Make chunk `chunk` next again: drop and abandon everything made from it on."""
-        self._timeline += 1
-        dropped = self._playout.drop_from(chunk)
+        flight = self._flight
+        if flight is not None and flight.index >= chunk:
+            flight.abandoned = True  # counted when the engine lets go of it
+        dropped = [i for i in self._playout.drop_from(chunk) if flight is None or i != flight.index]
         self.stats.rollbacks += 1
         self.stats.chunks_dropped += len(dropped)
         for index in dropped:
@@ -177,12 +168,25 @@ class Generation:
         self.driver.rewind(chunk)
         self._wake.set()
 
+    def playback(self) -> dict[str, Any]:
+        """The playout's playback rate (the session's `state.playback`)."""
+        return self._playout.playback()
+
     def _started(self, chunk: MadeChunk, pts: int | None) -> None:
         self.stats.chunks_shown += 1
         self._made_s.pop(chunk.index, None)
         self.driver.forget_before(chunk.index + 1)
         self._source.started(chunk, pts)
         self._wake.set()
+
+    def supply(self) -> list[tuple[float, int]]:
+        """When the next frames are expected (`Forecast.supply`)."""
+        return self.forecast.supply(
+            self._playout,
+            self._flight,
+            wanted=self._source.wanted(),
+            reopen=self.driver.will_reopen,
+        )
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:
@@ -191,54 +195,83 @@ class Generation:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await until_due(self._playout, self.timer, self._steps, self._wake, self._source.wanted)
+            f = self.forecast
+            await until_due(self._playout, f.timer, f.steps, self._wake, self._source.wanted)
             if self._source.wanted() and not await self._make(self._source.claim()):
                 return
 
     async def _make(self, claimed: Claimed) -> bool:
-        """Make one chunk and put it out unless its timeline ended; False ends the loop."""
-        self._in_flight, self._in_flight_since = claimed, time.perf_counter()
+        """Make one chunk, its frames going out as they come; False ends the loop."""
+        flight = Flight(claimed.index, time.perf_counter(), self.driver.will_reopen)
+        self._flight = flight
         try:
-            return await self._make_and_put(claimed)
+            return await self._make_and_put(claimed, flight)
         finally:
-            self._in_flight = None
+            self._flight = None
 
-    async def _make_and_put(self, claimed: Claimed) -> bool:
-        timeline = self._timeline
-        start = time.perf_counter()
+    def _hand_over(self, c: Claimed, flight: Flight, decoded: DecodedFrames) -> None:
+        """Frames of the chunk being made, as they are decoded: onto the playout."""
+        if flight.abandoned:
+            return
+        flight.arrivals.append((time.perf_counter(), len(decoded.frames)))
+        if flight.chunk is None:
+            scale = self.driver.deferred_scale(c.conditions)
+            flight.chunk = MadeChunk(c.index, None, c.conditions.prompt, scale)
+            flight.chunk.add(decoded.frames)
+            self._playout.push(flight.chunk)
+        else:
+            flight.chunk.add(decoded.frames)
+            self._playout.grew(flight.chunk)
+
+    async def _make_and_put(self, claimed: Claimed, flight: Flight) -> bool:
+        start = flight.since
         try:
             made = await self.driver.make_chunk(
-                claimed.index, claimed.conditions, lambda: self._timeline != timeline
+                claimed.index,
+                claimed.conditions,
+                lambda: flight.abandoned,
+                lambda decoded: self._hand_over(claimed, flight, decoded),
             )
         except StreamCancelledError:
             self.stats.chunks_abandoned += 1
             self._waste(time.perf_counter() - start)
             return True
         except Exception as exc:
-            if self._timeline != timeline:
+            if flight.abandoned:
                 self._waste(time.perf_counter() - start)
                 return True
+            self._cut_short(flight)
             self.driver.rewind(claimed.index)
             return self._source.failed(claimed, exc)
-        self.timer.observe(made.engine_s, made.steps)
-        if made.reopen_s is not None:
-            self.timer.observe_open(made.reopen_s)
-        self._steps = made.steps
+        self.forecast.observe(made, flight.arrivals, self._playout.playback_s)
         self.stats.chunks_made += 1
         self.stats.engine_s += made.engine_s + (made.reopen_s or 0.0)
-        while self._timeline == timeline and not self._playout.has_room():
-            self._wake.clear()
-            await self._wake.wait()
-        if self._timeline != timeline:  # a change reached it before it went out
+        if flight.abandoned:  # a change reached it after its last frames
             self.stats.chunks_dropped += 1
             self.stats.wasted_s += made.engine_s
             return True
-        self._made_s[claimed.index] = made.engine_s
-        self._playout.push(
-            MadeChunk(claimed.index, made.frames, claimed.conditions.prompt, made.scale)
-        )
+        if flight.chunk is None:  # an engine that hands a chunk over whole
+            flight.chunk = MadeChunk(claimed.index, made.frames, claimed.conditions.prompt)
+            flight.chunk.scale = made.scale
+            self._playout.push(flight.chunk)
+        else:
+            flight.chunk.finish()
+            self._playout.grew(flight.chunk)
+        if self._playout.committed <= claimed.index:  # not on screen yet: a change may drop it
+            self._made_s[claimed.index] = made.engine_s
         self._source.made(claimed, made.frames)
         return True
+
+    def _cut_short(self, flight: Flight) -> None:
+        """A chunk that failed part-way: what of it is on screen ends there; the rest goes."""
+        chunk = flight.chunk
+        if chunk is None:
+            return
+        if self._playout.committed > chunk.index:
+            chunk.finish()
+            self._playout.grew(chunk)
+        else:
+            self._playout.drop_from(chunk.index)
 
     def _waste(self, seconds: float) -> None:
         self.stats.engine_s += seconds

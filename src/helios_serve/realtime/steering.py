@@ -4,12 +4,14 @@ Chunks already on screen are fixed; every chunk after them can be dropped and ma
 from the stream state kept at its boundary. A change can land on chunk `c`, the first not on
 screen (remade from now), or on `c + 1` (chunk `c` plays as made). `Outlook` is what the loop
 expects of each choice: when the change would show, and how long the screen would hold its
-last frame meanwhile. `extra_args.latency` weighs the two:
+last frame meanwhile, once playback has slowed as far as it may (down to its floor rate,
+`playback.py`: the `stretch` before `c` is due, `chunk_stretch` over one chunk) to bridge the
+wait. `extra_args.latency` weighs the two:
 
-- `low` (default): the change shows as soon as it can, whatever the hold.
+- `smooth` (default): never a hold a later landing would avoid.
 - `balanced`: a hold is taken only if it brings the change forward by at least half
   its own length; otherwise the change lands one chunk later, without it.
-- `smooth`: never a hold a later landing would avoid.
+- `low`: the change shows as soon as it can, whatever the hold.
 
 A paused session changes nothing already made: its commands apply when it resumes.
 """
@@ -44,18 +46,23 @@ class Outlook:
     next_remake: float
     """Until chunk `c + 1` would be ready: made after `c`, or remade now if it was made."""
     chunk: float
-    """One chunk's playback."""
+    """One chunk's playback at the nominal rate."""
+    stretch: float = 0.0
+    """How much later than `to_boundary` chunk `c` can be due if playback slows to its floor."""
+    chunk_stretch: float = 0.0
+    """How much longer one chunk can play at the floor rate."""
 
     def landing_now(self) -> tuple[float, float]:
         """(when the change shows, how long the screen holds before it) landing on `c`."""
         shows = max(self.to_boundary, self.remake)
-        return shows, shows - self.to_boundary
+        return shows, max(0.0, shows - self.to_boundary - self.stretch)
 
     def landing_next(self) -> tuple[float, float]:
         """The same, landing on `c + 1`: the holds before `c` and before `c + 1`."""
         c_shows = max(self.to_boundary, self.next_ready)
         shows = max(c_shows + self.chunk, self.next_remake)
-        return shows, (c_shows - self.to_boundary) + (shows - c_shows - self.chunk)
+        holds_c = max(0.0, c_shows - self.to_boundary - self.stretch)
+        return shows, holds_c + max(0.0, shows - c_shows - self.chunk - self.chunk_stretch)
 
 
 def landing_chunk(mode: LatencyMode, committed: int, claimed: int, outlook: Outlook | None) -> int:

@@ -21,6 +21,7 @@ from helios_serve.errors import UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.egress import EgressGovernor
+from helios_serve.realtime.playback import PlaybackRate, RatePolicy
 from helios_serve.realtime.playout import FrameBuffer
 from helios_serve.realtime.reactor import protocol as wire
 from helios_serve.realtime.reactor.images import ImageLoader
@@ -111,7 +112,13 @@ class SessionHandle:
 
     def activate(self, engine: Engine, config: RealtimeConfig, upscale: Upscaler) -> None:
         """Give the session its slot: build the buffer and session and start its consumer."""
-        self.buffer = FrameBuffer(config.emission_fps, config.buffer_chunks)
+        pinned = self.options.playback_fps
+        rate = PlaybackRate(
+            min(pinned or config.emission_fps, config.emission_fps),
+            RatePolicy(floor_fps=config.playback_floor_fps),
+            pinned=pinned is not None,
+        )
+        self.buffer = FrameBuffer(config.emission_fps, config.buffer_chunks, rate=rate)
         self.egress = EgressGovernor(config.emission_fps)
         self.session = Session(
             engine,

@@ -76,7 +76,8 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
 
 def stream_overrides(extra_args: Any, info: ModelInfo) -> dict[str, Any]:
     """StreamOptions fields a client may set via `extra_args`; other keys are ignored. Sizes
-    follow the served model's rule (the vocabulary's `check_side`), refused at the start."""
+    follow the served model's rule (the vocabulary's `check_side`), refused at the start.
+    `playback_fps` pins the session's playback rate (above the emission rate it plays at that)."""
     if extra_args is None:
         return {}
     if not isinstance(extra_args, dict):
@@ -94,6 +95,13 @@ def stream_overrides(extra_args: Any, info: ModelInfo) -> dict[str, Any]:
         if extra_args["latency"] not in modes:
             raise bad_request(f"'extra_args.latency' must be one of {modes}", param="latency")
         out["latency"] = LatencyMode(extra_args["latency"])
+    if "playback_fps" in extra_args:
+        fps = extra_args["playback_fps"]
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not 1 <= fps <= 240:
+            raise bad_request(
+                "'extra_args.playback_fps' must be a number in 1..240", param="playback_fps"
+            )
+        out["playback_fps"] = float(fps)
     return out
 
 

@@ -308,6 +308,7 @@ class Session:
     def _emit_state(self) -> None:
         snapshot = self._state.snapshot()
         snapshot["generation"] = self._generation.stats.as_dict()
+        snapshot["playback"] = self._generation.playback()
         if self._egress is not None:
             snapshot["egress"] = self._egress.as_dict()
         self._emit(wire.state_event(snapshot))

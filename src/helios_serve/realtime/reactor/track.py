@@ -3,7 +3,10 @@
 `PacedVideoTrack.recv()` only takes the next frame from the session's `FrameBuffer`
 (playout.py) and stamps it, telling the buffer the frame's pts (the buffer reports the first
 frame of each chunk as it goes out); when the buffer runs dry it repeats the last frame (black
-before the first) so the peer never stalls. A reconnect builds a new track on the same buffer.
+before the first) so the peer never stalls. Frames go out at the rate the buffer plays at
+(`FrameBuffer.interval()`: the emission rate, or slower while the engine falls behind), and
+each pts is the time it goes out on the 90 kHz clock, so a receiver plays them at that rate.
+A reconnect builds a new track on the same buffer.
 A client may pause the track (newer clients' `PauseTrack`): nothing is sent until it resumes;
 the buffer sees no consumer, fills and generation waits on it.
 
@@ -65,7 +68,8 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
         self._returned_at: float | None = None
         self.repeats = 0
         """Frames sent again because the buffer had none (the generator is behind)."""
-        self._count = 0
+        self._elapsed = 0.0
+        """Seconds of playback from the first frame to the one going out next."""
         self._start_time: float | None = None
         self._playing = asyncio.Event()
         self._playing.set()
@@ -88,16 +92,17 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
         return not self._playing.is_set()
 
     async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
-        # aiortc's own version is fixed at 30 fps; this one keeps its scheme at our rate.
+        # aiortc's own version is fixed at 30 fps; this one keeps its scheme at the rate the
+        # buffer plays at, which may change from one frame to the next.
         if self.readyState != "live":
             raise MediaStreamError
         if self._start_time is None:
             self._start_time = time.time()
         else:
-            self._count += 1
-            wait = self._start_time + self._count / self._fps - time.time()
+            self._elapsed += self._buffer.interval()
+            wait = self._start_time + self._elapsed - time.time()
             await asyncio.sleep(max(0.0, wait))
-        return round(self._count * VIDEO_CLOCK_RATE / self._fps), VIDEO_TIME_BASE
+        return round(self._elapsed * VIDEO_CLOCK_RATE), VIDEO_TIME_BASE
 
     async def recv(self) -> Any:
         called = time.perf_counter()
@@ -119,6 +124,6 @@ class PacedVideoTrack(VideoStreamTrack):  # type: ignore[misc]  # aiortc base is
         video.pts = pts
         video.time_base = time_base
         busy += time.perf_counter() - prepared
-        self.egress.frame_sent(max(1, video.width // self._width), busy)
+        self.egress.frame_sent(max(1, video.width // self._width), busy, self._buffer.rate.fps)
         self._returned_at = time.perf_counter()
         return video

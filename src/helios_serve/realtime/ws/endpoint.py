@@ -11,7 +11,10 @@ the same `SlotPool` as WebRTC sessions and never queues: over the limit it is `b
 
 Chunks are made just in time and sent paced to the client's playback (`ws.stream`), so
 a `session.interaction` lands on the first chunk not yet sent: chunks made but not sent are
-remade under the new prompt, as a Reactor session's commands are (`generation`).
+remade under the new prompt, as a Reactor session's commands are (`generation`). Each
+fragment's frames carry durations: 1/fps while the engine keeps up, longer (down to the floor
+rate) while it does not, so the client's player slows down instead of stalling;
+`extra_params.playback_fps` pins them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from helios_serve.core.types import Frames
 from helios_serve.media.fmp4 import FragmentedMp4Encoder
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.generation import Generation
+from helios_serve.realtime.playback import PlaybackRate, RatePolicy
 from helios_serve.realtime.playout import MadeChunk
 from helios_serve.realtime.slots import SessionLimitError, StreamHost
 from helios_serve.realtime.ws.start import (
@@ -130,7 +134,13 @@ class VideoSocket:
         start = {"type": "video.start", "request_id": self.request_id, "format": "m4s"}
         await self.send(start | {"config": plan.config})
         config = self.host.config
-        playout = SocketPlayout(plan.fps, config.ws_send_ahead_s, self._finished)
+        pinned = plan.playback_fps
+        rate = PlaybackRate(
+            min(pinned or plan.fps, plan.fps),
+            RatePolicy(floor_fps=config.playback_floor_fps),
+            pinned=pinned is not None,
+        )
+        playout = SocketPlayout(plan.fps, config.ws_send_ahead_s, self._finished, rate=rate)
         self._source = source = InteractionSource(plan)
         options = StreamOptions(
             plan.request.width, plan.request.height, plan.request.settings, latency=config.latency
@@ -144,7 +154,7 @@ class VideoSocket:
         sent = 0
         try:
             while (chunk := await self._next(playout, control)) is not None:
-                data = await asyncio.to_thread(encoder.encode, chunk.frames)
+                data = await asyncio.to_thread(encoder.encode, chunk.frames, chunk.durations)
                 meta = {
                     "type": "video.chunk_metadata", "request_id": self.request_id, "kind": "media",
                     "transport_chunk_index": sent, "generation_chunk_index": chunk.index,

@@ -61,6 +61,8 @@ class ExtraParams(BaseModel):
     guidance_scale: float | None = None
     num_inference_steps: int | None = None
     max_sequence_length: int | None = Field(default=None, ge=1, le=512)
+    playback_fps: float | None = Field(default=None, ge=1, le=240)
+    """Pins the rate the client plays at (up to `fps`); absent, it follows the engine."""
 
 
 class SamplingParams(ExtraParams):
@@ -104,6 +106,8 @@ class Plan:
     fps: int
     chunks: int
     config: dict[str, Any]
+    playback_fps: float | None = None
+    """The rate the session pinned its playback to; None follows the engine."""
 
 
 def _merged(start: StartMessage) -> dict[str, Any]:
@@ -195,7 +199,7 @@ def _plan(start: StartMessage, info: ModelInfo) -> Plan:
         "extra_params": start.extra_params.model_dump(exclude_none=True),
         "mode": "i2v" if image is not None else "t2v",
     }  # fmt: skip
-    return Plan(request, fps, chunks, config)
+    return Plan(request, fps, chunks, config, start.extra_params.playback_fps)
 
 
 @dataclass

@@ -4,6 +4,10 @@
 the client's player: it plays each chunk right after the one before, or when it arrives if
 that is later, so chunk k is sent `send_ahead_s` before the client will need it (room to
 encode it and carry it over the network). A chunk made but not yet sent can still be remade.
+A chunk is sent whole (one fragment), once its decode has ended. Its frames carry durations
+(`MadeChunk.durations`): at the nominal rate while the engine keeps up; when the next chunk
+would come too late for that, the rate eases down (to the floor at most, `playback`) so
+the client's playback lasts until it does, the same pacing as the WebRTC track's.
 
 `InteractionSource`: the prompt of each chunk from `session.interaction`s. At each chunk it
 applies the queued interactions (the newest is faded in over its `transition_chunks`, earlier
@@ -20,12 +24,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from helios_serve.core.types import FRAMES_PER_CHUNK, Frames
 from helios_serve.errors import HeliosError
 from helios_serve.realtime.driver import Conditions
 from helios_serve.realtime.generation import Claimed
-from helios_serve.realtime.playout import MadeChunk, Started
+from helios_serve.realtime.playback import PlaybackRate
+from helios_serve.realtime.playout import MadeChunk, Started, SupplyForecast
 from helios_serve.realtime.ws.start import Interaction, Plan
 
 logger = logging.getLogger(__name__)
@@ -42,10 +48,12 @@ class SocketPlayout:
         finished: Callable[[], bool],
         max_chunks: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        rate: PlaybackRate | None = None,
     ) -> None:
         """`finished()`: no more chunks will be made (checked while nothing is queued)."""
+        self.rate = rate or PlaybackRate(fps, clock=clock)
         self._finished = finished
-        self._chunk_s = FRAMES_PER_CHUNK / fps
+        self._chunk_s = FRAMES_PER_CHUNK / self.rate.nominal
         self._ahead = send_ahead_s
         self._max = max_chunks
         self._clock = clock
@@ -57,9 +65,10 @@ class SocketPlayout:
         self._closed = False
         self._started: Started | None = None
         self._room: Callable[[], None] | None = None
+        self._supply: SupplyForecast = lambda: ()
 
-    def listen(self, started: Started, room: Callable[[], None]) -> None:
-        self._started, self._room = started, room
+    def listen(self, started: Started, room: Callable[[], None], supply: SupplyForecast) -> None:
+        self._started, self._room, self._supply = started, room, supply
 
     @property
     def committed(self) -> int:
@@ -81,11 +90,18 @@ class SocketPlayout:
     def to_boundary(self) -> float | None:
         return max(0.0, self._send_at(0) - self._clock())
 
+    def slack(self) -> tuple[float, float]:
+        # what is sent plays as sent; the next chunk sent may play slower
+        return 0.0, max(0.0, self.rate.longest(FRAMES_PER_CHUNK) - self._chunk_s)
+
     def has_room(self) -> bool:
         return len(self._queue) < self._max
 
     def push(self, chunk: MadeChunk) -> None:
         self._queue.append(chunk)
+        self._changed.set()
+
+    def grew(self, chunk: MadeChunk) -> None:  # noqa: ARG002  # sent once complete
         self._changed.set()
 
     def drop_from(self, index: int) -> list[int]:
@@ -100,14 +116,20 @@ class SocketPlayout:
         self._closed = True
         self._changed.set()
 
+    def playback(self) -> dict[str, Any]:
+        return self.rate.as_dict()
+
     async def next_due(self) -> MadeChunk | None:
-        """The next chunk, once it is due to be sent (it is then committed); None at the end."""
+        """The next chunk, once it is made and due to be sent (it is then committed, its
+        `durations` set); None at the end."""
         while True:
             self._changed.clear()
-            if self._queue:
+            if self._queue and self._queue[0].complete:
                 wait = self._send_at(0) - self._clock()
                 if wait <= 0:
                     return self._send()
+            elif self._queue:
+                wait = FINISHED_POLL_S  # its decode goes on: `grew` wakes this
             elif self._closed or self._finished():
                 return None
             else:
@@ -118,13 +140,36 @@ class SocketPlayout:
     def _send(self) -> MadeChunk:
         chunk = self._queue.popleft()
         now = self._clock()
-        self._play_end = max(self._play_end or now, now) + self._chunk_s
+        start = max(self._play_end or now, now)
+        chunk.durations = self._durations(chunk, start - now)
+        self._play_end = start + sum(chunk.durations)
         self._committed = chunk.index + 1
         if self._started is not None:
             self._started(chunk, None)
         if self._room is not None:
             self._room()
         return chunk
+
+    def _durations(self, chunk: MadeChunk, starts_in: float) -> list[float]:
+        """Frame durations for `chunk`, so that the client plays until the next one is there."""
+        rate = self.rate
+        after = self._queue[0] if self._queue else None
+        needed = 0 if after is not None and after.complete else FRAMES_PER_CHUNK
+        if after is not None and not after.complete:
+            needed = after.pending
+        sendable, total = 0.0, 0
+        for seconds, count in self._supply() if needed else ():
+            total += count
+            sendable = seconds
+            if total >= needed:
+                break
+        if needed and total >= needed:
+            # frames in hand: this chunk's; the next chunk must arrive before they run out
+            rate.target = rate.target_for(chunk.num_frames, [(sendable + self._ahead - starts_in,
+                                                              FRAMES_PER_CHUNK)])  # fmt: skip
+        else:
+            rate.target = rate.nominal
+        return [1.0 / rate.ease() for _ in range(chunk.num_frames)]
 
 
 @dataclass(frozen=True)
