@@ -217,4 +217,6 @@ def test_diffusers_arguments_reproduce_the_stream(
     streamer = ChunkStreamer(model, StreamRequest(PROMPT, 64, 64, 3, settings))
     stream = np.concatenate([streamer.next_chunk_float()[0] for _ in range(2)])
     frames = model.pipe(num_frames=66, **pipeline_kwargs(cfg)).frames[0]
-    np.testing.assert_array_equal(frames, stream[: len(frames)])
+    # the engine decodes latent frames 1..8 in one call (engine/vae_decode.py): float32 rounding
+    # apart from diffusers' frame-by-frame decode, as in tests/engine/test_equivalence.py
+    np.testing.assert_allclose(frames, stream[: len(frames)], rtol=0, atol=1e-6)
