@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -14,6 +16,7 @@ from PIL import Image
 
 from helios_serve.api.app import ApiConfig
 from helios_serve.engine.fake import FAIL_MARKER, OOM_MARKER, FakeEngine, FakeEngineConfig
+from helios_serve.jobs.store import JobStore
 from helios_serve.serve import JobApi, build_app, build_parts
 
 
@@ -128,6 +131,40 @@ def test_delete_cancels_a_running_job_and_the_next_runs(tmp_path: Path) -> None:
         assert client.get(f"/v1/videos/{first['id']}").status_code == 404
         assert wait(client, second["id"])["status"] == "completed"
         assert not (tmp_path / "videos" / str(first["id"])).exists()
+
+
+class _DeletedAtChunkSave(JobStore):
+    """A store whose job is deleted the moment its first chunk is recorded: a `DELETE` landing
+    between the chunk's last step and its save (the race a client's DELETE of a running job
+    loses or wins by microseconds)."""
+
+    deleted = False
+
+    def record_chunk(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        if not self.deleted:  # the first job only
+            self.deleted = True
+            self.delete(job_id)
+        super().record_chunk(job_id, *args, **kwargs)
+
+
+def test_a_job_deleted_while_running_is_no_failure_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = FakeEngine(FakeEngineConfig())
+    store = _DeletedAtChunkSave(tmp_path / "jobs.db")
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05, store=store)
+    app = build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))
+    with caplog.at_level(logging.INFO), TestClient(app) as client:
+        gone = create(client, num_frames="99")
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/videos/{gone['id']}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert wait(client, create(client, prompt="next")["id"])["status"] == "completed"
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
+    assert any("deleted while running" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "videos" / str(gone["id"])).exists()
 
 
 def test_content_before_completion_is_409(tmp_path: Path) -> None:
