@@ -58,7 +58,7 @@ def wait(client: TestClient, video_id: object, timeout: float = 30) -> dict[str,
 def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
     video = create(client)
     assert video["status"] == "queued"
-    assert (video["num_frames"], video["size"], video["fps"]) == (65, "64x64", 24)
+    assert (video["num_frames"], video["size"], video["fps"]) == (66, "64x64", 24)
     done = wait(client, video["id"])
     assert done["status"] == "completed"
     seen = done["_progress_seen"]
@@ -71,7 +71,7 @@ def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
     mp4 = client.get(f"/v1/videos/{video['id']}/content")
     assert mp4.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(mp4.content)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 65
+        assert sum(1 for _ in container.decode(video=0)) == 66
     for variant in ("thumbnail", "spritesheet"):
         url = f"/v1/videos/{video['id']}/content"
         image = client.get(url, params={"variant": variant})

@@ -31,6 +31,7 @@ from helios_serve.jobs.assembly import (
     assemble,
     center_crop,
     has_v2v_base,
+    pad_center,
     prepare_v2v_base,
     save_chunk,
     v2v_context,
@@ -374,6 +375,7 @@ class JobRunner:
                 if has_v2v_base(files, job.id)
                 else prepare_v2v_base(files, job.id, spec.fps)
             )
+            video = pad_center(video, spec.width, spec.height)
         elif spec.reference_file is not None and not resuming:
             path: Path = self._files.reference_path(job.id, spec.reference_file)
             if spec.reference_kind == "video":

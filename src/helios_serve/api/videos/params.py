@@ -6,8 +6,10 @@ must have their JSON types (strict mode: an int is accepted where a float is exp
 `seconds` may be a string or an integer, but "640" or 640.0 for `width` is a 400).
 
 Decisions:
-- sizes that are not multiples of 16 (of `8 * 2**stages` = 64 on a 3-stage pyramid) are
-  rejected with the nearest valid values, never floored; `size` overrides `width`/`height`;
+- any even size within 16..max_side is served: one that is not a multiple of 16 (of
+  `8 * 2**stages` = 64 on a 3-stage pyramid) is generated at the smallest multiple that
+  contains it and cut to it around the centre (`sizes.check_size`); `size` overrides
+  `width`/`height`;
 - `seed` must be in 0..2**63-1 (negative is a 400); absent means random at resolve time;
 - `num_inference_steps` on a pyramid model (Mid/Distilled) is a 400 pointing at
   `extra_params.pyramid_num_inference_steps_list` (the seed sends it to Base only);
@@ -49,7 +51,7 @@ from helios_serve.api.videos.reference import (
     reference_from_json,
 )
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields, settings_for
-from helios_serve.api.videos.sizes import check_size, openai_literal
+from helios_serve.api.videos.sizes import check_size
 from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
@@ -92,8 +94,7 @@ def _validate(
         check_prompt(fields.negative_prompt, "negative_prompt", required=False)
     seed = check_seed(fields.seed)
     name = check_model(fields.model, model)
-    width, height = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
-    output_size = openai_literal(fields.size, model)
+    fitted = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
     check_ranges(fields, limits)
     seconds = check_seconds(fields.seconds, fields.fps or DEFAULT_FPS, limits)
     extra = validate_extra_params(extra_values, lax=extra_lax)
@@ -101,8 +102,8 @@ def _validate(
     request = VideoCreateRequest(
         prompt=fields.prompt,
         model=name,
-        width=width,
-        height=height,
+        width=None if fitted is None else fitted.width,
+        height=None if fitted is None else fitted.height,
         num_frames=fields.num_frames,
         fps=fields.fps,
         seconds=seconds,
@@ -111,7 +112,7 @@ def _validate(
         num_inference_steps=fields.num_inference_steps,
         negative_prompt=fields.negative_prompt,
         extra=extra,
-        output_size=output_size,
+        output_size=None if fitted is None else fitted.output,
     )
     settings_for(request, model)  # refuse what the served checkpoint cannot run, now
     return request

@@ -87,11 +87,12 @@ def build_router(service: VideosService, model: ModelInfo, limits: RequestLimits
         stats = job.stats or {}
         headers = {
             "x-video-id": job.id,
-            "X-Request-Id": job.id,
+            "X-Request-Id": f"video_sync-{job.id.removeprefix('video_')}",  # vLLM-Omni's form
             "X-Model": job.model,
             "X-Inference-Time-S": f"{job.inference_time_s or 0.0:.3f}",
             "X-Stage-Durations": json.dumps(stats.get("stage_durations") or {}),
-            "X-Peak-Memory-MB": str(stats.get("peak_memory_mb") or ""),
+            # a number, as vLLM-Omni sends (0.0: not measured, e.g. on CPU)
+            "X-Peak-Memory-MB": str(float(stats.get("peak_memory_mb") or 0.0)),
         }
         return FileResponse(
             content.path,
