@@ -82,6 +82,16 @@ def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
         assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
 
 
+def test_thumbnails_are_thumbnail_sized(client: TestClient) -> None:
+    """A card list loads one per video: a 640x384 job's is 320x192, not the whole frame."""
+    video = create(client, size="640x384", num_frames="33")
+    assert wait(client, video["id"])["status"] == "completed"
+    url = f"/v1/videos/{video['id']}/content"
+    for accept in ("image/webp", "image/jpeg"):
+        image = client.get(url, params={"variant": "thumbnail"}, headers={"Accept": accept})
+        assert Image.open(io.BytesIO(image.content)).size == (320, 192), accept
+
+
 def test_poll_header_and_compact_json(client: TestClient) -> None:
     video = create(client)
     response = client.get(f"/v1/videos/{video['id']}")
