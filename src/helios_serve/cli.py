@@ -183,6 +183,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "--emission-fps", type=float, default=24.0, help="frame rate real-time sessions play at"
     )
     p.add_argument(
+        "--session-idle-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a real-time session whose client is silent this long (no message, no signalling, "
+        "no RTCP) ends and frees its slot; a client back sooner (reconnect()) keeps it "
+        "(default 30)",
+    )
+    p.add_argument(
         "--sr-weights",
         type=Path,
         default=None,
@@ -491,6 +500,8 @@ def _run_serve(args: argparse.Namespace) -> int:
             "--max-queue and --max-sessions must be at least 1, --emission-fps positive",
             param="serve",
         )
+    if not 1 <= args.session_idle_timeout <= 3600:
+        raise InvalidInputError("--session-idle-timeout must be 1..3600 seconds", param="serve")
     options = ServerOptions(
         host=args.host,
         port=args.port,
@@ -503,6 +514,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         sr_weights=args.sr_weights,
         cors_origins=tuple(args.cors_origin or ()),
         max_connections=args.max_connections,
+        session_idle_timeout_s=args.session_idle_timeout,
     )
     # before the model loads: a second server on this folder, or an unusable database, must
     # stop at once

@@ -63,6 +63,7 @@ class ServerOptions:
     sr_weights: Path | None = None
     cors_origins: tuple[str, ...] = ()
     max_connections: int = 256
+    session_idle_timeout_s: float = RealtimeConfig.idle_timeout_s
 
 
 def prepare_store(data_dir: Path) -> JobStore:
@@ -215,6 +216,7 @@ def _serve(engine: Engine, options: ServerOptions, parts: ApiParts) -> int:
     realtime = RealtimeConfig(
         max_sessions=options.max_sessions,
         emission_fps=options.emission_fps,
+        idle_timeout_s=options.session_idle_timeout_s,
         server_version=f"helios-serve {__version__}",
     )
     upscaler = build_upscaler(info.device, options.sr_weights)
