@@ -189,7 +189,8 @@ def _one_reference(values: Mapping[str, Any]) -> tuple[str, Any] | None:
     given = [(f, values[f]) for f in REFERENCE_FIELDS if values.get(f) not in (None, "")]
     if len(given) > 1:
         raise bad_request(
-            f"give one reference, not both {given[0][0]} and {given[1][0]}",
+            "give only one of input_reference, image_reference, or video_reference "
+            f"(got {given[0][0]} and {given[1][0]})",
             param=given[1][0],
             code="duplicate_parameter",
         )
@@ -235,10 +236,11 @@ def parse_form(
         extra = parse_extra_params(texts.get("extra_params"))
     request = _validate(texts, extra, model, limits, lax=True, extra_lax=bool(brackets))
     if upload is not None:
-        if _one_reference(texts) is not None:
+        if (text := _one_reference(texts)) is not None:
             raise bad_request(
-                "input_reference given both as a file and as text",
-                param="input_reference",
+                "give only one of input_reference, image_reference, or video_reference "
+                f"(got a file and {text[0]} as text)",
+                param=text[0],
                 code="duplicate_parameter",
             )
         ref: ReferenceMedia | None = check_reference(_read_upload(upload, limits), limits.media)
