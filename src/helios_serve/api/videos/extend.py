@@ -166,3 +166,15 @@ def fitted_upload(
         )
     frames = np.ascontiguousarray(frames[:, :height, :width])
     return frames, fit_size(width, height, model)
+
+
+def added_frames(seconds: int, fps: int, limits: RequestLimits) -> int:
+    """The new part's frames: `seconds` at the source's `fps`, within a job's frame cap."""
+    frames = seconds * fps
+    if frames > limits.max_num_frames:
+        raise bad_request(
+            f"seconds={seconds} at {fps} fps is {frames} frames, over the limit of "
+            f"{limits.max_num_frames} per job",
+            param="seconds",
+        )
+    return frames

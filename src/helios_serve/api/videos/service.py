@@ -17,7 +17,7 @@ from helios_serve.api.videos.continuation import (
     continue_frames,
     continue_video,
 )
-from helios_serve.api.videos.extend import ExtendRequest, fitted_upload, load_upload
+from helios_serve.api.videos.extend import ExtendRequest, added_frames, fitted_upload, load_upload
 from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
@@ -352,7 +352,8 @@ class VideosService:
                 param="video",
             )
         spec = source.spec
-        plan = await self._continuation(source, self._added_frames(request.seconds, spec.fps))
+        added = added_frames(request.seconds, spec.fps, self._limits)
+        plan = await self._continuation(source, added)
         fresh = replace(
             spec,
             prompt=request.prompt,
@@ -365,18 +366,6 @@ class VideosService:
         inputs = _Inputs(base_from=source.id, base_names=plan.base_names)
         job = await self._enqueue(self._model.name, fresh, inputs, claim=claim)
         return video_object(job)
-
-    def _added_frames(self, seconds: int, fps: int) -> int:
-        frames = seconds * fps
-        if frames > self._limits.max_num_frames:
-            raise ApiError(
-                400,
-                f"seconds={seconds} at {fps} fps is {frames} frames, over the limit of "
-                f"{self._limits.max_num_frames} per job",
-                code="invalid_value",
-                param="seconds",
-            )
-        return frames
 
     async def _extend_upload(self, request: ExtendRequest, claim: IdempotencyClaim | None) -> Job:
         """An uploaded video that is none of ours: continued from its frames (V2V), at its own
@@ -394,7 +383,7 @@ class VideosService:
             ),
             self._model,
         )
-        added = self._added_frames(request.seconds, params.fps)
+        added = added_frames(request.seconds, params.fps, self._limits)
         plan = continue_frames(len(frames), added)
         spec = replace(_spec(params), num_frames=plan.num_frames, extension=plan.extension)
         return await self._enqueue(self._model.name, spec, _Inputs(base_frames=frames), claim=claim)

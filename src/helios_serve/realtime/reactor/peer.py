@@ -205,17 +205,16 @@ class PeerLink:
         pc = self._pc
         if pc is None:
             return None
-        newest: datetime.datetime | None = None
+        reports: list[datetime.datetime] = []
         for transceiver in pc.getTransceivers():
-            report = await transceiver.sender.getStats()
-            for stats in report.values():
-                if stats.type == "remote-inbound-rtp" and (
-                    newest is None or stats.timestamp > newest
-                ):
-                    newest = stats.timestamp
-        if newest is None:
+            try:
+                stats = await transceiver.sender.getStats()
+            except Exception:  # a sender without a transport (never negotiated) has none
+                continue
+            reports += [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
+        if not reports:
             return None
-        return (datetime.datetime.now(datetime.UTC) - newest).total_seconds()
+        return (datetime.datetime.now(datetime.UTC) - max(reports)).total_seconds()
 
     @property
     def network_failed(self) -> bool:
