@@ -72,6 +72,7 @@ def summary(req: VideoCreateRequest, model: ModelInfo) -> dict[str, Any]:
         "model": req.model,
         "width": resolved.width,
         "height": resolved.height,
+        "output_size": None if resolved.output_size is None else list(resolved.output_size),
         "num_frames": resolved.num_frames,
         "delivered_frames": resolved.delivered_frames,
         "fps": resolved.fps,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -16,6 +18,7 @@ from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, build_app
 from helios_serve.compose.single import build_parts
 from helios_serve.engine.fake import FAIL_MARKER, OOM_MARKER, FakeEngine, FakeEngineConfig
+from helios_serve.jobs.sqlite.store import JobStore
 from helios_serve.web.auth import Access
 
 
@@ -60,7 +63,7 @@ def wait(client: TestClient, video_id: object, timeout: float = 30) -> dict[str,
 def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
     video = create(client)
     assert video["status"] == "queued"
-    assert (video["num_frames"], video["size"], video["fps"]) == (65, "64x64", 24)
+    assert (video["num_frames"], video["size"], video["fps"]) == (66, "64x64", 24)
     done = wait(client, video["id"])
     assert done["status"] == "completed"
     seen = done["_progress_seen"]
@@ -73,7 +76,7 @@ def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
     mp4 = client.get(f"/v1/videos/{video['id']}/content")
     assert mp4.headers["content-type"] == "video/mp4"
     with av.open(io.BytesIO(mp4.content)) as container:
-        assert sum(1 for _ in container.decode(video=0)) == 65
+        assert sum(1 for _ in container.decode(video=0)) == 66
     for variant in ("thumbnail", "spritesheet"):
         url = f"/v1/videos/{video['id']}/content"
         image = client.get(url, params={"variant": variant})
@@ -82,6 +85,16 @@ def test_job_runs_with_rising_progress_and_content(client: TestClient) -> None:
         jpeg = client.get(url, params={"variant": variant}, headers={"Accept": "image/jpeg"})
         assert jpeg.headers["content-type"] == "image/jpeg"
         assert Image.open(io.BytesIO(jpeg.content)).format == "JPEG"
+
+
+def test_thumbnails_are_thumbnail_sized(client: TestClient) -> None:
+    """A card list loads one per video: a 640x384 job's is 320x192, not the whole frame."""
+    video = create(client, size="640x384", num_frames="33")
+    assert wait(client, video["id"])["status"] == "completed"
+    url = f"/v1/videos/{video['id']}/content"
+    for accept in ("image/webp", "image/jpeg"):
+        image = client.get(url, params={"variant": "thumbnail"}, headers={"Accept": accept})
+        assert Image.open(io.BytesIO(image.content)).size == (320, 192), accept
 
 
 def test_poll_header_and_compact_json(client: TestClient) -> None:
@@ -133,6 +146,40 @@ def test_delete_cancels_a_running_job_and_the_next_runs(tmp_path: Path) -> None:
         assert client.get(f"/v1/videos/{first['id']}").status_code == 404
         assert wait(client, second["id"])["status"] == "completed"
         assert not (tmp_path / "videos" / str(first["id"])).exists()
+
+
+class _DeletedAtChunkSave(JobStore):
+    """A store whose job is deleted the moment its first chunk is recorded: a `DELETE` landing
+    between the chunk's last step and its save (the race a client's DELETE of a running job
+    loses or wins by microseconds)."""
+
+    deleted = False
+
+    def record_chunk(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        if not self.deleted:  # the first job only
+            self.deleted = True
+            self.delete(job_id)
+        super().record_chunk(job_id, *args, **kwargs)
+
+
+def test_a_job_deleted_while_running_is_no_failure_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = FakeEngine(FakeEngineConfig())
+    store = _DeletedAtChunkSave(tmp_path / "jobs.db")
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05, store=store)
+    app = build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))
+    with caplog.at_level(logging.INFO), TestClient(app) as client:
+        gone = create(client, num_frames="99")
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/videos/{gone['id']}").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert wait(client, create(client, prompt="next")["id"])["status"] == "completed"
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
+    assert any("deleted while running" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "videos" / str(gone["id"])).exists()
 
 
 def test_content_before_completion_is_409(tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ async def test_bare_prompt_gets_the_variant_preset(
     if pyramid is not None:
         assert settings["pyramid_steps"] == pyramid
     assert (body["width"], body["height"], body["fps"]) == (640, 384, 24)
-    assert (body["num_frames"], body["delivered_frames"], body["mode"]) == (99, 97, "t2v")
+    assert (body["num_frames"], body["delivered_frames"], body["mode"]) == (99, 99, "t2v")
     assert body["model"] is None
 
 
@@ -175,7 +175,7 @@ BAD_FORMS: list[tuple[str, dict[str, Any], int, str | None, str]] = [
     ("width fractional", {"prompt": "p", "width": "640.5"}, 400, "width", "invalid_type"),
     ("negative width", {"prompt": "p", "width": "-640"}, 400, "width", "invalid_value"),
     ("zero height", {"prompt": "p", "height": "0"}, 400, "height", "invalid_value"),
-    ("width not multiple of 16", {"prompt": "p", "width": "650"}, 400, "width", "invalid_value"),
+    ("width odd", {"prompt": "p", "width": "651"}, 400, "width", "invalid_value"),
     ("huge width", {"prompt": "p", "width": "99999"}, 400, "width", "invalid_value"),
     ("size over cap", {"prompt": "p", "size": "99999x99999"}, 400, "size", "invalid_value"),
     ("size zero", {"prompt": "p", "size": "0x0"}, 400, "size", "invalid_value"),
@@ -290,20 +290,20 @@ async def test_bad_form_fields(
     assert error["param"] == param, error
 
 
-async def test_size_message_gives_nearest_valid_values(client_for: Any) -> None:
+async def test_an_odd_size_is_refused_with_the_nearest_even_ones(client_for: Any) -> None:
     async with client_for(DISTILLED) as client:
-        error = assert_envelope(await post(client, json={"prompt": "p", "size": "650x384"}), 400)
+        error = assert_envelope(await post(client, json={"prompt": "p", "size": "651x384"}), 400)
     assert error["param"] == "size"
-    assert "multiple of 64" in str(error["message"])
-    assert "640 or 704" in str(error["message"])
+    assert "650 or 652" in str(error["message"])
 
 
-async def test_pyramid_needs_multiples_of_64(client_for: Any) -> None:
+async def test_a_size_the_model_cannot_make_is_made_larger_and_cut(client_for: Any) -> None:
     async with client_for(MID) as client:
-        error = assert_envelope(await post(client, json={"prompt": "p", "width": 656}), 400)
-    assert error["param"] == "width"
-    async with client_for(BASE) as client:
-        assert (await post(client, json={"prompt": "p", "width": 656})).status_code == 200
+        body = (await post(client, json={"prompt": "p", "width": 656})).json()
+    assert (body["width"], body["height"], body["output_size"]) == (704, 384, [656, 384])
+    async with client_for(BASE) as client:  # Base makes multiples of 16 directly
+        body = (await post(client, json={"prompt": "p", "width": 656})).json()
+    assert (body["width"], body["output_size"]) == (656, None)
 
 
 async def test_num_inference_steps_on_a_pyramid_model_points_at_the_list(client_for: Any) -> None:

@@ -71,7 +71,8 @@ def test_remix_and_extend_keys(tmp_path: Path) -> None:
         assert extend[0]["extension_mode"] == "state"
         done = wait(client, extend[0]["id"])
         assert done["status"] == "completed", done
-        assert done["num_frames"] == 129  # 2 + 2 chunks of 33, trimmed to 4k + 1
+        assert done["num_frames"] == 66 + 48  # the source and 2 s at 24 fps, exactly
+        assert done["seconds"] == "4.75"
 
 
 @pytest.mark.parametrize("keyed", [False, True])

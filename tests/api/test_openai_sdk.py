@@ -156,3 +156,82 @@ def test_sdk_raises_bad_request_error_on_our_envelope() -> None:
             client.videos.create(prompt="  ", model="BestWishYsh/Helios-Distilled")
     assert info.value.param == "prompt"
     assert info.value.code == "invalid_value"
+
+
+def test_every_videos_method_of_the_sdk_against_the_app(tmp_path: Any) -> None:
+    """`client.videos.*` of the installed SDK, each against the whole app (a fake engine):
+    create, poll, retrieve, list, every content variant, remix (of an extension too), extend
+    with our own MP4 and with a foreign one, delete; edits and characters are refused
+    cleanly (404 `unsupported`: Helios makes neither)."""
+    from fastapi.testclient import TestClient
+
+    from helios_serve.api.app import ApiConfig
+    from helios_serve.compose.app import JobApi, build_app
+    from helios_serve.compose.single import build_parts
+    from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
+
+    parts = build_parts(FakeEngine(FakeEngineConfig()), tmp_path, idle_poll_s=0.05)
+    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as app:
+
+        def forward(request: httpx.Request) -> httpx.Response:
+            resp = app.request(
+                request.method, request.url.raw_path.decode(), content=request.read(),
+                headers={k: v for k, v in request.headers.items() if k != "host"},
+            )  # fmt: skip
+            return httpx.Response(resp.status_code, content=resp.content, headers=resp.headers)
+
+        http = httpx.Client(transport=httpx.MockTransport(forward))
+        client = openai.OpenAI(base_url="http://sdk.test/v1", api_key="k", http_client=http)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the SDK warns that Sora is being retired
+            _drive(client)
+
+
+def _drive(client: Any) -> None:
+    fast = {"poll_interval_ms": 20}
+    video = client.videos.create_and_poll(
+        prompt="a fox", model="fake", size="64x64", extra_body={"num_frames": 33}, **fast
+    )
+    assert (video.status, video.seconds) == ("completed", "1.375")
+    assert client.videos.retrieve(video.id).id == video.id
+    assert video.id in [v.id for v in client.videos.list(limit=10).data]
+    mp4 = client.videos.download_content(video.id).read()
+    assert mp4[4:8] == b"ftyp"
+    for variant in ("thumbnail", "spritesheet"):
+        assert client.videos.download_content(video.id, variant=variant).read()[8:12] == b"WEBP"
+    remix = client.videos.poll(client.videos.remix(video.id, prompt="a wolf").id, **fast)
+    assert (remix.status, remix.remixed_from_video_id) == ("completed", video.id)
+    ours = client.videos.extend(video=("ours.mp4", mp4, "video/mp4"), prompt="on", seconds="4")
+    ours = client.videos.poll(ours.id, **fast)
+    assert (ours.status, ours.seconds) == ("completed", "5.375")  # 33 frames + 4 s
+    again = client.videos.poll(client.videos.remix(ours.id, prompt="off").id, **fast)
+    assert again.status == "completed"
+    foreign = client.videos.extend(
+        video=("clip.mp4", _clip(), "video/mp4"), prompt="on", seconds="4"
+    )
+    assert client.videos.poll(foreign.id, **fast).status == "completed"
+    with pytest.raises(openai.NotFoundError, match=r"unsupported|not supported"):
+        client.videos.edit(prompt="x", video=("v.mp4", mp4, "video/mp4"))  # ids refused by it
+    with pytest.raises(openai.NotFoundError):
+        client.videos.create_character(name="fox", video=("c.mp4", mp4, "video/mp4"))
+    with pytest.raises(openai.NotFoundError):
+        client.videos.get_character("char_x")
+    assert client.videos.delete(video.id).deleted is True
+
+
+def _clip() -> bytes:
+    """Ten frames of another encoder's MP4 (odd sides: cut by a pixel)."""
+    import io
+
+    import av
+    import numpy as np
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 50, 40, "yuv420p"
+        for k in range(10):
+            frame = np.full((40, 50, 3), 20 * k, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return out.getvalue()

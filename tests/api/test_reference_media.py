@@ -59,6 +59,16 @@ async def test_text_form_data_url_reference(
     assert resp.json()["mode"] == "v2v"
 
 
+async def test_a_short_video_is_a_v2v_reference(
+    client: httpx.AsyncClient, media: dict[str, bytes]
+) -> None:
+    """Under one chunk (10 frames) is fine: the engine pads it with its first frame."""
+    files = [("prompt", (None, "p")), ("input_reference", ("clip.mp4", media["short_mp4"], "x"))]
+    resp = await post(client, files=files)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["mode"], resp.json()["reference"]["frames"]) == ("v2v", 10)
+
+
 # ----------------------------------------------------------------------------- rejected
 
 REFERENCE_CASES = [
@@ -67,7 +77,6 @@ REFERENCE_CASES = [
     ("truncated_mp4", 422, "unprocessable_media"),
     ("text", 400, "invalid_input_reference"),
     ("hls", 400, "invalid_input_reference"),
-    ("short_mp4", 400, "video_too_short"),
 ]
 
 

@@ -8,7 +8,7 @@ from helios_serve.api.videos.extra import HeliosExtraParams
 from helios_serve.api.videos.params import VideoCreateRequest
 from helios_serve.api.videos.reference import ReferenceMedia
 from helios_serve.api.videos.resolve import DEFAULT_NUM_FRAMES, resolve_spec_fields
-from helios_serve.api.videos.sizes import check_size, openai_literal
+from helios_serve.api.videos.sizes import FittedSize, check_size
 from helios_serve.core.requests import RequestError, nearest_valid
 from helios_serve.core.settings import PRESETS
 from helios_serve.core.types import Mode, Variant
@@ -23,10 +23,10 @@ def test_bare_request_is_the_preset_with_model_defaults() -> None:
         assert resolved.settings == preset.with_overrides(max_sequence_length=512)
         assert (resolved.width, resolved.height, resolved.fps, resolved.seed) == (640, 384, 24, 3)
         assert resolved.num_frames == DEFAULT_NUM_FRAMES
-        assert (resolved.chunks, resolved.delivered_frames) == (3, 97)
+        assert (resolved.chunks, resolved.delivered_frames) == (3, 99)
         assert resolved.mode is Mode.T2V
         assert resolved.size == "640x384"
-        assert resolved.duration_s == pytest.approx(97 / 24)
+        assert resolved.duration_s == pytest.approx(99 / 24)
 
 
 def test_random_seed_when_absent() -> None:
@@ -38,14 +38,15 @@ def test_random_seed_when_absent() -> None:
 @pytest.mark.parametrize(
     ("num_frames", "seconds", "fps", "expected", "delivered"),
     [
-        (None, 4, None, 96, 97),
-        (None, 4, 8, 32, 33),
+        (None, 4, None, 96, 96),
+        (None, 4, 8, 32, 32),
+        (None, 2, 12, 24, 24),  # vLLM-Omni's and Wan's clients: exactly seconds x fps
         (33, 8, None, 33, 33),
-        (1, None, None, 1, 33),
-        (34, None, None, 34, 65),
+        (1, None, None, 1, 1),
+        (34, None, None, 34, 34),
     ],
 )
-def test_frames_from_seconds_and_whole_chunks(
+def test_frames_are_exactly_those_asked(
     num_frames: int | None, seconds: int | None, fps: int | None, expected: int, delivered: int
 ) -> None:
     req = VideoCreateRequest(prompt="p", num_frames=num_frames, seconds=seconds, fps=fps)
@@ -130,16 +131,41 @@ def test_size_multiples() -> None:
 
 
 def test_size_string_overrides_width_and_height() -> None:
-    assert check_size("1280x720", 640, 384, BASE, 1920) == (1280, 720)
-    assert check_size(" 640 X 384 ", None, None, MID, 1920) == (640, 384)
-    assert check_size(None, 320, None, BASE, 1920) == (320, None)
+    assert check_size("1280x720", 640, 384, BASE, 1920) == FittedSize(1280, 720)
+    assert check_size(" 640 X 384 ", None, None, MID, 1920) == FittedSize(640, 384)
+    assert check_size(None, 320, None, BASE, 1920) == FittedSize(320, 384)
+    assert check_size(None, None, None, BASE, 1920) is None
+
+
+@pytest.mark.parametrize(
+    ("size", "model", "fitted"),
+    [
+        # OpenAI's literals and any other size: generated at the covering size, then cut
+        ("1280x720", MID, FittedSize(1280, 768, (1280, 720))),
+        ("720x1280", BASE, FittedSize(720, 1280)),  # Base makes 720 directly
+        ("1792x1024", MID, FittedSize(1792, 1024)),
+        ("640x360", MID, FittedSize(640, 384, (640, 360))),  # what vLLM-Omni's clients send
+        ("320x240", DISTILLED, FittedSize(320, 256, (320, 240))),
+        ("1280x700", MID, FittedSize(1280, 704, (1280, 700))),
+        ("16x1920", BASE, FittedSize(16, 1920)),
+        ("18x18", MID, FittedSize(64, 64, (18, 18))),
+    ],
+)
+def test_any_even_size_in_range_is_served(size: str, model: object, fitted: FittedSize) -> None:
+    assert check_size(size, None, None, model, 1920) == fitted  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        ("641x360", "width 641 is odd"),
+        ("640x361", "height 361 is odd"),
+        ("8x384", "width 8 is outside 16..1920"),
+        ("640x1922", "height 1922 is outside 16..1920"),
+    ],
+)
+def test_sizes_that_cannot_be_served_say_why(size: str, message: str) -> None:
     with pytest.raises(RequestError) as info:
-        check_size("1280x700", None, None, MID, 1920)
+        check_size(size, None, None, MID, 1920)
     assert info.value.param == "size"
-    assert "height 700" in info.value.message
-    assert "640 or 704" in info.value.message
-    # OpenAI's literals are served: generated at the covering size, then cropped
-    assert check_size("1280x720", None, None, MID, 1920) == (1280, 768)
-    assert openai_literal("1280x720", MID) == (1280, 720)
-    assert openai_literal("720x1280", BASE) is None  # Base makes 720 directly
-    assert openai_literal("1792x1024", MID) is None
+    assert message in info.value.message

@@ -43,7 +43,7 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
         (
             "run_helios_t2v.sh",
             BASE,
-            {"num_frames": 99, "delivered_frames": 97, "settings.num_inference_steps": 50},
+            {"num_frames": 99, "delivered_frames": 99, "settings.num_inference_steps": 50},
         ),
         (
             "run_helios_mid_stage2.sh",

@@ -155,8 +155,28 @@ async function runWithoutKey() {
   summary.sizes = await page.$$eval("#size option", (os) => os.map((o) => o.textContent));
   if (!summary.sizes[0].startsWith("640x384")) throw new Error(`the trained size is not first: ${summary.sizes}`);
 
-  step("create with a reference image and custom pyramid steps");
+  step("the prompt boxes take what the API takes");
+  const caps = await page.$$eval("#prompt, #negative-prompt", (boxes) => boxes.map((b) => b.maxLength));
+  if (caps.join() !== "32000,32000") throw new Error(`prompt caps: ${caps}`);
+
+  step("an invalid custom size, then a preset: Generate works again");
   await fillShortJob("A red fox trotting through fresh snow at sunrise", { seed: 7 });
+  const preset = await page.$eval("#size", (select) => select.value);
+  await page.selectOption("#size", "custom");
+  await page.fill("#width", "651"); // odd: the browser refuses it before any request
+  const posts = () => apiCalls.filter((c) => c.method === "POST").length;
+  const postsBefore = posts();
+  await page.click("#generate");
+  const invalid = await page.$eval("#width", (w) => !w.checkValidity() && w.validationMessage);
+  if (!invalid || posts() !== postsBefore) throw new Error(`651 was not refused by the form (${invalid})`);
+  await page.fill("#width", "200"); // valid, made at 256 and cut (the hint says so)
+  summary.size_hint = await page.textContent("#size-hint");
+  if (!summary.size_hint.includes("cut to 200x")) throw new Error(`size hint: ${summary.size_hint}`);
+  await page.fill("#width", "651");
+  await page.selectOption("#size", preset); // back to the preset, the bad width left behind
+  if (!(await page.isHidden("#custom-size"))) throw new Error("the custom size stays shown");
+
+  step("create with a reference image and custom pyramid steps");
   await page.setInputFiles("#reference", { name: "reference.png", mimeType: "image/png", buffer: await makePng(page) });
   const refText = await page.textContent("#reference-text");
   if (!refText.includes("I2V")) throw new Error(`reference not shown as I2V: ${refText}`);

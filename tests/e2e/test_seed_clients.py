@@ -90,7 +90,7 @@ def test_seed_shell_scripts(
     assert "Video generation completed!" in out
     video = newest_video(server)
     assert video["status"] == "completed"
-    assert (video["width"], video["height"], video["num_frames"]) == (640, 384, 97)
+    assert (video["width"], video["height"], video["num_frames"]) == (640, 384, 99)  # as asked
     assert_downloadable(server, video, tmp_path)
 
 

@@ -124,13 +124,22 @@ def test_bad_sizes_are_refused(
         )
 
 
-def test_short_video_is_refused_for_v2v(tiny_model: Callable[[str], LoadedModel]) -> None:
-    video = np.zeros((10, 64, 64, 3), dtype=np.uint8)
-    with pytest.raises(InvalidInputError, match="at least 33 frames"):
-        ChunkStreamer(
-            tiny_model("tiny"),
-            StreamRequest(prompt="x", height=64, width=64, settings=FAST, video=video),
-        )
+def test_a_short_v2v_clip_is_its_first_frame_repeated_in_front(
+    tiny_model: Callable[[str], LoadedModel],
+) -> None:
+    """vLLM-Omni takes 2- and 3-frame V2V clips: the stream pads one to a whole 33-frame window
+    with its first frame, so it conditions exactly as that padded clip does."""
+    rng = np.random.default_rng(5)
+    clip = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    padded = np.concatenate([np.repeat(clip[:1], 30, axis=0), clip])
+
+    def first_chunk(video: np.ndarray) -> np.ndarray:
+        request = StreamRequest(prompt="x", height=64, width=64, settings=FAST, video=video)
+        return ChunkStreamer(tiny_model("tiny"), request).next_chunk().frames
+
+    np.testing.assert_array_equal(first_chunk(clip), first_chunk(padded))
+    with pytest.raises(InvalidInputError, match="at least one frame"):
+        first_chunk(clip[:0])
 
 
 def test_frames_are_the_float_frames_rounded(tiny_model: Callable[[str], LoadedModel]) -> None:

@@ -25,7 +25,7 @@ from .conftest import np_upscale, png_bytes
 
 CONFIG = RealtimeConfig(
     max_sessions=2,
-    ping_timeout_s=2.0,
+    idle_timeout_s=2.0,
     watchdog_interval_s=0.2,
     emission_fps=60.0,
     width=64,
@@ -253,6 +253,8 @@ def test_control_pings_alone_keep_the_session_alive(server: str) -> None:
             await asyncio.sleep(0.25)
         got = await c.http.get(f"/sessions/{c.session['session_id']}")
         assert got.json()["state"] == "ACTIVE"
+        for transceiver in c.pc.getTransceivers():  # no RTCP either (it is a sign of life)
+            await transceiver.receiver.stop()
         await asyncio.sleep(3)  # silence: the watchdog closes it
         got = await c.http.get(f"/sessions/{c.session['session_id']}")
         assert got.json()["state"] == "CLOSED"

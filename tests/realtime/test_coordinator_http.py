@@ -29,7 +29,7 @@ CREATE = {
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     engine = FakeEngine()
     parts = build_parts(engine, tmp_path_factory.mktemp("coord"))
-    config = RealtimeConfig(width=64, height=64, settings=SamplingSettings(), ping_timeout_s=30)
+    config = RealtimeConfig(width=64, height=64, settings=SamplingSettings(), idle_timeout_s=30)
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))
     with app_server(app) as url, httpx.Client(base_url=url, headers=HEADERS, timeout=10) as client:
         yield client

@@ -64,7 +64,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         max_pending_sessions=3,
         pending_timeout_s=1.0,
         watchdog_interval_s=0.1,
-        ping_timeout_s=60,
+        idle_timeout_s=60,
         max_upload_bytes=600,
         max_upload_total_bytes=1000,
     )

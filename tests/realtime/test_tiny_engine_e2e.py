@@ -31,7 +31,7 @@ def tiny_server(
         pyramid_steps=(1, 1, 1), max_sequence_length=16
     )
     config = RealtimeConfig(
-        width=64, height=64, settings=settings, emission_fps=60, ping_timeout_s=30
+        width=64, height=64, settings=settings, emission_fps=60, idle_timeout_s=30
     )
     parts = build_parts(engine, Path(tmp_path_factory.mktemp("tiny-rt")))
     app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=Sessions(config, np_upscale))

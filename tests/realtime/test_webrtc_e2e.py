@@ -22,7 +22,7 @@ from .conftest import np_upscale
 FPS = 60.0
 CONFIG = RealtimeConfig(
     max_sessions=1,
-    ping_timeout_s=2.0,
+    idle_timeout_s=2.0,
     watchdog_interval_s=0.2,
     emission_fps=FPS,
     width=64,
@@ -227,10 +227,20 @@ def test_disconnect_frees_the_slot_and_busy_gets_503(server: str) -> None:
     asyncio.run(main())
 
 
-def test_no_ping_closes_the_session(server: str) -> None:
+def test_a_silent_client_closes_the_session(server: str) -> None:
+    """A client that receives video but never pings stays (its RTCP is a sign of life); once it
+    sends nothing at all (its receiver stopped; the channels stay open), it is closed at the
+    idle timeout."""
+
     async def main() -> None:
         client = ReactorClient(server, ping_every_s=None)
         await client.connect()
+        await client.wait("state")
+        await asyncio.sleep(3 * CONFIG.idle_timeout_s)  # receiving video: RTCP says it is there
+        got = await client.http.get(f"/sessions/{client.session_id}")
+        assert got.json()["state"] == "ACTIVE"
+        for transceiver in client.pc.getTransceivers():
+            await transceiver.receiver.stop()
         for _ in range(60):
             got = await client.http.get(f"/sessions/{client.session_id}")
             if got.json()["state"] == "CLOSED":

@@ -179,6 +179,8 @@ def test_interaction_is_acknowledged_and_checked(slow_client: TestClient) -> Non
             "event_id": "a",
         }
         assert [r.get("code") for r in replies[1:3]] == ["event_id_conflict", "invalid_interaction"]
+        # the conflict names what a client needs to match it to the interaction it sent
+        assert (replies[1]["request_id"], replies[1]["event_id"]) == (request_id, "a")
         assert replies[3]["type"] == "session.interaction.queued"
         assert replies[3]["event_id"]
         ws.send_json({"type": "session.stop"})  # TestClient cancels a still-running app on exit

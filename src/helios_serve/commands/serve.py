@@ -32,6 +32,15 @@ def register(sub: flags.Subparsers) -> None:
         "--emission-fps", type=float, default=24.0, help="frame rate real-time sessions play at"
     )
     p.add_argument(
+        "--session-idle-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a real-time session whose client is silent this long (no message, no signalling, "
+        "no RTCP) ends and frees its slot; a client back sooner (reconnect()) keeps it "
+        "(default 30)",
+    )
+    p.add_argument(
         "--sr-weights",
         type=Path,
         default=None,
@@ -54,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             "--max-queue and --max-sessions must be at least 1, --emission-fps positive",
             param="serve",
         )
+    if not 1 <= args.session_idle_timeout <= 3600:
+        raise InvalidInputError("--session-idle-timeout must be 1..3600 seconds", param="serve")
     options = ServerOptions(
         data_dir=flags.data_dir(args),
         http=HttpOptions(args.host, args.port, flags.max_connections(args)),
@@ -61,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_sessions=args.max_sessions,
         emission_fps=args.emission_fps,
+        session_idle_timeout_s=args.session_idle_timeout,
         sr_weights=args.sr_weights,
     )
     # before the model loads: a second server on this folder, or an unusable database, must

@@ -41,6 +41,7 @@ class ServerOptions:
     max_queue: int = 64
     max_sessions: int = 1
     emission_fps: float = 24.0
+    session_idle_timeout_s: float = RealtimeConfig.idle_timeout_s
     sr_weights: Path | None = None
 
 
@@ -112,6 +113,7 @@ def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = 
         realtime = RealtimeConfig(
             max_sessions=options.max_sessions,
             emission_fps=options.emission_fps,
+            idle_timeout_s=options.session_idle_timeout_s,
             server_version=f"helios-serve {__version__}",
         )
         app = build_app(

@@ -16,7 +16,7 @@ class StreamRequest:
     """Everything that fixes a stream at its start.
 
     `image` is a uint8 (H, W, 3) array or a PIL image (I2V); `video` a uint8 (T, H, W, 3) array
-    or a list of PIL images (V2V, at least 33 frames).
+    or a list of PIL images (V2V; a clip under 33 frames is padded with its first frame).
     """
 
     prompt: str
@@ -73,10 +73,10 @@ def chunks_for(num_frames: int) -> int:
     return max(1, math.ceil(num_frames / FRAMES_PER_CHUNK))
 
 
-def delivered_frames(num_frames: int, temporal_factor: int = 4) -> int:
-    """Frames a video of `num_frames` really has: whole chunks trimmed to 4k+1 like diffusers."""
-    total = chunks_for(num_frames) * FRAMES_PER_CHUNK
-    return (total - 1) // temporal_factor * temporal_factor + 1
+def delivered_frames(num_frames: int) -> int:
+    """Frames a video asked for `num_frames` has: exactly those (whole chunks are made and the
+    last one is cut), never fewer than one."""
+    return max(1, num_frames)
 
 
 def settings_to_json(settings: SamplingSettings) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image
 
-from helios_serve.core.types import LATENT_FRAMES_PER_CHUNK
+from helios_serve.core.types import FRAMES_PER_CHUNK, LATENT_FRAMES_PER_CHUNK
 
 ImageInput = Image.Image | npt.NDArray[np.uint8]
 VideoInput = list[Image.Image] | npt.NDArray[np.uint8]
@@ -157,6 +157,14 @@ def encode_image(
     return anchor, fake
 
 
+def pad_to_window(frames: list[Image.Image]) -> list[Image.Image]:
+    """A clip of fewer than 33 frames with its first frame repeated in front until it fills one
+    window: the model conditions on whole 33-frame windows (diffusers refuses shorter ones),
+    and the clip's last frames, which the new video continues, stay last."""
+    missing = FRAMES_PER_CHUNK - len(frames)
+    return [frames[0]] * missing + list(frames) if missing > 0 else frames
+
+
 def encode_video(
     pipe: Any,
     video: VideoInput,
@@ -166,8 +174,10 @@ def encode_video(
     generator: torch.Generator,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-frame anchor latent and the latents of every whole 33-frame window, from the end."""
+    """First-frame anchor latent and the latents of every whole 33-frame window, from the end
+    (a clip shorter than one window is padded first: `pad_to_window`)."""
     frames = [Image.fromarray(f) for f in video] if isinstance(video, np.ndarray) else video
+    frames = pad_to_window(frames)
     pixels = pipe.video_processor.preprocess_video(frames, height=height, width=width)
     anchor, latents = pipe.prepare_video_latents(
         pixels,

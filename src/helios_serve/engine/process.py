@@ -187,7 +187,13 @@ class ProcessEngine:
         try:
             return await future
         finally:
-            self._calls.pop(call_id, None)
+            call = self._calls.pop(call_id, None)
+            gave_up = future.cancelled() or not future.done()  # awaiting it cancels it
+            if gave_up and call is not None and not call.cancel_sent:
+                # the caller gave up (its task was cancelled: a session closing, a chunk
+                # dropped): stop the engine at its next step rather than finish for nobody
+                # while the calls queued behind it wait
+                self._send(Cancel(call_id))
 
     # -- the reader thread --------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from helios_serve.core.spec import StreamRequest
-from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
+from helios_serve.core.types import Variant
 from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -23,11 +23,8 @@ def validate_request(request: StreamRequest) -> None:
         )
     if request.image is not None and request.video is not None:
         raise InvalidInputError("give an image (I2V) or a video (V2V), not both", param="image")
-    if request.video is not None and len(request.video) < FRAMES_PER_CHUNK:
-        raise InvalidInputError(
-            f"V2V needs a video of at least {FRAMES_PER_CHUNK} frames, got {len(request.video)}",
-            param="video",
-        )
+    if request.video is not None and len(request.video) < 1:
+        raise InvalidInputError("V2V needs a video of at least one frame", param="video")
     s = request.settings
     if s.num_inference_steps < 1 or not s.pyramid_steps or min(s.pyramid_steps) < 1:
         raise InvalidInputError("step counts must be at least 1", param="steps")

@@ -60,6 +60,18 @@ def center_crop(
     return np.ascontiguousarray(frames[:, top : top + height, left : left + width])
 
 
+def pad_center(frames: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """`center_crop` undone: frames (T, h, w, 3) smaller than (width, height) extended to it
+    by repeating their edge pixels, the original in the middle. An extension generated larger
+    than its video then continues it in place (the cut new frames line up with the old ones)."""
+    _, h, w, _ = frames.shape
+    if (w, h) == (width, height) or w > width or h > height:
+        return frames
+    top, left = (height - h) // 2, (width - w) // 2
+    pad = ((0, 0), (top, height - h - top), (left, width - w - left), (0, 0))
+    return np.pad(frames, pad, mode="edge")
+
+
 def save_chunk(
     files: JobFiles,
     job_id: str,

@@ -152,6 +152,12 @@ class JobFiles:
     def base_path(self, job_id: str, name: str) -> Path:
         return self.job_dir(job_id) / BASE_DIR / _check_name(name)
 
+    def ensure_base_dir(self, job_id: str) -> Path:
+        """The job's base folder (an extension's copy of what it continues), created."""
+        path = self.job_dir(job_id) / BASE_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def save_checkpoint(self, job_id: str, index: int, data: bytes) -> None:
         """Publish the stream state after chunk `index` (durably), then drop older ones."""
         path = self.checkpoint_path(job_id, index)

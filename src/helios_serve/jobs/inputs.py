@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from helios_serve.core.spec import StreamRequest
-from helios_serve.jobs.assembly import has_v2v_base, prepare_v2v_base, v2v_context
+from helios_serve.jobs.assembly import has_v2v_base, pad_center, prepare_v2v_base, v2v_context
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.models import Job
 from helios_serve.media.decode import load_image, load_video
@@ -24,6 +24,7 @@ def stream_request(files: JobFiles, job: Job, resuming: bool) -> StreamRequest:
             if has_v2v_base(files, job.id)
             else prepare_v2v_base(files, job.id, spec.fps)
         )
+        video = pad_center(video, spec.width, spec.height)
     elif spec.reference_file is not None and not resuming:
         path: Path = files.reference_path(job.id, spec.reference_file)
         if spec.reference_kind == "video":

@@ -11,12 +11,10 @@ from typing import Any, Literal
 
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.core.spec import (
-    chunks_for,
     delivered_frames,
     settings_from_json,
     settings_to_json,
 )
-from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import ConflictError, HeliosError, NotFoundError
 
 ReferenceKind = Literal["image", "video"]
@@ -156,7 +154,7 @@ class GenerationSpec:
     width: int
     height: int
     num_frames: int
-    """Frames requested; the video has `delivered_frames(num_frames)`."""
+    """Frames requested, and delivered: the video has exactly these."""
     fps: int
     seed: int
     settings: SamplingSettings
@@ -182,21 +180,9 @@ class GenerationSpec:
 
     @property
     def delivered_frames(self) -> int:
-        """Frames the finished video has: whole chunks trimmed to 4k+1 like diffusers.
-
-        An extension opens with its source: from its state, the source's chunks whole, and
-        the stream's total trimmed at its new end; from frames, the source's frames as they
-        are, and only what is added trimmed.
-        """
-        ext = self.extension
-        if ext is None:
-            return delivered_frames(self.num_frames)
-        added = self.num_frames - ext.base_frames
-        if ext.mode == "v2v":
-            return ext.base_frames + delivered_frames(added)
-        end = ext.base_chunks + chunks_for(added)
-        stream_frames = delivered_frames(FRAMES_PER_CHUNK * end)
-        return ext.base_frames + stream_frames - FRAMES_PER_CHUNK * ext.base_chunks
+        """Frames the finished video has: exactly `num_frames` (whole chunks are made, the last
+        one cut). An extension's `num_frames` counts the whole: its base, then the new part."""
+        return delivered_frames(self.num_frames)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict (tuples become lists); `from_json` restores an equal spec."""
@@ -266,7 +252,8 @@ class Job:
     frames_done: int
     """Frames written so far."""
     num_frames_delivered: int
-    """Frames the video really has (whole chunks trimmed to 4k+1)."""
+    """Frames the video really has (what was asked; rows made before exact counts hold the
+    4k+1 count of their day)."""
     attempts: int
     """Times a worker has claimed this job."""
     heartbeat_at: float | None

@@ -59,15 +59,14 @@ def plan_for(spec: GenerationSpec) -> JobPlan:
     ext = spec.extension
     if ext is None:
         return JobPlan(0, chunks_for(spec.num_frames), delivered_frames(spec.num_frames))
-    added = spec.num_frames - ext.base_frames
     own = spec.delivered_frames - ext.base_frames
     if ext.mode == "state":
         # the source's MP4 up to its last chunk, then that chunk whole from its tail (the MP4
-        # ends trimmed); the stream's total is trimmed once, at its new end
+        # may end cut short); the new chunks follow it, the last one cut at the new end
         base = (
             BasePiece(VIDEO_NAME, ext.base_frames - FRAMES_PER_CHUNK),
             BasePiece(TAIL_NAME),
         )
-        end = ext.base_chunks + chunks_for(added)
+        end = ext.base_chunks + chunks_for(own)
         return JobPlan(ext.base_chunks, end, own, base)
-    return JobPlan(0, chunks_for(added), own, v2v_base=True)
+    return JobPlan(0, chunks_for(own), own, v2v_base=True)

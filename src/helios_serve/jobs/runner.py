@@ -180,6 +180,9 @@ class JobRunner:
         except StoreUnavailableError as exc:  # the job is not failed: its lease will expire
             logger.warning("job %s: the store went away (%s); left for recovery", job.id, exc)
             await asyncio.to_thread(self._files.remove, job.id)
+        except JobNotFoundError:  # deleted while running: an expected race, not a failure
+            logger.info("job %s was deleted while running; stopped", job.id)
+            await asyncio.to_thread(self._files.remove, job.id)
         except Exception as exc:  # one job's failure must never stop the runner
             code = failure_code(exc)
             # the log gets the exception, the client a code and a sentence with no internals

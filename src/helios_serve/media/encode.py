@@ -301,10 +301,14 @@ def open_writer(path: Path, width: int, height: int, fps: int, total_frames: int
     )
 
 
+THUMBNAIL_SIDE = 320
+"""A thumbnail's longer side at most (a list of cards shows many; the video is there in full)."""
+
+
 def encode_thumbnail(
-    frame: npt.NDArray[np.uint8], *, quality: int = 85, max_side: int | None = None
+    frame: npt.NDArray[np.uint8], *, quality: int = 85, max_side: int | None = THUMBNAIL_SIDE
 ) -> bytes:
-    """JPEG bytes for one (H, W, 3) uint8 frame, shrunk to fit `max_side` if given."""
+    """JPEG bytes for one (H, W, 3) uint8 frame, shrunk to fit `max_side` (None: as it is)."""
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         shape = getattr(frame, "shape", type(frame).__name__)
         raise InvalidInputError(f"a thumbnail needs one (H, W, 3) frame, got {shape}")

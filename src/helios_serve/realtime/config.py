@@ -15,12 +15,18 @@ MiB = 1024 * 1024
 class RealtimeConfig:
     max_sessions: int = 1
     """Sessions generating at once; more get 503 (local) or wait PENDING (coordinator)."""
-    ping_timeout_s: float = 15.0
-    """A session with no data-channel message (the SDK pings every 5 s) for this long closes."""
+    idle_timeout_s: float = 30.0
+    """A session whose client is silent this long closes and frees its slot: no channel message
+    (the SDKs ping every 5-10 s), no signalling request, no RTCP receiver report (about one a
+    second while video flows). A client back sooner keeps it: a peer lost to a network drop
+    is re-offered onto the same session. 30 s rides out Wi-Fi roaming and short outages (and
+    matches WebRTC's own ICE consent expiry) at the price of a slot held that long for a
+    client that never returns without closing."""
     watchdog_interval_s: float = 1.0
     reconnect_grace_s: float = 2.0
-    """How long a session whose peer went away waits for a re-offer (a reconnect) before it
-    closes and frees its slot; an explicit stop_session / DELETE closes it at once."""
+    """How long a session whose client closed its peer waits for a re-offer (a reconnect)
+    before it closes and frees its slot (a peer lost to the network waits for the idle
+    timeout instead); an explicit stop_session / DELETE closes it at once."""
     emission_fps: float = 24.0
     buffer_chunks: int = 2
     """Chunks made ahead of playback at most. While a client plays, chunks are made just in

@@ -20,7 +20,6 @@ side (`param` names the field; `extra_params.<key>` for Helios keys):
 | 400    | invalid_request_error     | invalid_json               | malformed JSON |
 | 400    | invalid_request_error     | invalid_body               | broken multipart, framing |
 | 400    | invalid_request_error     | invalid_input_reference    | not image/video, a URL |
-| 400    | invalid_request_error     | video_too_short            | V2V under 33 frames |
 | 404    | invalid_request_error     | not_found                  | unknown route or id |
 | 405    | invalid_request_error     | method_not_allowed         | wrong method |
 | 409    | invalid_request_error     | conflict, cancelled        | conflicting state |

@@ -10,8 +10,8 @@ from typing import Any
 
 from helios_serve.api.videos.limits import RequestLimits
 from helios_serve.api.videos.resolve import preset_for
-from helios_serve.api.videos.sizes import TRAINED_SIZE, suggested_sizes
-from helios_serve.core.requests import DEFAULT_FPS, DEFAULT_NUM_FRAMES
+from helios_serve.api.videos.sizes import MIN_SIDE, TRAINED_SIZE, suggested_sizes
+from helios_serve.core.requests import DEFAULT_FPS, DEFAULT_NUM_FRAMES, MAX_PROMPT_CHARS
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import FRAMES_PER_CHUNK, Variant
 
@@ -27,8 +27,9 @@ def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
     stage), `pyramid_steps` (vLLM-Omni's `pyramid_num_inference_steps_list`) on Mid and
     Distilled, `guidance_scale`, `use_cfg_zero_star`, and `amplify_first_chunk`
     (`is_amplify_first_chunk`, Distilled only), and `step_cache` where step caching can run
-    (the server's default, null for off). Other valid sizes than `sizes` work too: any
-    multiple of `size_multiple` up to `max_side`.
+    (the server's default, null for off). Other sizes than `sizes` work too: any even size
+    from `min_side` to `max_side`, made at the nearest larger multiple of `size_multiple` and
+    cut to it. `max_prompt_chars` caps `prompt` and `negative_prompt`.
     """
     preset = preset_for(model)
     pyramid = model.variant is not Variant.BASE
@@ -52,6 +53,7 @@ def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
         "trained_size": _size(*TRAINED_SIZE),
         "sizes": [_size(w, h) for w, h in suggested_sizes(model, limits.max_side)],
         "size_multiple": model.size_multiple,
+        "min_side": MIN_SIDE,
         "max_side": limits.max_side,
         "num_frames": DEFAULT_NUM_FRAMES,
         "max_num_frames": limits.max_num_frames,
@@ -59,4 +61,5 @@ def video_defaults(model: ModelInfo, limits: RequestLimits) -> dict[str, Any]:
         "fps": DEFAULT_FPS,
         "max_fps": limits.max_fps,
         "max_reference_bytes": limits.media.max_bytes,
+        "max_prompt_chars": MAX_PROMPT_CHARS,
     }

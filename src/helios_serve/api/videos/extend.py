@@ -19,11 +19,10 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from helios_serve.api.videos.limits import RequestLimits
-from helios_serve.api.videos.sizes import check_size as check_sides
+from helios_serve.api.videos.sizes import MIN_SIDE, FittedSize, fit_size
 from helios_serve.api.videos.upload import FORM_TYPES, media_type, read_form
-from helios_serve.core.requests import check_prompt, parse_seconds
+from helios_serve.core.requests import RequestError, check_prompt, parse_seconds
 from helios_serve.core.spec import ModelInfo
-from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError, TooLargeError, UnprocessableError
 from helios_serve.media.decode import load_video
 from helios_serve.web.bodies import check_content_length, read_json_body
@@ -120,7 +119,8 @@ def _unknown_video(video: dict[str, Any]) -> None:
 
 
 def load_upload(data: bytes, limits: RequestLimits) -> npt.NDArray[np.uint8]:
-    """Decode an uploaded video to extend (sniffed and capped like `input_reference`)."""
+    """Decode an uploaded video to extend (sniffed and capped like `input_reference`); any
+    length from one frame (a clip under a chunk is padded by the engine, like V2V)."""
     if len(data) > limits.media.max_bytes:
         raise TooLargeError(
             f"the video is {len(data)} bytes, over the limit of {limits.media.max_bytes}",
@@ -128,18 +128,24 @@ def load_upload(data: bytes, limits: RequestLimits) -> npt.NDArray[np.uint8]:
             param="video",
         )
     try:
-        frames = load_video(data, limits.media, param="video")
+        return load_video(data, limits.media, param="video")
     except InvalidInputError as exc:
         raise UnprocessableError(exc.message, param="video") from None
-    if len(frames) < FRAMES_PER_CHUNK:
-        raise bad_request(
-            f"a video to extend needs at least {FRAMES_PER_CHUNK} frames, got {len(frames)}",
+
+
+def fitted_upload(
+    frames: npt.NDArray[np.uint8], model: ModelInfo, limits: RequestLimits
+) -> tuple[npt.NDArray[np.uint8], FittedSize]:
+    """An upload's frames at a size the new part can be made at and stitched to: its own,
+    with an odd side cut by one pixel (H.264 needs even sides); generated at the nearest size
+    the model makes and cut, like any size asked for."""
+    _, height, width, _ = frames.shape
+    width, height = width - width % 2, height - height % 2
+    if min(width, height) < MIN_SIDE or max(width, height) > limits.max_side:
+        raise RequestError(
+            f"the video is {width}x{height}; videos from {MIN_SIDE} to {limits.max_side} pixels "
+            "a side can be extended",
             param="video",
-            code="video_too_short",
         )
-    return frames
-
-
-def check_size(width: int, height: int, model: ModelInfo, limits: RequestLimits) -> None:
-    """An uploaded video's own size must be one the served model can continue."""
-    check_sides(None, width, height, model, limits.max_side)
+    frames = np.ascontiguousarray(frames[:, :height, :width])
+    return frames, fit_size(width, height, model)

@@ -89,7 +89,7 @@ def check_model(name: str | None, model: ModelInfo) -> str | None:
     names = ", ".join(repr(n) for n in (model.name, *model.aliases))
     shown = name[:100].encode("utf-8", "backslashreplace").decode()
     raise bad_request(
-        f"model {shown!r} is not served here; this server serves {names}",
+        f"model mismatch: {shown!r} is not served here; this server serves {names}",
         param="model",
         code="model_not_found",
     )

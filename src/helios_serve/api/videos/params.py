@@ -6,8 +6,10 @@ must have their JSON types (strict mode: an int is accepted where a float is exp
 `seconds` may be a string or an integer, but "640" or 640.0 for `width` is a 400).
 
 Decisions:
-- sizes that are not multiples of 16 (of `8 * 2**stages` = 64 on a 3-stage pyramid) are
-  rejected with the nearest valid values, never floored; `size` overrides `width`/`height`;
+- any even size within 16..max_side is served: one that is not a multiple of 16 (of
+  `8 * 2**stages` = 64 on a 3-stage pyramid) is generated at the smallest multiple that
+  contains it and cut to it around the centre (`sizes.check_size`); `size` overrides
+  `width`/`height`;
 - `seed` must be in 0..2**63-1 (negative is a 400); absent means random at resolve time;
 - `num_inference_steps` on a pyramid model (Mid/Distilled) is a 400 pointing at
   `extra_params.pyramid_num_inference_steps_list` (the seed sends it to Base only);
@@ -49,7 +51,7 @@ from helios_serve.api.videos.reference import (
     reference_from_json,
 )
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields, settings_for
-from helios_serve.api.videos.sizes import check_size, openai_literal
+from helios_serve.api.videos.sizes import check_size
 from helios_serve.core.json_text import JsonTextError, loads_strict
 from helios_serve.core.requests import DEFAULT_FPS, check_prompt, check_seed
 from helios_serve.core.spec import ModelInfo
@@ -93,8 +95,7 @@ def _validate(
         check_prompt(fields.negative_prompt, "negative_prompt", required=False)
     seed = check_seed(fields.seed)
     name = check_model(fields.model, model)
-    width, height = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
-    output_size = openai_literal(fields.size, model)
+    fitted = check_size(fields.size, fields.width, fields.height, model, limits.max_side)
     check_ranges(fields, limits)
     seconds = check_seconds(fields.seconds, fields.fps or DEFAULT_FPS, limits)
     extra = validate_extra_params(extra_values, lax=extra_lax)
@@ -102,8 +103,8 @@ def _validate(
     request = VideoCreateRequest(
         prompt=fields.prompt,
         model=name,
-        width=width,
-        height=height,
+        width=None if fitted is None else fitted.width,
+        height=None if fitted is None else fitted.height,
         num_frames=fields.num_frames,
         fps=fields.fps,
         seconds=seconds,
@@ -112,7 +113,7 @@ def _validate(
         num_inference_steps=fields.num_inference_steps,
         negative_prompt=fields.negative_prompt,
         extra=extra,
-        output_size=output_size,
+        output_size=None if fitted is None else fitted.output,
     )
     settings_for(request, model)  # refuse what the served checkpoint cannot run, now
     return request
@@ -188,7 +189,8 @@ def _one_reference(values: Mapping[str, Any]) -> tuple[str, Any] | None:
     given = [(f, values[f]) for f in REFERENCE_FIELDS if values.get(f) not in (None, "")]
     if len(given) > 1:
         raise bad_request(
-            f"give one reference, not both {given[0][0]} and {given[1][0]}",
+            "give only one of input_reference, image_reference, or video_reference "
+            f"(got {given[0][0]} and {given[1][0]})",
             param=given[1][0],
             code="duplicate_parameter",
         )
@@ -234,10 +236,11 @@ def parse_form(
         extra = parse_extra_params(texts.get("extra_params"))
     request = _validate(texts, extra, model, limits, lax=True, extra_lax=bool(brackets))
     if upload is not None:
-        if _one_reference(texts) is not None:
+        if (text := _one_reference(texts)) is not None:
             raise bad_request(
-                "input_reference given both as a file and as text",
-                param="input_reference",
+                "give only one of input_reference, image_reference, or video_reference "
+                f"(got a file and {text[0]} as text)",
+                param=text[0],
                 code="duplicate_parameter",
             )
         ref: ReferenceMedia | None = check_reference(_read_upload(upload, limits), limits.media)

@@ -12,14 +12,26 @@ POLL_AFTER_MS = 1000
 
 
 def format_seconds(seconds: float) -> str:
-    return f"{seconds:.2f}".rstrip("0").rstrip(".")
+    """Up to three decimals, no trailing zeros: "4", "4.125", "0.042"."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 def seconds_of(job: Job) -> str:
-    """What the client asked (`"4"`), else the frames it asked for at its fps; the delivered
-    length is in `num_frames` / `fps`."""
+    """The video's length: its delivered frames / fps; `seconds` as the client wrote it (OpenAI's
+    "4", "8", "12") when that is exactly the length delivered."""
     spec = job.spec
-    return spec.requested_seconds or format_seconds(spec.num_frames / spec.fps)
+    delivered = job.num_frames_delivered / spec.fps
+    asked = spec.requested_seconds
+    if asked is not None and _as_number(asked) == delivered:
+        return asked
+    return format_seconds(delivered)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def size_of(job: Job) -> tuple[int, int]:

@@ -4,14 +4,14 @@
 |------------------------------------------------------|--------|-------------------------|
 | empty file, text, HLS/ffconcat playlist, HTML, BMP... | 400    | invalid_input_reference |
 | an http(s)/file/... URL, a `file_id`, bad data URL   | 400    | invalid_input_reference |
-| a video under 33 frames (V2V needs one whole chunk)  | 400    | video_too_short         |
 | over `MediaLimits.max_bytes`                         | 413    | file_too_large          |
 | a PNG/JPEG/WEBP/GIF or MP4/MOV/WebM/AVI that cannot   | 422    | unprocessable_media     |
 | be decoded, is truncated, or is over the pixel,       |        |                         |
 | frame or duration limits (decompression bombs)        |        |                         |
 
-URLs other than `data:` are refused, not fetched: the server never makes outbound requests on a
-client's behalf (SSRF).
+A video of any length is a V2V reference: one under 33 frames (one chunk) is padded in front
+with its first frame by the engine. URLs other than `data:` are refused, not fetched: the
+server never makes outbound requests on a client's behalf (SSRF).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import InvalidInputError, TooLargeError, UnprocessableError
 from helios_serve.media.data_url import MediaTooLargeError
 from helios_serve.media.data_url import decode_data_url as decode_media_url
@@ -87,13 +86,6 @@ def check_reference(data: bytes, limits: MediaLimits) -> ReferenceMedia:
         info = probe_video(data, limits)
     except InvalidInputError as exc:
         raise _unprocessable(exc) from exc
-    if info.frames < FRAMES_PER_CHUNK:
-        raise bad_request(
-            f"a video reference (V2V) needs at least {FRAMES_PER_CHUNK} frames (one whole "
-            f"chunk); this one has {info.frames}. Send an image instead for I2V",
-            param=PARAM,
-            code="video_too_short",
-        )
     return ReferenceMedia(data, "video", info.width, info.height, info.frames)
 
 

@@ -10,8 +10,8 @@ steps at guidance 5.0; Mid pyramid [20, 20, 20] with CFG-Zero*; Distilled guidan
   3 chunks; OpenAI's default of 4 s at 24 fps is 96 frames, the same 3 chunks);
 - seed: random in 0..2**32-1, reported back so the video can be reproduced.
 
-Generation runs whole 33-frame chunks, trimmed to 4k+1 frames: `delivered_frames` is what the
-video really has (99 asked → 97 delivered).
+Generation runs whole 33-frame chunks and cuts the last one: a video has exactly the frames
+asked (`delivered_frames`: 99 asked, 99 delivered; 2 s at 12 fps, 24).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class ResolvedParams:
     num_frames: int
     """Frames asked for (given, or from seconds x fps, or the default)."""
     delivered_frames: int
-    """Frames the video will really have: whole chunks trimmed to 4k+1."""
+    """Frames the video will really have: those asked (the last chunk is cut)."""
     chunks: int
     fps: int
     seed: int

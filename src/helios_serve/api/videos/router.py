@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 
 from helios_serve.api.videos.extend import read_extend_request
 from helios_serve.api.videos.idempotency import read_claim
@@ -91,21 +91,24 @@ def _creating(service: VideosService, model: ModelInfo, limits: RequestLimits) -
             await service.discard(job.id)
             raise failed_generation(job.error_code, job.error_message)
         content = await service.content(job.id, "video")
+        # read, then gone: once a client has the answer, no list shows the job
+        data = await asyncio.to_thread(content.path.read_bytes)
+        await service.discard(job.id)
         stats = job.stats or {}
         headers = {
             "x-video-id": job.id,
-            "X-Request-Id": job.id,
+            "X-Request-Id": f"video_sync-{job.id.removeprefix('video_')}",  # vLLM-Omni's form
             "X-Model": job.model,
             "X-Inference-Time-S": f"{job.inference_time_s or 0.0:.3f}",
             "X-Stage-Durations": json.dumps(stats.get("stage_durations") or {}),
-            "X-Peak-Memory-MB": str(stats.get("peak_memory_mb") or ""),
+            # a number, as vLLM-Omni sends (0.0: not measured, e.g. on CPU)
+            "X-Peak-Memory-MB": str(float(stats.get("peak_memory_mb") or 0.0)),
         }
-        return FileResponse(
-            content.path,
+        disposition = f'attachment; filename="{content.download_name}"'
+        return Response(
+            data,
             media_type=content.media_type,
-            filename=content.download_name,
-            headers=headers,
-            background=BackgroundTask(service.discard, job.id),
+            headers=headers | {"Content-Disposition": disposition},
         )
 
     @router.post("/edits", responses=ERRORS)

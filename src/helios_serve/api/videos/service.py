@@ -11,26 +11,24 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from helios_serve.api.videos.extend import ExtendRequest, check_size, load_upload
+from helios_serve.api.videos.continuation import (
+    STATE_FILES,
+    Continuation,
+    continue_frames,
+    continue_video,
+)
+from helios_serve.api.videos.extend import ExtendRequest, fitted_upload, load_upload
 from helios_serve.api.videos.fields import VideoCreateRequest
 from helios_serve.api.videos.limits import DEFAULT_REQUEST_LIMITS, RequestLimits
-from helios_serve.api.videos.protocol import (
-    deleted_object,
-    format_seconds,
-    list_object,
-    seconds_of,
-    video_object,
-)
+from helios_serve.api.videos.protocol import deleted_object, list_object, video_object
 from helios_serve.api.videos.resolve import ResolvedParams, resolve_spec_fields
 from helios_serve.core.requests import RequestError, check_prompt, frames_for_seconds
 from helios_serve.core.spec import ModelInfo
-from helios_serve.core.types import FRAMES_PER_CHUNK
 from helios_serve.errors import NotFoundError
 from helios_serve.jobs.dispatch import JobDispatch
-from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME, JobFiles
+from helios_serve.jobs.files import THUMBNAIL_NAME, VIDEO_NAME, JobFiles
 from helios_serve.jobs.mirror import JobMirror
 from helios_serve.jobs.models import (
-    Extension,
     GenerationSpec,
     Job,
     JobNotFoundError,
@@ -38,11 +36,10 @@ from helios_serve.jobs.models import (
     JobStatus,
     new_job_id,
 )
-from helios_serve.jobs.plan import plan_for
 from helios_serve.jobs.records import IdempotencyClaim, JobRecords
 from helios_serve.media.decode import MediaKind
 from helios_serve.media.encode import encode_thumbnail
-from helios_serve.media.segments import write_segment
+from helios_serve.media.segments import Part, join_segments, write_segment
 
 ContentVariant = Literal["video", "thumbnail", "spritesheet"]
 CONTENT_TYPES: dict[str, tuple[str, str]] = {
@@ -66,6 +63,9 @@ class _Inputs:
     base_from: str | None = None
     base_names: tuple[str, ...] = ()
     base_frames: npt.NDArray[np.uint8] | None = None
+    base_opening: tuple[str, int] | None = None
+    """(video id, frames): that video's first frames are the base (a remixed extension whose
+    source is gone)."""
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,26 @@ class VideosService:
             else:
                 self._files.link_base(inputs.base_from, job_id, inputs.base_names)
         if inputs.base_frames is not None:
-            write_segment(self._files.base_path(job_id, VIDEO_NAME), inputs.base_frames, spec.fps)
+            video = self._files.ensure_base_dir(job_id) / VIDEO_NAME
+            write_segment(video, inputs.base_frames, spec.fps)
             thumb = encode_thumbnail(inputs.base_frames[0])
             self._files.base_path(job_id, THUMBNAIL_NAME).write_bytes(thumb)
+        if inputs.base_opening is not None:
+            self._copy_opening(job_id, *inputs.base_opening, spec.fps)
         if self._mirror is not None:
             self._mirror.push_inputs(job_id)
             self._files.remove(job_id)  # the workers read the store, not this cache
         return spec
+
+    def _copy_opening(self, job_id: str, source_id: str, frames: int, fps: int) -> None:
+        """The first `frames` of `source_id`'s video (a chunk boundary: packets are copied)
+        and its thumbnail become the job's base."""
+        if self._mirror is not None:
+            for name in (VIDEO_NAME, THUMBNAIL_NAME):
+                self._mirror.fetch(source_id, name)
+        base = self._files.ensure_base_dir(job_id)
+        join_segments([Part(self._files.video_path(source_id), frames)], base / VIDEO_NAME, fps)
+        self._files.link_base(source_id, job_id, (THUMBNAIL_NAME,))
 
     async def get(self, video_id: str) -> dict[str, Any]:
         return video_object(await asyncio.to_thread(self._store.get, video_id))
@@ -238,7 +251,8 @@ class VideosService:
     async def remix(
         self, video_id: str, prompt: object, claim: IdempotencyClaim | None = None
     ) -> dict[str, Any]:
-        """A new job with the source job's settings (and reference) and a new prompt."""
+        """A new job with the source job's settings (and reference) and a new prompt; a remixed
+        extension continues the same video again, with the new prompt (see `_remix_inputs`)."""
         prompt = check_prompt(prompt)  # create's rules
         if (earlier := await self._claimed(claim)) is not None:
             return video_object(earlier)
@@ -249,18 +263,51 @@ class VideosService:
                 "remixed",
                 param="video_id",
             )
-        spec = source.spec
-        reference = None
-        if spec.reference_file is not None and spec.reference_kind is not None:
-            path = self._files.reference_path(source.id, spec.reference_file)
-            if self._mirror is not None:
-                await asyncio.to_thread(self._mirror.fetch, source.id, spec.reference_file)
-            reference = (await asyncio.to_thread(path.read_bytes), spec.reference_kind)
-        fresh = replace(spec, prompt=prompt, reference_file=None, reference_kind=None)
-        job = await self._enqueue(
-            source.model, fresh, _Inputs(reference=reference), remixed_from=source.id, claim=claim
-        )
+        spec, inputs = await self._remix_inputs(source)
+        fresh = replace(spec, prompt=prompt)
+        job = await self._enqueue(source.model, fresh, inputs, remixed_from=source.id, claim=claim)
         return video_object(job)
+
+    async def _remix_inputs(self, source: Job) -> tuple[GenerationSpec, _Inputs]:
+        """What a remix of `source` starts with: its reference; for an extension, the video it
+        continued (from its state again when that is still there), or, when that video is gone,
+        the opening frames of `source` itself (continued from its frames)."""
+        spec = source.spec
+        ext = spec.extension
+        if ext is None:
+            reference = None
+            if spec.reference_file is not None and spec.reference_kind is not None:
+                path = self._files.reference_path(source.id, spec.reference_file)
+                if self._mirror is not None:
+                    await asyncio.to_thread(self._mirror.fetch, source.id, spec.reference_file)
+                reference = (await asyncio.to_thread(path.read_bytes), spec.reference_kind)
+            plain = replace(spec, reference_file=None, reference_kind=None)
+            return plain, _Inputs(reference=reference)
+        origin = await self._completed(ext.source_id)
+        if origin is not None:
+            again = await self._continuation(origin, 1)
+            if again.extension.mode == ext.mode:  # the same base, the same extension
+                return spec, _Inputs(base_from=origin.id, base_names=again.base_names)
+        opening = continue_frames(ext.base_frames, spec.num_frames - ext.base_frames)
+        inputs = _Inputs(base_opening=(source.id, ext.base_frames))
+        return replace(spec, extension=opening.extension), inputs
+
+    async def _completed(self, video_id: str | None) -> Job | None:
+        """The completed video `video_id`, if there still is one."""
+        if video_id is None:
+            return None
+        try:
+            job = await asyncio.to_thread(self._store.get, video_id)
+        except JobNotFoundError:
+            return None
+        return job if job.status is JobStatus.COMPLETED else None
+
+    async def _continuation(self, source: Job, added: int) -> Continuation:
+        """`source` followed by `added` frames: from its state when it has one we can use."""
+        present = self._files.present if self._mirror is None else self._mirror.present
+        names = await asyncio.to_thread(present, source.id, STATE_FILES)
+        usable = set(STATE_FILES) <= set(names) and self._model.answers_to(source.model)
+        return continue_video(source, added, from_state=usable)
 
     async def extend(
         self, request: ExtendRequest, claim: IdempotencyClaim | None = None
@@ -284,27 +331,17 @@ class VideosService:
             )
         spec = source.spec
         added = self._added_frames(request.seconds, spec.fps)
-        present = self._files.present if self._mirror is None else self._mirror.present
-        names = await asyncio.to_thread(present, source.id, (STATE_NAME, TAIL_NAME, THUMBNAIL_NAME))
-        if {STATE_NAME, TAIL_NAME} <= set(names) and self._model.answers_to(source.model):
-            plan = plan_for(spec)
-            base = source.num_frames_delivered - plan.frames_kept(plan.last_chunk)
-            ext = Extension(source.id, "state", base + FRAMES_PER_CHUNK, plan.end_chunk)
-            linked: tuple[str, ...] = (VIDEO_NAME, STATE_NAME, TAIL_NAME, THUMBNAIL_NAME)
-        else:  # made before states were kept, or by another model: continue its frames
-            ext = Extension(source.id, "v2v", source.num_frames_delivered)
-            linked = (VIDEO_NAME, THUMBNAIL_NAME)
-        total = float(seconds_of(source)) + request.seconds  # OpenAI: the stitched whole
+        plan = await self._continuation(source, added)
         fresh = replace(
             spec,
             prompt=request.prompt,
             reference_file=None,
             reference_kind=None,
-            num_frames=ext.base_frames + added,
-            extension=ext,
-            requested_seconds=format_seconds(total),
+            num_frames=plan.num_frames,
+            extension=plan.extension,
+            requested_seconds=None,  # the answer's seconds: the whole, as delivered
         )
-        inputs = _Inputs(base_from=source.id, base_names=linked)
+        inputs = _Inputs(base_from=source.id, base_names=plan.base_names)
         job = await self._enqueue(self._model.name, fresh, inputs, claim=claim)
         return video_object(job)
 
@@ -312,22 +349,24 @@ class VideosService:
         return frames_for_seconds(seconds, fps, self._limits.max_num_frames)
 
     async def _extend_upload(self, request: ExtendRequest, claim: IdempotencyClaim | None) -> Job:
-        """An uploaded video that is none of ours: continued from its frames (V2V)."""
+        """An uploaded video that is none of ours: continued from its frames (V2V), at its own
+        size (generated at the nearest size the model makes and cut, like any other size)."""
         upload = request.upload or b""
         frames = await asyncio.to_thread(load_upload, upload, self._limits)
-        _, height, width, _ = frames.shape
+        frames, size = fitted_upload(frames, self._model, self._limits)
         params = resolve_spec_fields(
-            VideoCreateRequest(prompt=request.prompt, width=width, height=height, num_frames=1),
+            VideoCreateRequest(
+                prompt=request.prompt,
+                width=size.width,
+                height=size.height,
+                num_frames=1,
+                output_size=size.output,
+            ),
             self._model,
         )
-        check_size(width, height, self._model, self._limits)
         added = self._added_frames(request.seconds, params.fps)
-        spec = replace(
-            _spec(params),
-            num_frames=len(frames) + added,
-            extension=Extension(None, "v2v", len(frames)),
-            requested_seconds=format_seconds(len(frames) / params.fps + request.seconds),
-        )
+        plan = continue_frames(len(frames), added)
+        spec = replace(_spec(params), num_frames=plan.num_frames, extension=plan.extension)
         return await self._enqueue(self._model.name, spec, _Inputs(base_frames=frames), claim=claim)
 
     async def wait(self, video_id: str, poll_s: float = 0.25) -> Job:

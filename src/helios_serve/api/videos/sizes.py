@@ -1,25 +1,54 @@
-"""Frame sizes Helios can generate: multiples of `8 * 2**stages` pixels, rejected (not floored).
+"""Frame sizes: what Helios generates (multiples of `8 * 2**stages` pixels) and what a client
+may ask for (any even size within the limits, generated at the nearest larger one and cut).
 
-The VAE downsamples 8x and the transformer patches 2x2, so a single-stage model (Base) needs
+The VAE downsamples 8x and the transformer patches 2x2, so a single-stage model (Base) makes
 multiples of 16; a pyramid halves the latent twice more (3 stages: multiples of 64). 640x384 is
 the only trained size and fits both.
 """
 
 from __future__ import annotations
 
-from helios_serve.core.requests import MAX_SIDE, TRAINED_SIZE, check_side, parse_size
+from dataclasses import dataclass
+
+from helios_serve.core.requests import (
+    MAX_SIDE,
+    TRAINED_SIZE,
+    RequestError,
+    parse_size,
+    whole_number,
+)
 from helios_serve.core.spec import ModelInfo
 
-__all__ = ["MAX_SIDE", "TRAINED_SIZE", "check_size", "is_valid_size", "suggested_sizes"]
+__all__ = [
+    "MAX_SIDE",
+    "MIN_SIDE",
+    "TRAINED_SIZE",
+    "FittedSize",
+    "check_size",
+    "fit_size",
+    "is_valid_size",
+    "suggested_sizes",
+]
 
 _COMMON_SIZES = ((320, 192), (384, 640), (512, 512), (960, 576), (1280, 768))
 """Sizes worth offering besides the trained and the default one: half, portrait, square,
 1.5x and 2x of the trained size (all multiples of 64, so every variant can run them)."""
 
 
-OPENAI_SIZES = frozenset({(720, 1280), (1280, 720), (1024, 1792), (1792, 1024)})
-"""OpenAI's size literals: always served, cropped from the nearest larger valid size when the
-served model cannot make them directly (720 is no multiple of 64 on a pyramid model)."""
+MIN_SIDE = 16
+"""Smallest width or height a video can be asked at (it is generated at the model's smallest
+size and cut)."""
+
+
+@dataclass(frozen=True)
+class FittedSize:
+    """A size as asked, and the size it is generated at: the smallest the model can make that
+    contains it. `output` is the asked size when the two differ (the frames are cut to it
+    around their centre), else None."""
+
+    width: int
+    height: int
+    output: tuple[int, int] | None = None
 
 
 def covering_size(width: int, height: int, model: ModelInfo) -> tuple[int, int]:
@@ -28,33 +57,45 @@ def covering_size(width: int, height: int, model: ModelInfo) -> tuple[int, int]:
     return -(-width // m) * m, -(-height // m) * m
 
 
-def openai_literal(size: str | None, model: ModelInfo) -> tuple[int, int] | None:
-    """(width, height) of an OpenAI size literal the model cannot make directly, else None."""
-    if size is None or not size.strip():
-        return None
-    asked = parse_size(size)
-    if asked in OPENAI_SIZES and covering_size(*asked, model) != asked:
-        return asked
-    return None
+def fit_size(width: int, height: int, model: ModelInfo) -> FittedSize:
+    """Any (checked) size: generated at `covering_size`, cut to what was asked."""
+    made = covering_size(width, height, model)
+    return FittedSize(*made, output=None if made == (width, height) else (width, height))
+
+
+def _side(value: object, name: str, param: str, max_side: int) -> int:
+    side = whole_number(value, param)
+    if not MIN_SIDE <= side <= max_side:
+        raise RequestError(
+            f"{name} {side} is outside {MIN_SIDE}..{max_side} (640x384 is the trained size)",
+            param=param,
+        )
+    if side % 2:
+        raise RequestError(
+            f"{name} {side} is odd; H.264 video (yuv420p) needs even sides: "
+            f"{side - 1} or {side + 1}",
+            param=param,
+        )
+    return side
 
 
 def check_size(
-    size: str | None, width: int | None, height: int | None, model: ModelInfo, max_side: int
-) -> tuple[int | None, int | None]:
-    """`size` ("WxH", overriding width/height) or width/height → checked (width, height);
-    None stays None (the model's default applies). An OpenAI literal the model cannot make
-    directly gives the size it is generated at (see `openai_literal`)."""
+    size: str | None, width: object, height: object, model: ModelInfo, max_side: int
+) -> FittedSize | None:
+    """`size` ("WxH", overriding width/height) or width/height → the size generated and the one
+    delivered; None when neither is given (the model's default applies). Any even size in
+    `MIN_SIDE..max_side` is served: one the model cannot make directly (a side that is no
+    multiple of `model.size_multiple`, like OpenAI's 1280x720 on a pyramid model) is generated
+    at the smallest size containing it and cut to it (`fit_size`)."""
     param_w, param_h = "width", "height"
-    if (literal := openai_literal(size, model)) is not None:
-        return covering_size(*literal, model)
     if size is not None and size.strip():
         width, height = parse_size(size)
         param_w = param_h = "size"
-    if width is not None:
-        width = check_side(width, "width", model, param_w, max_side)
-    if height is not None:
-        height = check_side(height, "height", model, param_h, max_side)
-    return width, height
+    if width is None and height is None:
+        return None
+    w = model.default_width if width is None else _side(width, "width", param_w, max_side)
+    h = model.default_height if height is None else _side(height, "height", param_h, max_side)
+    return fit_size(w, h, model)
 
 
 def is_valid_size(width: int, height: int, model: ModelInfo, max_side: int) -> bool:

@@ -4,6 +4,10 @@ A session talks to its client through one live `Connection` at a time: the impli
 2.9.0 `sdp_params` flow (id 0, JSON), or one the newer clients register (`register_connection`,
 ids from 1, wire format sniffed). An offer on any connection makes it the live one and closes the
 peer it replaces (a reconnect). Session events go to the live connection's `ClientLink`.
+
+A session outlives its peers: one whose client went away stays (stream, prompt, state) until
+the client has been silent for the idle timeout (`idle_for`: no channel message, no signalling
+request; `heard_ago`: no RTCP on the live peer), so a client back sooner re-offers onto it.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class SessionHandle:
     created: float = field(default_factory=time.monotonic)
     polled: float = field(default_factory=time.monotonic)
     """Last `GET` of a PENDING session: clients that still want it keep polling."""
+    touched: float = field(default_factory=time.monotonic)
+    """Last signalling request naming the session (a reconnecting client is back)."""
     closed_reason: str | None = None
 
     @property
@@ -159,14 +165,18 @@ class SessionHandle:
     async def add_candidates(
         self, connection: Connection, candidates: list[RemoteCandidate], final: bool
     ) -> None:
-        if connection.peer is None or not connection.peer.usable:
-            # Before any offer, or after the client dropped its peer to re-offer (reconnect):
-            # these belong to the next peer.
+        peer = connection.peer
+        if peer is None or not peer.usable or not all(peer.takes(c) for c in candidates):
+            # Before any offer, after the client dropped its peer, or gathered for an offer
+            # still to come (a reconnect gathers before it re-offers, while this side may not
+            # have noticed the old peer is gone): these belong to the next peer.
+            if peer is not None and peer.usable:
+                logger.info("connection %d: candidates held for its next offer", connection.id)
             room = max(0, MAX_REMOTE_CANDIDATES - len(connection.early_candidates))
             connection.early_candidates.extend(candidates[:room])
             connection.early_final = connection.early_final or final
             return
-        await connection.peer.add_candidates(candidates, final)
+        await peer.add_candidates(candidates, final)
 
     async def drop_connection(self, connection: Connection) -> None:
         """Forget a connection whose peer is gone, freeing its id."""
@@ -176,9 +186,18 @@ class SessionHandle:
             self.live = None
         await connection.close()
 
+    def touch(self) -> None:
+        self.touched = time.monotonic()
+
     def idle_for(self) -> float:
+        """Seconds since the client's last channel message or signalling request."""
         seen = self.session.last_seen if self.session is not None else self.created
-        return time.monotonic() - seen
+        return time.monotonic() - max(seen, self.touched)
+
+    async def heard_ago(self) -> float | None:
+        """Seconds since the live peer's last RTCP from the client (None: none yet)."""
+        peer = self.peer
+        return None if peer is None else await peer.heard_ago()
 
     async def connect(
         self,

@@ -5,12 +5,16 @@ The client creates a recvonly video transceiver and its channels: `"data"` (ever
 client's track mapping names `main_video`, and never opens a channel of its own (SDK 2.9.0 would
 replace its channel with it). The answer carries all server candidates (no server→client
 trickle). The newer clients trickle theirs (`add_candidates`), some before the offer: they wait
-here until the offer is applied.
+here until the offer is applied. A trickled candidate names the ICE username fragment of the
+offer it belongs to (`ufrag`): one for another offer (a reconnecting client gathers anew before
+it re-offers) is not this peer's (`takes`).
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +32,8 @@ CHANNEL_LABELS = (DATA_CHANNEL_LABEL, CONTROL_CHANNEL_LABEL)
 MAIN_VIDEO = "main_video"
 MAX_REMOTE_CANDIDATES = 64
 """Trickled candidates kept per peer; a browser sends a handful."""
+_UFRAG = re.compile(r"(?:^|\s)ufrag\s+(\S+)")
+_SDP_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
 
 class NegotiationError(Exception):
@@ -50,6 +56,13 @@ class RemoteCandidate:
     sdp_mid: str | None = None
     sdp_mline_index: int | None = None
 
+    @property
+    def ufrag(self) -> str | None:
+        """The ICE username fragment of the offer it was gathered for (libwebrtc and browsers
+        write it in the candidate line), if named."""
+        match = _UFRAG.search(self.candidate)
+        return match.group(1) if match else None
+
 
 class PeerLink:
     """Wraps the peer connection; callbacks run on the event loop."""
@@ -68,6 +81,8 @@ class PeerLink:
         self._early: list[RemoteCandidate] = []
         self._early_final = False
         self._remote_set = False
+        self._remote_ufrag: str | None = None
+        self._added = 0
         self._candidates_ended = False
         self.closed = False
         """Closed by the server (replaced, or the session ended)."""
@@ -101,7 +116,9 @@ class PeerLink:
             self.codec = transceiver._codecs[0].mimeType
             self.encoder = encoders.install_encoder(transceiver.sender, self.codec)
         self._remote_set = True
-        early, self._early = self._early, []
+        found = _SDP_UFRAG.search(offer_sdp)
+        self._remote_ufrag = found.group(1) if found else None
+        early, self._early = [c for c in self._early if self.takes(c)], []
         await self._add(early, self._early_final)
         answer = await pc.createAnswer()
         # aiortc gathers every candidate here, so the answer is complete: no trickle needed.
@@ -116,6 +133,12 @@ class PeerLink:
             self._early_final = self._early_final or final
             return
         await self._add(candidates, final)
+
+    def takes(self, candidate: RemoteCandidate) -> bool:
+        """Whether `candidate` may be this peer's: it names no offer, or this peer's offer (or
+        this peer has no offer yet)."""
+        ufrag = candidate.ufrag
+        return ufrag is None or self._remote_ufrag is None or ufrag == self._remote_ufrag
 
     async def _add(self, candidates: list[RemoteCandidate], final: bool) -> None:
         pc = self._pc
@@ -132,9 +155,14 @@ class PeerLink:
                     else 0
                 )
                 await pc.addIceCandidate(candidate)
+                self._added += 1
             except Exception as exc:  # one bad candidate must not end the others
                 logger.info("ignoring ICE candidate %r: %s", item.candidate[:120], exc)
-        if final:
+        if final and not self._added:
+            # The end of none: ICE would fail at once. The client's checks still reach us
+            # (peer-reflexive candidates), so keep listening for them instead.
+            logger.info("end of ICE candidates before any candidate: not applied")
+        elif final:
             self._candidates_ended = True
             try:
                 await pc.addIceCandidate(None)
@@ -169,6 +197,31 @@ class PeerLink:
         pc = self._pc
         if pc is not None and pc.connectionState in ("failed", "closed"):
             self._gone(f"peer connection {pc.connectionState}")
+
+    async def heard_ago(self) -> float | None:
+        """Seconds since the client's last RTCP receiver report (about one a second while it
+        receives video), or None if none came: the transport's sign of life, finer than the
+        channels' pings."""
+        pc = self._pc
+        if pc is None:
+            return None
+        reports: list[datetime.datetime] = []
+        for transceiver in pc.getTransceivers():
+            try:
+                stats = await transceiver.sender.getStats()
+            except Exception:  # a sender without a transport (never negotiated) has none
+                continue
+            reports += [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
+        if not reports:
+            return None
+        return (datetime.datetime.now(datetime.UTC) - max(reports)).total_seconds()
+
+    @property
+    def network_failed(self) -> bool:
+        """ICE failed (consent expired: nothing from the client for about 30 s), as opposed to
+        a client that closed its side."""
+        pc = self._pc
+        return pc is not None and pc.iceConnectionState == "failed"
 
     @property
     def usable(self) -> bool:

@@ -4,8 +4,11 @@ watchdog, shutdown.
 An ACTIVE session holds a slot of the server's `SlotPool` (shared with the WebSocket streams).
 Local mode refuses a session when every slot is taken (`SessionLimitError`); coordinator mode
 queues it as PENDING (at most `max_pending_sessions`; one nobody polls for `pending_timeout_s`
-expires) and activates it when a slot frees. A session whose peer goes away, or that sends
-nothing for `ping_timeout_s`, is closed by the watchdog and its slot handed on.
+expires) and activates it when a slot frees. A session whose client has been silent for
+`idle_timeout_s` (no channel message, no signalling request, no RTCP) is closed by the watchdog
+and its slot handed on; a peer lost to the network does not end it sooner, so a client back
+within the timeout (`reconnect()`) finds it as it was. A client that closes its peer (a closed
+tab) frees the slot after `reconnect_grace_s` unless it re-offers.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class SessionRegistry:
         handle = self._sessions.get(session_id)
         if handle is None:
             raise UnknownSessionError(session_id)
+        handle.touch()  # every signalling request is a sign of life (a reconnect's first)
         return handle
 
     def local_sessions(self) -> list[SessionHandle]:
@@ -119,10 +123,15 @@ class SessionRegistry:
     async def _close_unless_reconnected(
         self, handle: SessionHandle, peer: PeerLink, why: str
     ) -> None:
-        """The client's peer went away: end the session, unless a new offer (the clients'
-        `reconnect()`) replaces the peer within the grace period."""
+        """The client's peer went away. Closed by the client: end the session, unless a new
+        offer (the clients' `reconnect()`) replaces the peer within the grace period. Lost to
+        the network: the idle timeout decides (the client may come back)."""
         await asyncio.sleep(self.config.reconnect_grace_s)
-        if handle.peer is peer:
+        if handle.peer is not peer:
+            return
+        if peer.network_failed:
+            logger.info("session %s: %s; kept for the client to reconnect", handle.id, why)
+        else:
             await self.close(handle.id, why)
 
     async def close(self, session_id: str, reason: str) -> None:
@@ -174,11 +183,18 @@ class SessionRegistry:
                     and time.monotonic() - handle.polled > self.config.pending_timeout_s
                 ):
                     await self.close(handle.id, "expired while waiting for a slot (not polled)")
-                elif (
-                    handle.status is Status.ACTIVE
-                    and handle.idle_for() > self.config.ping_timeout_s
-                ):
-                    await self.close(handle.id, "no ping within the liveness timeout")
+                elif handle.status is Status.ACTIVE and await self._idle(handle):
+                    await self.close(
+                        handle.id, f"the client was silent for {self.config.idle_timeout_s:g} s"
+                    )
+
+    async def _idle(self, handle: SessionHandle) -> bool:
+        """Nothing from the client for the idle timeout: no message, request or RTCP."""
+        limit = self.config.idle_timeout_s
+        if handle.idle_for() <= limit:
+            return False
+        heard = await handle.heard_ago()
+        return heard is None or heard > limit
 
     async def shutdown(self) -> None:
         """Close every session and stop the watchdog (the app's shutdown hook)."""

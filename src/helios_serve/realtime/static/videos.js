@@ -31,6 +31,7 @@ const el = {
   announcer: $("announcer"),
   form: $("create-form"), prompt: $("prompt"), negative: $("negative-prompt"),
   size: $("size"), customSize: $("custom-size"), width: $("width"), height: $("height"),
+  sizeHint: $("size-hint"),
   seed: $("seed"), length: $("length"), lengthUnit: $("length-unit"), lengthHint: $("length-hint"),
   dropzone: $("dropzone"), reference: $("reference"), referenceImage: $("reference-image"),
   referenceVideo: $("reference-video"), referenceText: $("reference-text"),
@@ -238,11 +239,18 @@ function fillForm(model) {
     option.selected = s === d.size;
     return option;
   }), new Option("custom…", "custom"));
+  // Any even size in range: one the model cannot make is made a little larger and cut to it.
   for (const input of [el.width, el.height]) {
-    input.step = input.min = String(d.size_multiple);
+    input.step = "2";
+    input.min = String(d.min_side ?? d.size_multiple);
     input.max = String(d.max_side);
   }
   [el.width.value, el.height.value] = d.size.split("x");
+  showCustomSize(false);
+  // The prompt boxes hold what the API takes (OpenAI's 32,000 characters).
+  for (const box of [el.prompt, el.negative, el.template.content.querySelector(".job-form-prompt")]) {
+    if (d.max_prompt_chars) box.maxLength = d.max_prompt_chars;
+  }
   el.fps.max = String(d.max_fps);
   el.length.max = String(d.max_num_frames);
 
@@ -305,16 +313,40 @@ function updatePresetSummary() {
   el.presetSummary.classList.toggle("changed", changed);
 }
 
-/** Frames the request asks for, and what the video will really have: whole 33-frame chunks,
- * trimmed to 4k+1 frames like diffusers (the server's own rule). */
+/** Frames the request asks for, and the chunks that makes: whole 33-frame chunks, the last one
+ * cut, so the video has exactly the frames asked (the server's own rule). */
 function lengthPlan() {
   const d = page.defaults;
   const fps = Number(el.fps.value) || d.fps;
   const n = Math.max(1, Math.round(Number(el.length.value) || 0));
   const asked = el.lengthUnit.value === "seconds" ? n * fps : n;
   const chunks = Math.max(1, Math.ceil(asked / d.frames_per_chunk));
-  const delivered = Math.floor((chunks * d.frames_per_chunk - 1) / 4) * 4 + 1;
-  return { fps, asked, chunks, delivered };
+  return { fps, asked, chunks, delivered: asked };
+}
+
+/** Shows (or hides) the custom width and height. Hidden, they are disabled too: a browser will
+ * not submit a form with an invalid field, and one it cannot show is a Generate that does
+ * nothing (a custom size typed wrong, then a preset chosen). */
+function showCustomSize(shown) {
+  el.customSize.hidden = !shown;
+  for (const input of [el.width, el.height]) {
+    input.disabled = !shown;
+    input.required = shown;
+    if (!shown) input.removeAttribute("aria-invalid");
+  }
+  updateSizeHint();
+}
+
+/** Under a custom size: the size it is made at when the model cannot make it directly. */
+function updateSizeHint() {
+  const d = page.defaults;
+  if (!d || el.customSize.hidden) return;
+  const m = d.size_multiple;
+  const [w, h] = [Number(el.width.value), Number(el.height.value)];
+  const made = [Math.ceil(w / m) * m, Math.ceil(h / m) * m];
+  el.sizeHint.textContent = !(w > 0 && h > 0) || (made[0] === w && made[1] === h)
+    ? `even sides from ${d.min_side ?? m} to ${d.max_side}`
+    : `made at ${made[0]}x${made[1]} and cut to ${w}x${h}`;
 }
 
 function updateLengthHint() {
@@ -369,7 +401,10 @@ function markInvalid(param) {
   const input = id && $(id);
   if (!input) return;
   if (input.closest("details")) el.advanced.open = true;
-  if (input === el.width || input === el.height) el.customSize.hidden = false;
+  if (input === el.width || input === el.height) {
+    el.size.value = "custom";
+    showCustomSize(true);
+  }
   input.setAttribute("aria-invalid", "true");
   input.focus();
 }
@@ -405,7 +440,8 @@ el.prompt.addEventListener("keydown", (ev) => {
     el.form.requestSubmit(el.generate);
   }
 });
-el.size.addEventListener("change", () => { el.customSize.hidden = el.size.value !== "custom"; });
+el.size.addEventListener("change", () => showCustomSize(el.size.value === "custom"));
+for (const input of [el.width, el.height]) input.addEventListener("input", updateSizeHint);
 for (const input of [el.length, el.lengthUnit, el.fps]) input.addEventListener("input", updateLengthHint);
 el.lengthUnit.addEventListener("change", () => {
   // Keep the same duration when switching units: 4 seconds ⇄ 96 frames.

@@ -72,8 +72,8 @@ class VideoSocket:
             if data is not None:
                 await self.ws.send_bytes(data)
 
-    async def error(self, code: str, message: str) -> None:
-        await self.send({"type": "error", "code": code, "message": message})
+    async def error(self, code: str, message: str, **fields: str) -> None:
+        await self.send({"type": "error", "code": code, "message": message, **fields})
 
     async def receive(self) -> dict[str, Any]:
         message = await self.ws.receive()
@@ -206,7 +206,12 @@ class VideoSocket:
                 elif kind == "session.interaction":
                     event = parse_interaction(msg, self.host.config.prompt_blend_chunks)
                     if event.event_id in self._seen:
-                        raise WsError("event_id_conflict", f"event_id {event.event_id!r} was used")
+                        raise WsError(
+                            "event_id_conflict",
+                            f"event_id {event.event_id!r} was used",
+                            request_id=self.request_id,
+                            event_id=event.event_id,
+                        )
                     self._seen.add(event.event_id)
                     self._steer(event)
                     ack = {"type": "session.interaction.queued", "request_id": self.request_id}
@@ -216,7 +221,7 @@ class VideoSocket:
                 else:
                     raise WsError("invalid_type", f"unknown message type {str(kind)[:60]!r}")
             except WsError as exc:
-                await self.error(exc.code, str(exc))
+                await self.error(exc.code, str(exc), **exc.fields)
 
     def _finished(self) -> bool:
         """Generation has ended: every chunk made and queued, stopped, or failed."""

@@ -42,9 +42,12 @@ REFERENCE_LIMITS = MediaLimits()
 
 
 class WsError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **fields: str) -> None:
+        """`fields` go into the `error` message beside code and message (e.g. the
+        `request_id` and `event_id` a client needs to match an `event_id_conflict`)."""
         super().__init__(message)
         self.code = code
+        self.fields = fields
 
 
 class ExtraParams(BaseModel):
