@@ -51,7 +51,7 @@ class BenchConfig:
     """Stream: denoise chunk k+1 while chunk k decodes (``next_chunk(prefetch=True)``). The
     synchronising per-call timers would serialise the two, so this run has no ``dit_s``."""
     on_latents: Callable[[torch.Tensor], None] | None = None
-    """Handed to the measured stream's `ChunkStreamer.on_latents` (the engine's seam)."""
+    """Handed to the measured stream's `ChunkStreamer.decoding.on_latents` (the engine's seam)."""
     decoder: Callable[[LoadedModel], ChunkDecoder] | None = None
     """Makes each stream's decoder (default: the model's); the suite records latents so."""
 
@@ -108,7 +108,7 @@ def open_stream(cfg: BenchConfig) -> ChunkStreamer:
     streamer: ChunkStreamer = ChunkStreamer(
         cfg.model, _request(cfg), prompt_encoder=cfg.prompt_encoder, decoder=decoder
     )
-    streamer.on_latents = cfg.on_latents
+    streamer.decoding.on_latents = cfg.on_latents
     return streamer
 
 

@@ -26,20 +26,24 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from helios_serve.core.protocols import Priority
-from helios_serve.core.settings import steps_in_chunk
+from helios_serve.core.settings import SamplingSettings, steps_in_chunk
 from helios_serve.core.spec import StreamRequest
 from helios_serve.core.types import (
-    FRAMES_PER_CHUNK,
     LATENT_FRAMES_PER_CHUNK,
     ChunkResult,
     ChunkTimings,
-    DecodedFrames,
     StepProgress,
     Variant,
 )
 from helios_serve.engine import compact_dit
 from helios_serve.engine import conditioning as cond
+from helios_serve.engine.chunk_decoding import (
+    SESSION_DECODE_GROUPS,
+    CancelCheck,
+    ChunkDecoding,
+    FramesHandler,
+    decode_groups_for,
+)
 from helios_serve.engine.guidance import guidance_passes
 from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.sampling import (
@@ -51,17 +55,15 @@ from helios_serve.engine.sampling import (
     sample_pyramid,
 )
 from helios_serve.engine.state import BlendState, StreamIdentity, StreamState
-from helios_serve.engine.step_cache import chunk_scope, stream_step_cache
+from helios_serve.engine.step_cache import ChunkStepCache, chunk_scope, stream_step_cache
 from helios_serve.engine.stream_checks import check_fits, validate_request
 from helios_serve.engine.stream_conditioning import HISTORY_SIZES, StreamConditioning
-from helios_serve.engine.vae_decode import ChunkDecoder, VaeDecoder, quantize_uint8, to_uint8
+from helios_serve.engine.vae_decode import ChunkDecoder, quantize_uint8, to_uint8
 from helios_serve.errors import StreamCancelledError
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[StepProgress], None]
-CancelCheck = Callable[[], bool]
-FramesHandler = Callable[[DecodedFrames], None]
 
 
 @dataclass
@@ -76,20 +78,6 @@ class _Denoised:
     state: StreamState
     """The stream right after this chunk."""
     extras: dict[str, float]
-
-
-FramesFuture = Callable[[], npt.NDArray[np.uint8]]
-SESSION_DECODE_GROUPS = (1, 1, 2, 4)
-"""How a live session's streams decode the latent frames after the first: one, one, two, then
-four per decoder call, so the first frames are out after one small call each (progressive
-delivery: frame 0, then 4, 4, 8 and 16 frames), and each group plays for longer than the next,
-twice its size, takes to decode, while most frames still go through the decoder batched. A job's
-stream decodes frames 1..8 in one call, the fastest way to the whole chunk."""
-
-
-def decode_groups_for(priority: Priority) -> tuple[int, ...] | None:
-    """The decode partition of a stream opened at `priority` (None: the decoder's default)."""
-    return SESSION_DECODE_GROUPS if priority is Priority.SESSION else None
 
 
 class ChunkStreamer(StreamConditioning):
@@ -112,9 +100,6 @@ class ChunkStreamer(StreamConditioning):
         every chunk, asked for progressively or not, so both give the same bytes (default: the
         decoder's, frames 1..8 in one call; a partition changes frames by float rounding)."""
         validate_request(request)
-        self.on_latents: Callable[[torch.Tensor], None] | None = None
-        """A measurement seam: sees each chunk's final latents just before their VAE decode
-        (the GPU suite compares them with diffusers'); None in production."""
         self.model = model
         self.request = request
         self.settings = request.settings
@@ -125,19 +110,9 @@ class ChunkStreamer(StreamConditioning):
         self._distilled = model.variant is Variant.DISTILLED
         check_fits(model, request)
         self._scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-        on_ranks = model.parallel.guidance if model.parallel is not None else None
-        passes = on_ranks or guidance_passes(model.guidance)
-        self._denoiser = Denoiser(pipe.transformer, self.settings, passes)
-        self._step_cache = stream_step_cache(
-            pipe.transformer, self.settings, model.variant, self._denoiser.guidance
-        )
-        if self._step_cache is not None:
-            self._denoiser.on_stage = self._step_cache.begin_stage
+        self._denoiser, self._step_cache = _denoiser_for(model, self.settings)
         self._stats = cond.LatentStats.from_vae(pipe.vae, self._device)
-        self.decoder = decoder or ChunkDecoder(
-            model.vae_decoder or VaeDecoder(pipe.vae), self._stats
-        )
-        self.decode_groups = None if decode_groups is None else list(decode_groups)
+        self.decoding = ChunkDecoding(model, self._stats, decoder, decode_groups)
         self._prompts: cond.PromptEncoding = prompt_encoder or cond.PromptEncoder(
             pipe, self._device
         )
@@ -156,9 +131,6 @@ class ChunkStreamer(StreamConditioning):
             self._encode(self.settings.negative_prompt) if self.settings.uses_cfg else None
         )
         self._ahead: _Denoised | None = None
-        self._decode_stream = (
-            torch.cuda.Stream(self._device) if self._device.type == "cuda" else None
-        )
         self._anchor: torch.Tensor | None = None
         if state is not None:
             self._restore(state)
@@ -237,11 +209,13 @@ class ChunkStreamer(StreamConditioning):
         self._ahead = None
         decode_start = time.perf_counter()
         if on_frames is not None:
-            result = self._decode_progressively(current, on_frames, should_cancel)
+            result = self.decoding.progressively(
+                current.index, current.latents, on_frames, should_cancel
+            )
             if prefetch:
                 self._ahead = self._denoise_next(on_progress, should_cancel)
         else:
-            frames = self._start_decode(current.latents)
+            frames = self.decoding.start(current.latents)
             if prefetch:
                 self._ahead = self._denoise_next(on_progress, should_cancel)
             result = frames()
@@ -274,50 +248,6 @@ class ChunkStreamer(StreamConditioning):
         state = self.snapshot()  # before a prefetch moves the stream on
         extras = {} if cached is None else cached.as_extras()
         return _Denoised(index, latents, prompt, seed, time.perf_counter() - start, state, extras)
-
-    def _decode_progressively(
-        self, current: _Denoised, on_frames: FramesHandler, should_cancel: CancelCheck | None
-    ) -> npt.NDArray[np.uint8]:
-        """Decode `current` group by group, handing each group's frames to `on_frames` before
-        the next is decoded; stop between groups once `should_cancel()` holds."""
-        groups = self.decode_groups or self.decoder.vae_decoder.default_groups(
-            LATENT_FRAMES_PER_CHUNK
-        )
-        parts: list[npt.NDArray[np.uint8]] = []
-        at = 0
-        for part in self.decoder.iter_uint8(current.latents, groups):
-            frames: npt.NDArray[np.uint8] = part.cpu().numpy()
-            on_frames(DecodedFrames(current.index, at, frames))
-            parts.append(frames)
-            at += len(frames)
-            if at < FRAMES_PER_CHUNK and should_cancel is not None and should_cancel():
-                raise StreamCancelledError(f"cancelled in the decode of chunk {current.index}")
-        return np.concatenate(parts)
-
-    def _start_decode(self, latents: torch.Tensor) -> FramesFuture:
-        """Queue the decode of `latents`; the returned callable waits for its uint8 frames."""
-        remote = self.model.parallel.decoder if self.model.parallel is not None else None
-        if remote is not None:  # a decode rank of its own (engine.parallel)
-            return remote.start(latents)  # type: ignore[no-any-return]
-        side = self._decode_stream
-        if side is None:
-            frames = self.decode_uint8(latents).numpy()
-            return lambda: frames
-        side.wait_stream(torch.cuda.current_stream(self._device))
-        with torch.cuda.stream(side):
-            latents.record_stream(side)
-            on_device = self.decode_uint8_on_device(latents)
-            host = torch.empty(on_device.shape, dtype=torch.uint8, pin_memory=True)
-            host.copy_(on_device, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record(side)
-
-        def wait() -> npt.NDArray[np.uint8]:
-            done.synchronize()
-            out: npt.NDArray[np.uint8] = host.numpy()
-            return out
-
-        return wait
 
     @torch.no_grad()
     def next_chunk_float(
@@ -397,34 +327,34 @@ class ChunkStreamer(StreamConditioning):
         self._history = torch.cat([self._history[:, :, LATENT_FRAMES_PER_CHUNK:], latents], dim=2)
         self.chunk_index += 1
 
-    def _decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        """VAE-decode one chunk's latents: (1, 3, T, H, W) in [-1, 1], in the VAE's dtype."""
-        if self.on_latents is not None:
-            self.on_latents(latents)
-        if self.decode_groups is None:
-            return self.decoder.video(latents)
-        return torch.cat(list(self.decoder.iter_video(latents, self.decode_groups)), dim=2)
+    @property
+    def decoder(self) -> ChunkDecoder:
+        return self.decoding.decoder
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> npt.NDArray[np.float32]:
         """VAE-decode one chunk's latents to float frames (T, H, W, 3) in [0, 1]."""
-        frames: npt.NDArray[np.float32] = self._pipe.video_processor.postprocess_video(
-            self._decode_video(latents), output_type="np"
-        )[0]
-        return frames
+        return self.decoding.float_frames(latents)
 
     @torch.no_grad()
-    def decode_uint8_on_device(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode and quantise on the model's device: uint8 (T, H, W, 3), equal to
-        ``to_uint8(self.decode(latents))``."""
-        video = self._decode_video(latents)
-        # the pipeline's own [-1, 1] -> [0, 1] mapping, kept on the device ("pt")
-        unit = self._pipe.video_processor.postprocess_video(video, output_type="pt")[0]
-        return quantize_uint8(unit.float()).permute(0, 2, 3, 1).contiguous()
-
     def decode_uint8(self, latents: torch.Tensor) -> torch.Tensor:
-        """`decode_uint8_on_device`, copied to the host."""
-        return self.decode_uint8_on_device(latents).cpu()
+        """Decode and quantise: uint8 (T, H, W, 3) on the host, equal to
+        ``to_uint8(self.decode(latents))``."""
+        return self.decoding.uint8_on_device(latents).cpu()
+
+
+def _denoiser_for(
+    model: LoadedModel, settings: SamplingSettings
+) -> tuple[Denoiser, ChunkStepCache | None]:
+    """The stream's denoiser: its guidance passes (on this device, batched, or on the ranks of
+    a CFG-parallel layout) and, where the settings ask for one, its step cache."""
+    transformer = model.pipe.transformer
+    on_ranks = model.parallel.guidance if model.parallel is not None else None
+    denoiser = Denoiser(transformer, settings, on_ranks or guidance_passes(model.guidance))
+    cache = stream_step_cache(transformer, settings, model.variant, denoiser.guidance)
+    if cache is not None:
+        denoiser.on_stage = cache.begin_stage
+    return denoiser, cache
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -440,8 +370,12 @@ def trimmed_frame_count(total_frames: int, temporal_factor: int = 4) -> int:
 
 
 __all__ = [
+    "SESSION_DECODE_GROUPS",
+    "CancelCheck",
     "ChunkStreamer",
+    "FramesHandler",
     "StreamRequest",
+    "decode_groups_for",
     "quantize_uint8",
     "to_uint8",
     "trimmed_frame_count",
