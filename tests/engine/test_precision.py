@@ -36,7 +36,7 @@ def test_engine_process_spec_carries_the_precision(data_dir: Path) -> None:
         model="tiny", data_dir=data_dir, served_name="tiny", device="cpu", precision="fast"
     )
     with pytest.raises(FastModeUnavailableError, match="use --precision exact"):
-        child._load(spec)
+        child.load_model_of(spec)
 
 
 def test_cli_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

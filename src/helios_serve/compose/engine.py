@@ -15,7 +15,7 @@ from helios_serve.core.step_cache import StepCacheSettings
 from helios_serve.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from helios_serve.engine.child import StepHook
+    from helios_serve.engine.child import ChildSpec, StepHook
     from helios_serve.engine.loader import LoadedModel
     from helios_serve.engine.parallel.layout import ParallelLayout
 
@@ -49,32 +49,38 @@ class EngineOptions:
 
 
 def load(options: EngineOptions) -> LoadedModel:
-    """The model in this process (`helios generate`, `--engine-isolation thread`)."""
-    import torch
+    """The model in this process (`helios generate`, `--engine-isolation thread`): what the
+    engine process would load for the same flags."""
+    from helios_serve.engine.child import load_model_of
 
-    from helios_serve.engine.loader import LoadOptions, load_model
-    from helios_serve.engine.precision import Precision
-    from helios_serve.engine.vae_decode import DecodeOptions
+    return load_model_of(child_spec(options))  # type: ignore[no-any-return]
 
-    vae_dtype = torch.bfloat16 if options.vae_dtype == "bfloat16" else torch.float32
-    load_options = LoadOptions(
+
+def child_spec(options: EngineOptions) -> ChildSpec:
+    """What the engine (in its process or this one) loads: the model flags, once."""
+    from helios_serve.engine.child import ChildSpec
+
+    return ChildSpec(
+        model=options.model,
+        data_dir=options.data_dir,
+        served_name=options.served_name or options.model,
         device=options.device,
-        vae_dtype=vae_dtype,
+        vae_dtype=options.vae_dtype,
         attention_backend=options.attention_backend,
         compile=options.compile,
         guidance=options.guidance,
         step_cache=options.step_cache,
-        precision=Precision(options.precision),
-        decode=DecodeOptions(compile=options.compile_vae),
+        precision=options.precision,
+        compile_vae=options.compile_vae,
         layout=options.layout,
+        log_level=options.log_level,
+        step_hook=options.step_hook,
     )
-    return load_model(options.model, options.data_dir, load_options)
 
 
 def build_engine(options: EngineOptions) -> Engine:
     """A supervised engine process (launched: it loads while the caller goes on), the model in
     this process, or the paced test engine."""
-    from helios_serve.engine.child import ChildSpec
     from helios_serve.engine.process import ProcessEngine
     from helios_serve.engine.service import LocalEngine, describe
 
@@ -97,22 +103,7 @@ def build_engine(options: EngineOptions) -> Engine:
         return LocalEngine(loaded, describe(loaded, served, aliases))
     if options.stall_timeout_s <= 0:
         raise InvalidInputError("--engine-stall-timeout must be positive", param="serve")
-    spec = ChildSpec(
-        model=options.model,
-        data_dir=options.data_dir,
-        served_name=served,
-        device=options.device,
-        vae_dtype=options.vae_dtype,
-        attention_backend=options.attention_backend,
-        compile=options.compile,
-        guidance=options.guidance,
-        step_cache=options.step_cache,
-        precision=options.precision,
-        compile_vae=options.compile_vae,
-        layout=options.layout,
-        log_level=options.log_level,
-        step_hook=options.step_hook,
-    )
+    spec = child_spec(options)
     engine = ProcessEngine(spec, stall_timeout_s=options.stall_timeout_s)
     engine.launch()
     return engine

@@ -112,7 +112,7 @@ class _Server:
         from helios_serve.engine.worker import EngineWorker
 
         try:
-            loaded: LoadedModel = _load(self._spec)
+            loaded: LoadedModel = load_model_of(self._spec)
         except HeliosError as exc:
             self.send(LoadFailed(exc.message))
             return
@@ -244,7 +244,9 @@ def _closed_stream() -> None:
     raise StreamCancelledError("this stream is closed")
 
 
-def _load(spec: ChildSpec) -> Any:
+def load_model_of(spec: ChildSpec) -> Any:
+    """The model `spec` asks for, loaded in this process (the engine process, or the caller's
+    own for `helios generate` and `--engine-isolation thread`)."""
     import torch
 
     from helios_serve.engine.loader import LoadOptions, load_model, quiet_libraries
