@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+from google.protobuf.struct_pb2 import Struct
 from tests.live_server import app_server
 from tests.reactor_client import HEADERS, NewerClient, ReactorClient
 
@@ -19,6 +20,7 @@ from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.realtime.reactor import wire_pb
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 from .conftest import np_upscale, png_bytes
@@ -201,6 +203,65 @@ def test_junk_frames_are_answered_and_the_session_lives(server: str) -> None:
         )
 
     newer(server, body)
+
+
+def _struct_command(request_id: str, name: str, data: Struct) -> bytes:
+    command = pb.Command(type=name, data=data)
+    return pb.DataClientMessage(
+        request_id=request_id, kind=pb.MESSAGE_KIND_REQUEST, command=command
+    ).SerializeToString()
+
+
+def test_non_finite_numbers_and_every_junk_frame_leave_the_session_alive(server: str) -> None:
+    """Issue 24, finding 8: NaN/±Infinity in a protobuf Struct killed the peer connection."""
+
+    async def body(c: NewerClient) -> None:
+        c.ping()
+        await c.event("state")
+        odd = [float("nan"), float("inf"), float("-inf")]
+        for i, number in enumerate(odd):
+            data = wire_pb.dict_to_struct({"seed": 1, "deep": {"list": [1, {"x": 0.0}]}})
+            data["seed"] = number
+            data["deep"]["list"][1]["x"] = number
+            c.send_data(_struct_command(f"nonfinite_{i}", "set_seed", data))
+        for i in range(len(odd)):
+            err = await c.reply(f"nonfinite_{i}")
+            assert err["error"]["code"] == "invalid_field", err
+            assert "finite" in err["error"]["message"]
+        for junk in (b"", b"\x00", b"\x0a\xff\xff\xff\xff\x0f", bytes(range(256)), b"{" * 5000):
+            c.send_data(junk)
+            c.send_control(junk)
+        for junk in ("", b"\xed\xa0\x80", "[]", "{", '{"scope": "runtime", "data": 7}', "NaN"):
+            c.send_control(junk)
+        await asyncio.sleep(1.5)  # the token bucket refills
+        assert (await c.reply(c.command("set_prompt", {"prompt": "alive"})))["type"] == (
+            "prompt_accepted"
+        )
+
+    newer(server, body)
+
+    async def json_body(c: NewerClient) -> None:
+        c.ping()
+        await c.event("state")
+        for junk in (
+            '{"scope":"application","data":{"type":"set_seed","data":{"seed":NaN}}}',
+            '{"scope":"application","data":{"type":"set_seed","data":{"seed":-Infinity}}}',
+            "[" * 5000,
+            b"\xed\xa0\x80",
+            '{"scope": 7}',
+            '{"scope":"runtime","data":{"type":"fileUploaded","data":[]}}',
+            '{"scope":"application","data":{"type":"set_image","data":{},"uploads":{"image":7}}}',
+        ):
+            c.send_data(junk)
+            c.send_control(junk)
+        c.send_data(b"\xff\xfe not text")
+        await asyncio.sleep(1.5)
+        errors = [m for m in c.data if m["type"] == "command_error"]
+        assert len(errors) >= 6, errors
+        c.command("set_prompt", {"prompt": "alive"})
+        assert (await c.event("prompt_accepted"))["data"] == {"prompt": "alive"}
+
+    newer(server, json_body, wire="json")
 
 
 def test_control_channel_requests(server: str) -> None:

@@ -188,10 +188,18 @@ class PeerLink:
             logger.info("ignoring data channel %r (only %s are used)", label, CHANNEL_LABELS)
             return
         self._channels[label] = channel
-        channel.on("message", lambda message: self._on_message(label, message))
+        channel.on("message", lambda message: self._deliver(label, message))
         if label == DATA_CHANNEL_LABEL:
             channel.on("close", lambda: self._gone("data channel closed"))
         self._on_open(label)
+
+    def _deliver(self, label: str, message: str | bytes) -> None:
+        # Nothing a client sends may escape into aiortc's receive loop: that would end the
+        # connection (and the session with it). Handlers answer what they can; this logs the rest.
+        try:
+            self._on_message(label, message)
+        except Exception:
+            logger.exception("a %r channel message could not be handled; ignored", label)
 
     async def _on_state_change(self) -> None:
         pc = self._pc
