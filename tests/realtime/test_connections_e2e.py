@@ -68,7 +68,8 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         assert http.post("/sessions/nope/transport/webrtc/connections", json={}).status_code == 404
         assert http.get("/session").status_code == 404  # no local session yet
         sid = http.post("/start_session", json={}).json()["session_id"]
-        assert http.get("/session").json()["session_id"] == sid
+        assert http.get("/session").status_code == 404  # the id is the creator's alone
+        assert http.get("/session", params={"session_id": sid}).json()["session_id"] == sid
         base = f"/sessions/{sid}/transport/webrtc"
         ids = [http.post(base + "/connections", json={}) for _ in range(8)]
         assert [r.status_code for r in ids] == [201] * 8
@@ -114,6 +115,36 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         assert pending.status_code == 503
         for s in (a, b, c):
             http.delete(f"/sessions/{s['session_id']}")
+
+
+def test_a_second_client_cannot_take_over_a_session(server: str) -> None:
+    """Issue 24, finding 3: `GET /session` handed any origin the id, and with it anyone could
+    register a connection, offer, and make their peer the live one. Now the id is the
+    creator's secret: nothing lists it, and a stop without it ends only the caller's own."""
+
+    async def body(c: NewerClient) -> None:
+        sid = c.session["session_id"]
+        evil = {**HEADERS, "Origin": "https://evil.example"}
+        async with httpx.AsyncClient(base_url=server, headers=evil, timeout=10) as attacker:
+            for path in ("/session", "/sessions"):
+                got = await attacker.get(path)
+                assert sid not in got.text, path
+            guess = "0" * 32
+            for path in (
+                f"/sessions/{guess}/transport/webrtc/connections",
+                f"/sessions/{guess}/uploads",
+            ):
+                assert (await attacker.post(path, json={})).status_code == 404, path
+            # the 2.9 SDK's stop carries no id: from another page it stops nothing of ours
+            stopped = await attacker.post("/stop_session")
+            assert stopped.json() == {"stopped": []}
+            assert (await attacker.get(f"/sessions/{sid}")).json()["state"] == "ACTIVE"
+        c.ping()
+        assert (await c.reply(c.command("set_prompt", {"prompt": "mine"})))["type"] == (
+            "prompt_accepted"
+        )
+
+    newer(server, body)
 
 
 # ---------------------------------------------------------------------- protobuf

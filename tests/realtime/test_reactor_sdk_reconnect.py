@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 from tests.live_server import LiveServer, live_server
+from tests.reactor_client import HEADERS
 
 from . import netns
-from .client import HEADERS
 
 pytest.importorskip("reactor_sdk", reason="reactor-sdk==1.13.0 is a dev dependency")
 WHY_NOT = netns.unavailable()

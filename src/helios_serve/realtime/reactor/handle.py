@@ -111,6 +111,9 @@ class SessionHandle:
     touched: float = field(default_factory=time.monotonic)
     """Last signalling request naming the session (a reconnecting client is back)."""
     closed_reason: str | None = None
+    creator: str = ""
+    """Who created it (client address and `Origin`): a `stop_session` without an id, as the
+    SDKs send it, ends only its own caller's sessions."""
 
     @property
     def peer(self) -> PeerLink | None:
