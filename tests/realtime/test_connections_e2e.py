@@ -102,6 +102,12 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         # Junk candidates before the offer are kept (and later ignored), never a 500.
         junk = {"candidates": [{"candidate": "candidate:garbage", "sdp_mline_index": 0}]}
         assert http.post(ice, json=junk).status_code == 202
+        # A total cap per offer (issue 24): 128 candidates, then a clear 400.
+        assert http.post(ice, json={"candidates": junk["candidates"] * 64}).status_code == 202
+        assert http.post(ice, json={"candidates": junk["candidates"] * 63}).status_code == 202
+        over = http.post(ice, json=junk)
+        assert over.status_code == 400
+        assert over.json()["error"]["code"] == "too_many_candidates"
         bad_offer = http.post(base + f"/connections/{cid}/sdp_params", json={"sdp_offer": ""})
         assert bad_offer.status_code == 400
         assert http.post("/stop_session").status_code == 200
