@@ -59,6 +59,13 @@ class UnavailableError(HeliosError):
     retry_after_s = 5
 
 
+class InsufficientStorageError(UnavailableError):
+    """The disk under the job store or the files is full: 507; nothing was stored."""
+
+    code = "insufficient_storage"
+    retry_after_s = 60
+
+
 class OverloadedError(HeliosError):
     """Too much work waiting already (a full queue): 429 with `Retry-After`; nothing stored."""
 

@@ -18,6 +18,8 @@ from helios_serve.api.app import ApiConfig
 from helios_serve.compose.app import JobApi, Sessions, build_app
 from helios_serve.compose.single import build_parts, prepare_store
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
+from helios_serve.errors import HeliosError, InsufficientStorageError
+from helios_serve.jobs.records import StoreUnavailableError
 from helios_serve.jobs.sqlite.store import JobStore
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.web.auth import Access
@@ -142,6 +144,49 @@ def test_full_disk_while_idle_makes_the_runner_wait_not_die(full_disk_client: Te
     FullDiskStore.full.clear()
     _until(lambda: client.get("/ready").status_code == 200)
     assert wait(client, create(client)["id"])["status"] == "completed"
+
+
+class CountingStore(JobStore):
+    """The real store; counts the progress writes that failed (as domain errors)."""
+
+    progress_failures = 0
+
+    def update_progress(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().update_progress(*args, **kwargs)
+        except HeliosError:
+            CountingStore.progress_failures += 1
+            raise
+
+
+def test_a_locked_database_during_progress_writes_is_skipped_and_jobs_go_on(
+    tmp_path: Path,
+) -> None:
+    """Issue 24, finding 9: a SQLite lock held past the busy timeout under a progress write
+    skips that write (a domain error, not a dead thread); the job completes and the next
+    one starts at once."""
+    prepare_store(tmp_path).close()
+    store = CountingStore(tmp_path / "jobs.db", busy_timeout_s=0.05)
+    engine = FakeEngine(FakeEngineConfig(step_delay_s=0.05))
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05, store=store)
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as client:
+        first = create(client)
+        _until(lambda: client.get(f"/v1/videos/{first['id']}").json()["status"] == "in_progress")
+        locker = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        _until(lambda: CountingStore.progress_failures >= 2)
+        locker.execute("ROLLBACK")
+        locker.close()
+        assert wait(client, first["id"])["status"] == "completed"
+        second = create(client)
+        assert wait(client, second["id"])["status"] == "completed"
+    try:
+        with pytest.raises(InsufficientStorageError), store._write():
+            raise sqlite3.OperationalError("database or disk is full")
+        with pytest.raises(StoreUnavailableError), store._read():
+            raise sqlite3.OperationalError("disk I/O error")
+    finally:
+        store.close()
 
 
 # -- 11. JSON too deep or too wide is a 400 --------------------------------------------------

@@ -112,6 +112,7 @@ def test_ended_jobs_keep_no_working_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in (videos / ok["id"]).iterdir()) == [
         "spritesheet.jpg",
         "state.safetensors",
+        "state.safetensors.sha256",
         "tail.mp4",
         "thumbnail.jpg",
         "video.mp4",

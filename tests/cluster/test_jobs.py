@@ -34,7 +34,14 @@ pytestmark = pytest.mark.slow
 
 PARITY = request("a lighthouse in a storm", chunks=4, seed=21)
 """The one request every test here makes: 4 chunks, so its MP4s can all be compared."""
-FINAL_FILES = ["spritesheet.jpg", "state.safetensors", "tail.mp4", "thumbnail.jpg", "video.mp4"]
+FINAL_FILES = [
+    "spritesheet.jpg",
+    "state.safetensors",
+    "state.safetensors.sha256",
+    "tail.mp4",
+    "thumbnail.jpg",
+    "video.mp4",
+]
 
 
 class Workers:

@@ -77,6 +77,7 @@ def test_kill_9_mid_job_resumes_at_its_last_chunk_with_identical_bytes(tmp_path:
     assert sorted(p.name for p in folder.iterdir()) == [
         "spritesheet.jpg",
         "state.safetensors",
+        "state.safetensors.sha256",
         "tail.mp4",
         "thumbnail.jpg",
         "video.mp4",

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import httpx
 import pytest
+from google.protobuf.struct_pb2 import Struct
 from tests.live_server import app_server
 from tests.reactor_client import HEADERS, NewerClient, ReactorClient
 
@@ -19,6 +20,7 @@ from helios_serve.compose.single import build_parts
 from helios_serve.core.settings import SamplingSettings
 from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 from helios_serve.realtime.config import RealtimeConfig
+from helios_serve.realtime.reactor import wire_pb
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 
 from .conftest import np_upscale, png_bytes
@@ -66,7 +68,8 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         assert http.post("/sessions/nope/transport/webrtc/connections", json={}).status_code == 404
         assert http.get("/session").status_code == 404  # no local session yet
         sid = http.post("/start_session", json={}).json()["session_id"]
-        assert http.get("/session").json()["session_id"] == sid
+        assert http.get("/session").status_code == 404  # the id is the creator's alone
+        assert http.get("/session", params={"session_id": sid}).json()["session_id"] == sid
         base = f"/sessions/{sid}/transport/webrtc"
         ids = [http.post(base + "/connections", json={}) for _ in range(8)]
         assert [r.status_code for r in ids] == [201] * 8
@@ -99,6 +102,12 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         # Junk candidates before the offer are kept (and later ignored), never a 500.
         junk = {"candidates": [{"candidate": "candidate:garbage", "sdp_mline_index": 0}]}
         assert http.post(ice, json=junk).status_code == 202
+        # A total cap per offer (issue 24): 128 candidates, then a clear 400.
+        assert http.post(ice, json={"candidates": junk["candidates"] * 64}).status_code == 202
+        assert http.post(ice, json={"candidates": junk["candidates"] * 63}).status_code == 202
+        over = http.post(ice, json=junk)
+        assert over.status_code == 400
+        assert over.json()["error"]["code"] == "too_many_candidates"
         bad_offer = http.post(base + f"/connections/{cid}/sdp_params", json={"sdp_offer": ""})
         assert bad_offer.status_code == 400
         assert http.post("/stop_session").status_code == 200
@@ -112,6 +121,36 @@ def test_connection_routes_refuse_what_they_cannot_serve(server: str) -> None:
         assert pending.status_code == 503
         for s in (a, b, c):
             http.delete(f"/sessions/{s['session_id']}")
+
+
+def test_a_second_client_cannot_take_over_a_session(server: str) -> None:
+    """Issue 24, finding 3: `GET /session` handed any origin the id, and with it anyone could
+    register a connection, offer, and make their peer the live one. Now the id is the
+    creator's secret: nothing lists it, and a stop without it ends only the caller's own."""
+
+    async def body(c: NewerClient) -> None:
+        sid = c.session["session_id"]
+        evil = {**HEADERS, "Origin": "https://evil.example"}
+        async with httpx.AsyncClient(base_url=server, headers=evil, timeout=10) as attacker:
+            for path in ("/session", "/sessions"):
+                got = await attacker.get(path)
+                assert sid not in got.text, path
+            guess = "0" * 32
+            for path in (
+                f"/sessions/{guess}/transport/webrtc/connections",
+                f"/sessions/{guess}/uploads",
+            ):
+                assert (await attacker.post(path, json={})).status_code == 404, path
+            # the 2.9 SDK's stop carries no id: from another page it stops nothing of ours
+            stopped = await attacker.post("/stop_session")
+            assert stopped.json() == {"stopped": []}
+            assert (await attacker.get(f"/sessions/{sid}")).json()["state"] == "ACTIVE"
+        c.ping()
+        assert (await c.reply(c.command("set_prompt", {"prompt": "mine"})))["type"] == (
+            "prompt_accepted"
+        )
+
+    newer(server, body)
 
 
 # ---------------------------------------------------------------------- protobuf
@@ -201,6 +240,65 @@ def test_junk_frames_are_answered_and_the_session_lives(server: str) -> None:
         )
 
     newer(server, body)
+
+
+def _struct_command(request_id: str, name: str, data: Struct) -> bytes:
+    command = pb.Command(type=name, data=data)
+    return pb.DataClientMessage(
+        request_id=request_id, kind=pb.MESSAGE_KIND_REQUEST, command=command
+    ).SerializeToString()
+
+
+def test_non_finite_numbers_and_every_junk_frame_leave_the_session_alive(server: str) -> None:
+    """Issue 24, finding 8: NaN/±Infinity in a protobuf Struct killed the peer connection."""
+
+    async def body(c: NewerClient) -> None:
+        c.ping()
+        await c.event("state")
+        odd = [float("nan"), float("inf"), float("-inf")]
+        for i, number in enumerate(odd):
+            data = wire_pb.dict_to_struct({"seed": 1, "deep": {"list": [1, {"x": 0.0}]}})
+            data["seed"] = number
+            data["deep"]["list"][1]["x"] = number
+            c.send_data(_struct_command(f"nonfinite_{i}", "set_seed", data))
+        for i in range(len(odd)):
+            err = await c.reply(f"nonfinite_{i}")
+            assert err["error"]["code"] == "invalid_field", err
+            assert "finite" in err["error"]["message"]
+        for junk in (b"", b"\x00", b"\x0a\xff\xff\xff\xff\x0f", bytes(range(256)), b"{" * 5000):
+            c.send_data(junk)
+            c.send_control(junk)
+        for junk in ("", b"\xed\xa0\x80", "[]", "{", '{"scope": "runtime", "data": 7}', "NaN"):
+            c.send_control(junk)
+        await asyncio.sleep(1.5)  # the token bucket refills
+        assert (await c.reply(c.command("set_prompt", {"prompt": "alive"})))["type"] == (
+            "prompt_accepted"
+        )
+
+    newer(server, body)
+
+    async def json_body(c: NewerClient) -> None:
+        c.ping()
+        await c.event("state")
+        for junk in (
+            '{"scope":"application","data":{"type":"set_seed","data":{"seed":NaN}}}',
+            '{"scope":"application","data":{"type":"set_seed","data":{"seed":-Infinity}}}',
+            "[" * 5000,
+            b"\xed\xa0\x80",
+            '{"scope": 7}',
+            '{"scope":"runtime","data":{"type":"fileUploaded","data":[]}}',
+            '{"scope":"application","data":{"type":"set_image","data":{},"uploads":{"image":7}}}',
+        ):
+            c.send_data(junk)
+            c.send_control(junk)
+        c.send_data(b"\xff\xfe not text")
+        await asyncio.sleep(1.5)
+        errors = [m for m in c.data if m["type"] == "command_error"]
+        assert len(errors) >= 6, errors
+        c.command("set_prompt", {"prompt": "alive"})
+        assert (await c.event("prompt_accepted"))["data"] == {"prompt": "alive"}
+
+    newer(server, json_body, wire="json")
 
 
 def test_control_channel_requests(server: str) -> None:

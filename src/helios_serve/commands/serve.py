@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from helios_serve.commands import flags
 from helios_serve.errors import InvalidInputError
@@ -41,6 +42,14 @@ def register(sub: flags.Subparsers) -> None:
         "(default 30)",
     )
     p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN/TURN server for real-time peers (stun:HOST:PORT, turn:USER:PASS@HOST:PORT); "
+        "repeatable; default none: no STUN server is contacted (a LAN needs none)",
+    )
+    p.add_argument(
         "--sr-weights",
         type=Path,
         default=None,
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not 1 <= args.session_idle_timeout <= 3600:
         raise InvalidInputError("--session-idle-timeout must be 1..3600 seconds", param="serve")
+    ice_servers = _ice_servers(args.ice_server)
     options = ServerOptions(
         data_dir=flags.data_dir(args),
         http=HttpOptions(args.host, args.port, flags.max_connections(args)),
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         emission_fps=args.emission_fps,
         session_idle_timeout_s=args.session_idle_timeout,
         sr_weights=args.sr_weights,
+        ice_servers=ice_servers,
     )
     # before the model loads: a second server on this folder, or an unusable database, must
     # stop at once
@@ -85,3 +96,12 @@ def run(args: argparse.Namespace) -> int:
             store.close()
             raise
         return run_server(engine, options, store)
+
+
+def _ice_servers(urls: list[str]) -> tuple[dict[str, Any], ...]:
+    from helios_serve.realtime.reactor.peer import ice_server_entry
+
+    try:
+        return tuple(ice_server_entry(url) for url in urls)
+    except ValueError as exc:
+        raise InvalidInputError(f"--ice-server: {exc}", param="serve") from None

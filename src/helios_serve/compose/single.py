@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -43,6 +44,8 @@ class ServerOptions:
     emission_fps: float = 24.0
     session_idle_timeout_s: float = RealtimeConfig.idle_timeout_s
     sr_weights: Path | None = None
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    """STUN/TURN servers for the sessions' peers (`--ice-server`); none by default."""
 
 
 def prepare_store(data_dir: Path) -> JobStore:
@@ -114,6 +117,7 @@ def run_server(engine: Engine, options: ServerOptions, store: JobStore | None = 
             max_sessions=options.max_sessions,
             emission_fps=options.emission_fps,
             idle_timeout_s=options.session_idle_timeout_s,
+            ice_servers=options.ice_servers,
             server_version=f"helios-serve {__version__}",
         )
         app = build_app(

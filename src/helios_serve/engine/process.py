@@ -45,6 +45,7 @@ from helios_serve.engine.messages import (
     ToChild,
 )
 from helios_serve.engine.process_stream import ProcessStream
+from helios_serve.engine.pulse import EnginePulse
 from helios_serve.engine.spawn import EngineChild, spawn_child
 from helios_serve.errors import EngineRestartedError
 
@@ -74,8 +75,11 @@ class ProcessEngine:
         *,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
         on_restart: Callable[[str], None] | None = None,
+        pulse: EnginePulse | None = None,
     ) -> None:
+        """`pulse` judges, for `/ready`, whether a busy engine still steps (`engine.pulse`)."""
         self._spec = spec
+        self._pulse = pulse or EnginePulse()
         self._stall_timeout_s = stall_timeout_s
         self._info: ModelInfo | None = None
         self._child: EngineChild | None = None
@@ -124,7 +128,10 @@ class ProcessEngine:
         return self._info
 
     def is_healthy(self) -> bool:
-        return self._ready.is_set() and self._child is not None and self._child.process.is_alive()
+        """Loaded, alive, and (while busy) stepping at its usual pace."""
+        stalled = self._pulse.stalled(time.monotonic(), bool(self._calls))
+        alive = self._child is not None and self._child.process.is_alive()
+        return self._ready.is_set() and alive and not stalled
 
     def abort(self) -> None:
         """Kill the child at once, from outside any event loop (a start that failed)."""
@@ -177,6 +184,7 @@ class ProcessEngine:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._calls:  # the engine was idle: its silence until now was no hang
             self._last_activity = time.monotonic()
+            self._pulse.start(self._last_activity)
         self._calls[call_id] = _Call(future, on_progress, should_cancel, on_frames)
         try:
             self._child.send(Call(call_id, op, priority))
@@ -204,7 +212,11 @@ class ProcessEngine:
             except (EOFError, OSError):
                 break
             self._last_activity = time.monotonic()  # any message: the engine is making progress
-            self._dispatch(message)
+            self._pulse.beat(self._last_activity, bool(self._calls))
+            try:
+                self._dispatch(message)
+            except Exception:  # a callback's failure (a progress write) must not end the reading
+                logger.exception("engine reply %s: a callback failed; going on", type(message))
         if not self._closed and generation == self._generation:
             self._schedule_restart("the engine process exited")
 

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from helios_serve.core.types import FRAMES_PER_CHUNK
+from helios_serve.jobs import digests
 from helios_serve.jobs.files import (
     SPRITESHEET_NAME,
     STATE_NAME,
@@ -87,10 +88,14 @@ def save_chunk(
     thumbnail when asked, then the stream state after it."""
     start = time.perf_counter()
     files.chunks_dir(job_id).mkdir(parents=True, exist_ok=True)
-    write_segment(files.segment_path(job_id, index), frames, fps)
+    segment = files.segment_path(job_id, index)
+    write_segment(segment, frames, fps)
+    digests.seal(segment, digests.segment_label(index))
     kept = plan.frames_kept(index)
     if kept < len(frames):
-        write_segment(files.segment_path(job_id, index, trimmed=True), frames[:kept], fps)
+        trimmed = files.segment_path(job_id, index, trimmed=True)
+        write_segment(trimmed, frames[:kept], fps)
+        digests.seal(trimmed, digests.segment_label(index, trimmed=True))
     if thumbnail:
         files.write_bytes(job_id, THUMBNAIL_NAME, encode_thumbnail(frames[0]))
     files.save_checkpoint(job_id, index, checkpoint)
@@ -149,7 +154,9 @@ def assemble(files: JobFiles, job_id: str, plan: JobPlan, fps: int, *, extension
     files.write_bytes(job_id, SPRITESHEET_NAME, sprites.render_jpeg())
     # links, not moves: until the job is marked completed, the working files must stay whole
     _link(files.segment_path(job_id, last), files.file_path(job_id, TAIL_NAME))
-    _link(files.checkpoint_path(job_id, last), files.file_path(job_id, STATE_NAME))
+    state = files.checkpoint_path(job_id, last)
+    _link(state, files.file_path(job_id, STATE_NAME))
+    _link(digests.sidecar(state), digests.sidecar(files.file_path(job_id, STATE_NAME)))
     thumbnail = files.base_path(job_id, THUMBNAIL_NAME)
     if extension and thumbnail.is_file():  # the stitched video opens with the source's frames
         _link(thumbnail, files.file_path(job_id, THUMBNAIL_NAME))

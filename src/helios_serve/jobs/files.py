@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from helios_serve.jobs import digests
 from helios_serve.jobs.models import JobNotFoundError, is_valid_job_id
 
 VIDEO_NAME = "video.mp4"
@@ -24,6 +25,8 @@ SPRITESHEET_NAME = "spritesheet.jpg"
 REFERENCE_STEM = "reference"
 STATE_NAME = "state.safetensors"
 """The stream's state after the last chunk, kept with the video so it can be extended."""
+STATE_DIGEST_NAME = STATE_NAME + ".sha256"
+"""The final state's digest (`digests`), checked before an extension continues from it."""
 TAIL_NAME = "tail.mp4"
 """The last chunk whole (the MP4 ends trimmed to 4k+1 frames): what an extension joins on."""
 CHUNKS_DIR = "chunks"
@@ -163,15 +166,17 @@ class JobFiles:
         path = self.checkpoint_path(job_id, index)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, data)
+        digests.seal(path, digests.state_label(index))
         for old in path.parent.glob("state-*.safetensors"):
             if old.name < path.name:
-                old.unlink(missing_ok=True)
+                digests.remove(old)
 
     def resume_point(self, job_id: str, first_chunk: int) -> tuple[int, bytes] | None:
-        """The latest saved state whose chunks' segments are all on disk: (chunk, state).
+        """The latest saved state that, with every segment up to it, is intact: (chunk, state).
 
         A crash between a segment and its state leaves the segment only: that chunk is then
-        made again (the same frames, the same bytes).
+        made again (the same frames, the same bytes). So is everything after a state or segment
+        that fails its digest (`digests`): damaged, truncated, renamed or half written.
         """
         folder = self.chunks_dir(job_id)
         if not folder.is_dir():
@@ -179,10 +184,41 @@ class JobFiles:
         saved = sorted(folder.glob("state-*.safetensors"), reverse=True)
         for path in saved:
             index = int(path.name[len("state-") : -len(".safetensors")])
-            segments = range(first_chunk, index + 1)
-            if all(self.segment_path(job_id, k).is_file() for k in segments):
-                return index, path.read_bytes()
+            if self._chunks_intact(job_id, first_chunk, index):
+                data = path.read_bytes()
+                if digests.intact(path, digests.state_label(index)):  # unchanged since read
+                    return index, data
         return None
+
+    def _chunks_intact(self, job_id: str, first_chunk: int, index: int) -> bool:
+        state = self.checkpoint_path(job_id, index)
+        if not digests.intact(state, digests.state_label(index)):
+            return False
+        trimmed = self.segment_path(job_id, index, trimmed=True)
+        if trimmed.exists() and not digests.intact(
+            trimmed, digests.segment_label(index, trimmed=True)
+        ):
+            return False
+        return all(
+            digests.intact(self.segment_path(job_id, k), digests.segment_label(k))
+            for k in range(first_chunk, index + 1)
+        )
+
+    def final_state_intact(self, job_id: str, last_chunk: int) -> bool:
+        """The finished job's state is the one its last chunk saved (or predates digests)."""
+        path = self.file_path(job_id, STATE_NAME)
+        return digests.unverified(path) or digests.intact(path, digests.state_label(last_chunk))
+
+    def base_state(self, job_id: str, last_chunk: int) -> bytes:
+        """An extension's copy of its source's final state, checked (`DamagedSourceError`)."""
+        path = self.base_path(job_id, STATE_NAME)
+        data = path.read_bytes()
+        if not (digests.unverified(path) or digests.intact(path, digests.state_label(last_chunk))):
+            raise digests.DamagedSourceError(
+                "The video this extends has a damaged saved state; extend it again (it is then "
+                "continued from its frames)."
+            )
+        return data
 
     def link_base(self, source_id: str, job_id: str, names: tuple[str, ...]) -> tuple[str, ...]:
         """Hard-link (or copy) the source's files `names` into the job's base folder; returns

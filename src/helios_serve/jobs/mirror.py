@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helios_serve.jobs import digests
 from helios_serve.jobs.blobs import BlobStore
 from helios_serve.jobs.files import (
     BASE_DIR,
     CHUNKS_DIR,
     SPRITESHEET_NAME,
+    STATE_DIGEST_NAME,
     STATE_NAME,
     TAIL_NAME,
     THUMBNAIL_NAME,
@@ -24,7 +26,14 @@ from helios_serve.jobs.files import (
     JobFiles,
 )
 
-FINAL_NAMES = (VIDEO_NAME, SPRITESHEET_NAME, TAIL_NAME, STATE_NAME, THUMBNAIL_NAME)
+FINAL_NAMES = (
+    VIDEO_NAME,
+    SPRITESHEET_NAME,
+    TAIL_NAME,
+    STATE_NAME,
+    STATE_DIGEST_NAME,
+    THUMBNAIL_NAME,
+)
 """What a finished job keeps; the video goes last, so a listed video has its companions."""
 
 
@@ -57,9 +66,11 @@ class JobMirror:
         paths = [files.segment_path(job_id, index)]
         if trimmed:
             paths.append(files.segment_path(job_id, index, trimmed=True))
+        paths = [p for path in paths for p in (path, digests.sidecar(path))]
         if thumbnail:
             paths.append(files.thumbnail_path(job_id))
-        paths.append(files.checkpoint_path(job_id, index))
+        state = files.checkpoint_path(job_id, index)
+        paths += [state, digests.sidecar(state)]
         self.push(job_id, paths)
         if index > 0:
             older = self._relative(job_id, files.checkpoint_path(job_id, index - 1))

@@ -27,7 +27,7 @@ from helios_serve.jobs.assembly import (
     center_crop,
     save_chunk,
 )
-from helios_serve.jobs.files import STATE_NAME, VIDEO_NAME, JobFiles
+from helios_serve.jobs.files import VIDEO_NAME, JobFiles
 from helios_serve.jobs.inputs import stream_request
 from helios_serve.jobs.metrics import JobMetrics
 from helios_serve.jobs.mirror import JobMirror
@@ -225,7 +225,7 @@ class JobRunner:
             if self._metrics is not None:
                 self._metrics.job_resumed()
         elif spec.extension is not None and spec.extension.mode == "state":
-            state = await asyncio.to_thread(files.base_path(job.id, STATE_NAME).read_bytes)
+            state = await asyncio.to_thread(files.base_state, job.id, plan.first_chunk - 1)
         if start < plan.end_chunk:
             await self._make_chunks(job, plan, start, state, running)
         began = time.perf_counter()

@@ -55,6 +55,7 @@ from helios_serve.errors import (
     CheckpointError,
     ConflictError,
     HeliosError,
+    InsufficientStorageError,
     InvalidInputError,
     NotAuthenticatedError,
     NotFoundError,
@@ -100,6 +101,7 @@ DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
     UpgradeRequiredError: 426,
     OverloadedError: 429,
     NotSupportedError: 501,
+    InsufficientStorageError: 507,
     UnavailableError: 503,
     CheckpointError: 503,
 }

@@ -14,13 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from helios_serve.core.types import FRAMES_PER_CHUNK
-from helios_serve.jobs.files import STATE_NAME, TAIL_NAME, THUMBNAIL_NAME, VIDEO_NAME
+from helios_serve.jobs.files import (
+    STATE_DIGEST_NAME,
+    STATE_NAME,
+    TAIL_NAME,
+    THUMBNAIL_NAME,
+    VIDEO_NAME,
+)
 from helios_serve.jobs.models import Extension, Job
 from helios_serve.jobs.plan import plan_for
 
 STATE_FILES = (STATE_NAME, TAIL_NAME)
 """What a video needs to be continued from its state."""
-STATE_BASE = (VIDEO_NAME, STATE_NAME, TAIL_NAME, THUMBNAIL_NAME)
+STATE_BASE = (VIDEO_NAME, STATE_NAME, STATE_DIGEST_NAME, TAIL_NAME, THUMBNAIL_NAME)
 FRAMES_BASE = (VIDEO_NAME, THUMBNAIL_NAME)
 
 

@@ -36,6 +36,7 @@ from helios_serve.jobs.models import (
     JobStatus,
     new_job_id,
 )
+from helios_serve.jobs.plan import plan_for
 from helios_serve.jobs.records import IdempotencyClaim, JobRecords
 from helios_serve.media.decode import MediaKind
 from helios_serve.media.encode import encode_thumbnail
@@ -307,6 +308,10 @@ class VideosService:
         present = self._files.present if self._mirror is None else self._mirror.present
         names = await asyncio.to_thread(present, source.id, STATE_FILES)
         usable = set(STATE_FILES) <= set(names) and self._model.answers_to(source.model)
+        if usable and self._mirror is None:
+            # a damaged state would continue into another video: fall back to its frames
+            last = plan_for(source.spec).last_chunk
+            usable = await asyncio.to_thread(self._files.final_state_intact, source.id, last)
         return continue_video(source, added, from_state=usable)
 
     async def extend(

@@ -19,12 +19,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Literal
 
+from helios_serve.errors import InsufficientStorageError
 from helios_serve.jobs.lifecycle import SqlJobRecords
-from helios_serve.jobs.records import RecordEvents
+from helios_serve.jobs.records import RecordEvents, StoreUnavailableError
 from helios_serve.jobs.rows import COLUMNS, is_readable, quarantined
 from helios_serve.jobs.sql import Dialect
 from helios_serve.jobs.sqlite.schema import migrate
@@ -74,7 +75,7 @@ class JobStore(SqlJobRecords):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, holding SQLite's write lock from its first statement."""
-        with self._lock:
+        with self._lock, _domain_errors():
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -82,19 +83,21 @@ class JobStore(SqlJobRecords):
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with suppress(sqlite3.Error):  # the first error is the one to report
+                        conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: its statements all see the same snapshot."""
-        with self._lock:
+        with self._lock, _domain_errors():
             conn = self._conn
             conn.execute("BEGIN")
             try:
                 yield conn
             finally:
-                conn.execute("ROLLBACK")
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
 
     # -- maintenance ----------------------------------------------------------------------------
 
@@ -125,3 +128,18 @@ class JobStore(SqlJobRecords):
             if not self._closed:
                 self._closed = True
                 self._conn.close()
+
+
+@contextmanager
+def _domain_errors() -> Iterator[None]:
+    """SQLite's operational failures as domain errors: a full disk (507, the job that hit it
+    fails as `insufficient_storage`), a lock held past the busy timeout or an I/O error (503,
+    retry). Constraint errors (a duplicate id) stay what they are."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "full" in str(exc):
+            raise InsufficientStorageError(
+                "The server's disk is full; nothing was stored. Retry later."
+            ) from exc
+        raise StoreUnavailableError("job store") from exc

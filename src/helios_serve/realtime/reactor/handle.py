@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from helios_serve.core.protocols import Engine, Upscaler
-from helios_serve.errors import UnavailableError
+from helios_serve.errors import InvalidInputError, UnavailableError
 from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.egress import EgressGovernor
@@ -49,6 +49,15 @@ MAX_CONNECTIONS = 8
 
 class ConnectionLimitError(UnavailableError):
     """Every connection id of the session is taken."""
+
+
+MAX_TRICKLED_CANDIDATES = 128
+"""ICE candidates a connection may post per offer, early ones included; a browser gathers a
+handful per network interface. Past it: 400 `too_many_candidates`."""
+
+
+class TooManyCandidatesError(InvalidInputError):
+    code = "too_many_candidates"
 
 
 class Status(StrEnum):
@@ -84,6 +93,8 @@ class Connection:
     early_candidates: list[RemoteCandidate] = field(default_factory=list)
     """Trickled before any offer on this connection: handed to its first peer."""
     early_final: bool = False
+    trickled: int = 0
+    """Candidates posted since this connection's last offer (a few per offer is normal)."""
 
     async def close(self) -> None:
         if self.negotiation.task is not None:
@@ -111,6 +122,9 @@ class SessionHandle:
     touched: float = field(default_factory=time.monotonic)
     """Last signalling request naming the session (a reconnecting client is back)."""
     closed_reason: str | None = None
+    creator: str = ""
+    """Who created it (client address and `Origin`): a `stop_session` without an id, as the
+    SDKs send it, ends only its own caller's sessions."""
 
     @property
     def peer(self) -> PeerLink | None:
@@ -165,6 +179,11 @@ class SessionHandle:
     async def add_candidates(
         self, connection: Connection, candidates: list[RemoteCandidate], final: bool
     ) -> None:
+        if connection.trickled + len(candidates) > MAX_TRICKLED_CANDIDATES:
+            raise TooManyCandidatesError(
+                f"more than {MAX_TRICKLED_CANDIDATES} ICE candidates for one offer"
+            )
+        connection.trickled += len(candidates)
         peer = connection.peer
         if peer is None or not peer.usable or not all(peer.takes(c) for c in candidates):
             # Before any offer, after the client dropped its peer, or gathered for an offer
@@ -231,11 +250,13 @@ class SessionHandle:
             lambda label, frame: link.on_frame(label, frame),
             lambda label: link.channel_opened(label),
             lambda why: on_gone(peer, why),
+            config.ice_servers,
         )
         link = ClientLink(session, peer.send, track.set_paused, connection.wire_format)
         connection.peer, connection.link = peer, link
         await peer.add_candidates(connection.early_candidates, connection.early_final)
         connection.early_candidates, connection.early_final = [], False
+        connection.trickled = 0  # a new offer: the next candidates are its own
         negotiation = Negotiation()
         negotiation.task = asyncio.create_task(
             self._negotiate(negotiation, peer, offer, mapping, track, config.negotiation_timeout_s)

@@ -19,7 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from helios_serve.realtime.reactor import encoders
@@ -72,8 +78,12 @@ class PeerLink:
         on_message: Callable[[str, str | bytes], None],
         on_open: Callable[[str], None],
         on_gone: Callable[[str], None],
+        ice_servers: tuple[dict[str, Any], ...] = (),
     ) -> None:
+        """`ice_servers`: Reactor-shaped entries (`{uris, credentials?}`); none by default, so
+        the server contacts no STUN server of anyone's (aiortc would ask Google's)."""
         self._on_message = on_message
+        self._ice_servers = [_ice_server(entry) for entry in ice_servers]
         self._on_open = on_open
         self._on_gone = on_gone
         self._pc: Any = None
@@ -97,7 +107,7 @@ class PeerLink:
         self, offer_sdp: str, mapping: list[TrackMapping], track: MediaStreamTrack
     ) -> str:
         """Apply the offer, attach `track` by mid, and return the answer's SDP with candidates."""
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice_servers))
         self._pc = pc
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_state_change)
@@ -188,10 +198,18 @@ class PeerLink:
             logger.info("ignoring data channel %r (only %s are used)", label, CHANNEL_LABELS)
             return
         self._channels[label] = channel
-        channel.on("message", lambda message: self._on_message(label, message))
+        channel.on("message", lambda message: self._deliver(label, message))
         if label == DATA_CHANNEL_LABEL:
             channel.on("close", lambda: self._gone("data channel closed"))
         self._on_open(label)
+
+    def _deliver(self, label: str, message: str | bytes) -> None:
+        # Nothing a client sends may escape into aiortc's receive loop: that would end the
+        # connection (and the session with it). Handlers answer what they can; this logs the rest.
+        try:
+            self._on_message(label, message)
+        except Exception:
+            logger.exception("a %r channel message could not be handled; ignored", label)
 
     async def _on_state_change(self) -> None:
         pc = self._pc
@@ -231,6 +249,31 @@ class PeerLink:
         if not self.closed and self.gone is None:
             self.gone = why
             self._on_gone(why)
+
+
+def _ice_server(entry: dict[str, Any]) -> RTCIceServer:
+    credentials = entry.get("credentials") or {}
+    return RTCIceServer(
+        urls=list(entry["uris"]),
+        username=credentials.get("username"),
+        credential=credentials.get("password"),
+    )
+
+
+def ice_server_entry(url: str) -> dict[str, Any]:
+    """`--ice-server` → Reactor's entry: `stun:host:port`, or `turn:user:password@host:port`
+    (TURN's credentials ride in front of the host, as in a URL)."""
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme not in ("stun", "stuns", "turn", "turns") or not rest:
+        raise ValueError(f"not a STUN/TURN URL: {url!r}")
+    user, at, host = rest.rpartition("@")
+    if not at:
+        return {"uris": [url]}
+    username, _, password = user.partition(":")
+    return {
+        "uris": [f"{scheme}:{host}"],
+        "credentials": {"username": username, "password": password},
+    }
 
 
 def _main_video_transceiver(pc: Any, mapping: list[TrackMapping]) -> Any:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-import uuid
 from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any
@@ -52,8 +52,14 @@ class SessionRegistry:
         self._upload_budget = UploadBudget(self.config.max_upload_total_bytes)
         host.slots.when_free(self._promote)
 
-    async def create(self, mode: SessionMode, overrides: dict[str, Any]) -> SessionHandle:
-        """A new session: ACTIVE if a slot is free, else PENDING (coordinator) or refused."""
+    async def create(
+        self, mode: SessionMode, overrides: dict[str, Any], creator: str = ""
+    ) -> SessionHandle:
+        """A new session: ACTIVE if a slot is free, else PENDING (coordinator) or refused.
+
+        Its id is its creator's secret (128 random bits, answered only to the creation): every
+        route that acts on the session (connections, offers, candidates, uploads, stop) names
+        it in its path, which is where the unmodified SDKs carry it, and no route lists it."""
         self._ensure_watchdog()
         full = self.host.slots.full
         if full and mode is SessionMode.LOCAL:
@@ -69,7 +75,7 @@ class SessionRegistry:
         uploads = UploadStore(
             self.config.max_upload_bytes, self.config.max_uploads_per_session, self._upload_budget
         )
-        handle = SessionHandle(uuid.uuid4().hex, mode, options, uploads)
+        handle = SessionHandle(secrets.token_hex(16), mode, options, uploads, creator=creator)
         self._sessions[handle.id] = handle
         if full:
             self._pending.append(handle.id)
@@ -101,10 +107,14 @@ class SessionRegistry:
     def local_sessions(self) -> list[SessionHandle]:
         return [h for h in self._sessions.values() if h.mode is SessionMode.LOCAL]
 
-    def latest_local(self) -> SessionHandle | None:
-        """The local session a newer client joins with `GET /session` (the newest one)."""
-        sessions = self.local_sessions()
-        return max(sessions, key=lambda h: h.created) if sessions else None
+    def stoppable(self, caller: str, wanted: str | None) -> list[SessionHandle]:
+        """The local sessions a `stop_session` ends: the one it names (its id is the secret),
+        else those `caller` created (the SDKs' stop names none)."""
+        return [
+            h
+            for h in self.local_sessions()
+            if (h.id == wanted if wanted is not None else h.creator == caller)
+        ]
 
     async def connect(
         self,

@@ -57,6 +57,13 @@ def session_description(handle: SessionHandle, sessions: SessionRegistry) -> dic
     return body
 
 
+def caller(request: Request) -> str:
+    """Who sends `request`, as far as a stop without an id can tell: the client's address and
+    the page's `Origin` (a page on another site in the same browser is someone else)."""
+    host = request.client.host if request.client is not None else ""
+    return f"{host} {request.headers.get('origin', '')}"
+
+
 def _connection(handle: SessionHandle, connection_id: str) -> Connection:
     """A registered connection of the session; 404 for anything else (ids are uint32)."""
     connection = (
@@ -98,7 +105,7 @@ def _session_routes(sessions: SessionRegistry) -> APIRouter:
     async def create(request: Request, mode: SessionMode) -> SessionHandle:
         body = await read_json(request)
         overrides = stream_overrides(body.get("extra_args"), sessions.engine.info)
-        return await sessions.create(mode, overrides)
+        return await sessions.create(mode, overrides, caller(request))
 
     @router.post("/start_session")
     async def start_session(request: Request) -> dict[str, Any]:
@@ -106,10 +113,11 @@ def _session_routes(sessions: SessionRegistry) -> APIRouter:
 
     @router.post("/stop_session")
     async def stop_session(request: Request) -> dict[str, Any]:
-        # No id on the wire in local mode: stop the named one if given, else every local one.
+        # No id on the wire from the SDKs: stop the named one if given, else the caller's own.
         body = await read_json(request)
         wanted = body.get("session_id") or request.query_params.get("session_id")
-        stopped = [h.id for h in sessions.local_sessions() if wanted in (None, h.id)]
+        wanted = wanted if isinstance(wanted, str) and wanted else None
+        stopped = [h.id for h in sessions.stoppable(caller(request), wanted)]
         for session_id in stopped:
             await sessions.close(session_id, "stop_session")
         return {"stopped": stopped}
@@ -120,12 +128,12 @@ def _session_routes(sessions: SessionRegistry) -> APIRouter:
 
     @router.get("/session")
     async def get_local_session(request: Request) -> dict[str, Any]:
-        # Local mode's join: a local runtime serves one session, so this takes no id.
+        # Local mode's join, by id only: a session's id is its creator's secret, so this never
+        # hands one out (it did, to any origin: anyone could then take the session over).
         wanted = request.query_params.get("session_id")
-        handle = sessions.latest_local() if wanted is None else sessions.live(wanted)
-        if handle is None:
-            raise NotFoundError("no local session is running")
-        return session_description(handle, sessions)
+        if not wanted:
+            raise NotFoundError("join a session by its id: GET /session?session_id=...")
+        return session_description(sessions.live(wanted), sessions)
 
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: str) -> dict[str, Any]:

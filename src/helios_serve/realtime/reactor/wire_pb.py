@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.struct_pb2 import Struct, Value
 
 from helios_serve.realtime.reactor.proto import reactor_wire_pb2 as pb
 from helios_serve.realtime.reactor.protocol import (
@@ -30,20 +29,35 @@ PUBLISH_REFUSED = "PUBLISH_REFUSED"
 """The code Reactor's runtime answers a refused `PublishTrack` with."""
 
 
-def _plain(value: Any) -> Any:
-    # Struct numbers are doubles: give integral ones back as ints, as JSON would have them.
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+class NonFiniteError(ValueError):
+    """A Struct number that JSON cannot carry (NaN, ±Infinity); `path` names where."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def _plain(value: Value, path: str) -> Any:
+    # Struct numbers are doubles: integral ones come back as ints, as JSON would have them;
+    # NaN and ±Infinity are refused here, as the JSON wire refuses them (`json_text`).
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise NonFiniteError(path)
+        return int(number) if number.is_integer() else number
+    if kind == "struct_value":
+        return {k: _plain(v, f"{path}.{k}") for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value.list_value.values)]
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None  # null_value, or no kind set
 
 
 def struct_to_dict(struct: Struct) -> dict[str, Any]:
-    doc: dict[str, Any] = _plain(json_format.MessageToDict(struct))
-    return doc
+    """A command's parameters as plain JSON values; `NonFiniteError` for NaN/±Infinity."""
+    return {key: _plain(value, key) for key, value in struct.fields.items()}
 
 
 def dict_to_struct(data: dict[str, Any]) -> Struct:
@@ -92,7 +106,12 @@ def decode_command(frame: str | bytes) -> tuple[str, Envelope]:
     }
     if not command.type:
         raise DataFrameError(message.request_id, "unknown", "invalid_envelope: missing 'type'")
-    envelope = Envelope(APPLICATION, command.type, struct_to_dict(command.data), uploads)
+    try:
+        params = struct_to_dict(command.data)
+    except NonFiniteError as exc:
+        reason = f"invalid_field: {exc.path[:80]!r} is not a finite number"
+        raise DataFrameError(message.request_id, command.type[:64], reason) from None
+    envelope = Envelope(APPLICATION, command.type, params, uploads)
     return message.request_id, envelope
 
 
