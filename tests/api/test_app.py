@@ -168,7 +168,7 @@ def test_a_job_deleted_while_running_is_no_failure_in_the_log(
     engine = FakeEngine(FakeEngineConfig())
     store = _DeletedAtChunkSave(tmp_path / "jobs.db")
     parts = build_parts(engine, tmp_path, idle_poll_s=0.05, store=store)
-    app = build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig()))
     with caplog.at_level(logging.INFO), TestClient(app) as client:
         gone = create(client, num_frames="99")
         deadline = time.monotonic() + 30

@@ -170,8 +170,9 @@ def test_every_videos_method_of_the_sdk_against_the_app(tmp_path: Any) -> None:
     from helios_serve.compose.single import build_parts
     from helios_serve.engine.fake import FakeEngine, FakeEngineConfig
 
-    parts = build_parts(FakeEngine(FakeEngineConfig()), tmp_path, idle_poll_s=0.05)
-    with TestClient(build_app(parts.engine, jobs=JobApi(parts, ApiConfig()))) as app:
+    engine = FakeEngine(FakeEngineConfig())
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
+    with TestClient(build_app(engine, jobs=JobApi(parts, ApiConfig()))) as app:
 
         def forward(request: httpx.Request) -> httpx.Response:
             resp = app.request(
