@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -159,9 +160,11 @@ def test_recover_stale_requeues_only_silent_jobs(make_store: Callable[[Clock], J
     alive = store.create(Job.new("m", spec()))
     store.claim_next()
     store.claim_next()
+    # SQLite's leases run on its clock, PostgreSQL's on the database's: time passes for both
     clock.now += 30
+    time.sleep(0.6)
     store.heartbeat(alive.id, attempt=1)
-    report = store.recover_stale(lease_s=10, max_attempts=3)
+    report = store.recover_stale(lease_s=0.5, max_attempts=3)
     assert report.requeued_ids == (silent.id,)
     assert store.get(silent.id).status is JobStatus.QUEUED
     assert store.get(alive.id).status is JobStatus.IN_PROGRESS

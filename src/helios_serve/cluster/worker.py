@@ -51,6 +51,9 @@ class WorkerOptions:
     """Where this worker serves real-time sessions (gateways relay their signalling here; the
     media flows between this worker and the client). None: jobs only."""
     max_sessions: int = 1
+    session_token: str = field(default="", repr=False)
+    """The session port's credential, registered for the gateways (`compose.worker` makes a
+    random one per start): the port answers nobody else but holders of `--api-key`."""
 
     @property
     def session_url(self) -> str | None:
@@ -143,6 +146,7 @@ async def serve_worker(
         engine.info,
         options.session_url,
         options.max_sessions if options.session_url is not None else 0,
+        options.session_token or None,
     )
     worker = VideoWorker(options, store, runner, registry, mirror)
     app = build_queue_app(options.database)
