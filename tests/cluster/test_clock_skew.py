@@ -45,6 +45,8 @@ async def _submit_and_wait(url: str) -> list[str]:
             ):
                 assert time.monotonic() < deadline, f"{video_id} did not finish"
                 await asyncio.sleep(0.2)
+        metrics = (await http.get("/metrics")).text
+        assert f"helios_workers_alive {len(SKEWS)}.0" in metrics  # none counted dead
     return ids
 
 

@@ -82,9 +82,11 @@ class VideoWorker:
     async def run_video(self, video_id: str) -> None:
         """The queue handed us `video_id`: take it (or learn there is nothing to do), run it."""
         upkeep = self._options.upkeep
-        job = await asyncio.to_thread(self._store.take, video_id, upkeep.max_attempts)
+        job = await asyncio.to_thread(
+            self._store.take, video_id, upkeep.max_attempts, lease_s=upkeep.worker_timeout_s
+        )
         if job is None:
-            logger.info("job %s: finished or deleted already; nothing to do", video_id)
+            logger.info("job %s: finished, deleted or running elsewhere; nothing to do", video_id)
             return
         if job.status is JobStatus.FAILED:
             logger.warning("job %s: out of attempts; failed (%s)", job.id, job.error_code)

@@ -21,6 +21,7 @@ from helios_serve.jobs.models import (
     back_to_queue,
     check_attempt,
     claimed,
+    holds_lease,
     settle_lost,
     taken_over,
 )
@@ -147,16 +148,20 @@ class SqlJobRecords(SqlTables):
             self._events.claimed(job)
         return job
 
-    def take(self, job_id: str, max_attempts: int) -> Job | None:
+    def take(self, job_id: str, max_attempts: int, *, lease_s: float | None = None) -> Job | None:
         """Claim `job_id` for the worker a queue handed it to (see `models.taken_over`):
         the job in_progress at a new attempt, failed once out of attempts, or None when it is
-        finished or deleted."""
+        finished or deleted, or (with `lease_s`) while its running attempt still reports in
+        (a second queue task for a job already running, not a lost worker)."""
         with self._write() as conn:
             try:
                 job = self._fetch(conn, job_id, lock=True)
             except JobNotFoundError:
                 return None
-            taken = taken_over(job, max_attempts, self._stamp(conn))
+            now = self._stamp(conn)
+            if lease_s is not None and holds_lease(job, now, lease_s):
+                return None
+            taken = taken_over(job, max_attempts, now)
             if taken is not None:
                 self._save(conn, taken)
         if taken is not None and self._events is not None:
