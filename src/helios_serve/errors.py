@@ -79,6 +79,12 @@ class NotAuthenticatedError(HeliosError):
     code = "invalid_api_key"
 
 
+class ForbiddenError(HeliosError):
+    """The caller is known but may not do this (a write from another web site): 403."""
+
+    code = "cross_site_request"
+
+
 class UpgradeRequiredError(HeliosError):
     """The client speaks an older protocol version than this server can answer: 426."""
 

@@ -65,6 +65,49 @@ def test_job_api_and_metrics_are_closed_to_other_origins(
             assert got["access-control-allow-origin"] == allowed[0]
 
 
+@pytest.mark.parametrize("allowed", [(), ("https://app.example",)])
+def test_cross_site_form_posts_are_refused_unless_the_origin_is_allowed(
+    tmp_path: Path, allowed: tuple[str, ...]
+) -> None:
+    """Issue 24 (6): a page on another site posts forms (no preflight) to a keyless server:
+    create, extension and remix are 403 and make nothing; the server's own pages, an allowed
+    origin and clients that are not browsers go through."""
+    engine = FakeEngine()
+    parts = build_parts(engine, tmp_path, idle_poll_s=0.05)
+    sessions = Sessions(RealtimeConfig(), _np_upscale)
+    access = Access(cors_origins=allowed)
+    app = build_app(engine, jobs=JobApi(parts, ApiConfig()), sessions=sessions, access=access)
+    foreign = (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame or a file:// page
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://testserver.evil.example", "Sec-Fetch-Site": "same-site"},
+    )
+    with TestClient(app) as client:
+        source = create(client)
+        assert wait(client, source["id"])["status"] == "completed"
+        attacks = (
+            ("/v1/videos", FORM),
+            ("/v1/videos/extensions", {**FORM, "video": str(source["id"])}),
+            (f"/v1/videos/{source['id']}/remix", {"prompt": "a wolf"}),
+        )
+        for path, form in attacks:
+            for headers in foreign:
+                refused = client.post(path, data=form, files={"x": ("x", b"")}, headers=headers)
+                assert refused.status_code == 403, (path, headers, refused.text)
+                assert refused.json()["error"]["code"] == "cross_site_request"
+        assert client.delete(f"/v1/videos/{source['id']}", headers=foreign[0]).status_code == 403
+        assert len(client.get("/v1/videos").json()["data"]) == 1  # nothing made or removed
+        own = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+        assert client.post("/v1/videos", data=FORM, headers=own).status_code == 200
+        assert client.post("/v1/videos", data=FORM).status_code == 200  # not a browser
+        if allowed:
+            ok = {"Origin": allowed[0], "Sec-Fetch-Site": "cross-site"}
+            assert client.post("/v1/videos", data=FORM, headers=ok).status_code == 200
+        # Reactor's signalling stays open to pages of any origin (its SDK needs that)
+        assert client.post("/tokens", headers=foreign[0]).status_code == 200
+
+
 # -- 6. a full disk: the runner survives, /ready says so, the API answers 507 ---------------
 
 

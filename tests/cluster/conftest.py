@@ -55,6 +55,14 @@ def cluster(local_cluster: LocalCluster) -> Iterator[LocalCluster]:
     local_cluster.stop_roles()
 
 
+@pytest.fixture
+def s3_env(local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The S3 endpoint and keys in this process's environment (boto3 reads them there), for
+    gateways and workers run in-process."""
+    for key, value in local_cluster.env.items():
+        monkeypatch.setenv(key, value)
+
+
 def start_together(roles: list[Role]) -> None:
     """Start processes side by side (each loads its own model: minutes saved in CI)."""
     threads = [threading.Thread(target=role.start) for role in roles]

@@ -31,12 +31,6 @@ KEYED = {"Authorization": f"Bearer {KEY}"}
 UPKEEP = Upkeep(worker_timeout_s=4, max_attempts=3, interval_s=1)
 
 
-@pytest.fixture
-def s3_env(local_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in local_cluster.env.items():  # boto3 reads its endpoint and keys here
-        monkeypatch.setenv(key, value)
-
-
 async def _round_trip(cluster: LocalCluster, url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=KEYED) as http:
         created = await http.post("/v1/videos", data={"prompt": "a fox", "num_frames": "66"})

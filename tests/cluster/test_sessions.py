@@ -167,7 +167,20 @@ def test_vllm_omni_websocket_stream_through_the_gateway(roles: tuple[Role, list[
     assert frames[0].shape == (64, 64, 3)
 
 
-def test_metrics_of_gateway_and_workers(roles: tuple[Role, list[Role]]) -> None:
+def credential(cluster: LocalCluster, worker: Role) -> dict[str, str]:
+    """The worker's session-port credential, as a gateway reads it from the registry."""
+    with psycopg.connect(cluster.database, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT session_token FROM helios_workers WHERE name = %s", (worker.name,)
+        ).fetchone()
+    assert row is not None
+    assert row[0]
+    return {"Authorization": f"Bearer {row[0]}"}
+
+
+def test_metrics_of_gateway_and_workers(
+    cluster: LocalCluster, roles: tuple[Role, list[Role]]
+) -> None:
     gateway, workers = roles
     video_id = submit(gateway, request("metrics", chunks=2, seed=5))
     assert wait_done(gateway, video_id)["status"] == "completed"
@@ -181,7 +194,9 @@ def test_metrics_of_gateway_and_workers(roles: tuple[Role, list[Role]]) -> None:
             if worker.proc is None or worker.proc.poll() is not None:
                 continue
             port = worker.args[worker.args.index("--session-port") + 1]
-            for line in http.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+            url = f"http://127.0.0.1:{port}/metrics"
+            assert http.get(url).status_code == 401  # the gateways' and operators' only
+            for line in http.get(url, headers=credential(cluster, worker)).text.splitlines():
                 counts = ("helios_checkpoint_bytes_count", "helios_checkpoint_seconds_count")
                 if line.startswith(counts):
                     saved += float(line.split()[-1])

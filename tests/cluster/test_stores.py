@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,6 +123,25 @@ def test_take_claims_resumes_fails_or_ignores(make_store: Callable[[Clock], JobR
     assert store.take(job.id, max_attempts=2) is None  # deleted: nothing to do
 
 
+def test_a_second_queue_task_for_a_running_job_is_ignored(
+    make_store: Callable[[Clock], JobRecords],
+) -> None:
+    """A job queued twice (the upkeep re-queued it while its first task was being taken) is
+    not taken over while its attempt reports in; once silent past the lease, it is."""
+    clock = Clock()
+    store = make_store(clock)
+    job = store.create(Job.new("m", spec()))
+    first = store.take(job.id, max_attempts=3, lease_s=0.5)
+    assert first is not None
+    assert first.attempts == 1
+    assert store.take(job.id, max_attempts=3, lease_s=0.5) is None
+    clock.now += 30
+    time.sleep(0.6)  # SQLite judges on its clock, PostgreSQL on the database's
+    lost = store.take(job.id, max_attempts=3, lease_s=0.5)
+    assert lost is not None
+    assert lost.attempts == 2
+
+
 def test_admission_is_one_decision_across_stores(make_store: Callable[[Clock], JobRecords]) -> None:
     stores = [make_store(Clock()), make_store(Clock())]  # two gateways on one database
     claim = IdempotencyClaim("retry-me", "fingerprint")
@@ -159,9 +179,11 @@ def test_recover_stale_requeues_only_silent_jobs(make_store: Callable[[Clock], J
     alive = store.create(Job.new("m", spec()))
     store.claim_next()
     store.claim_next()
+    # SQLite's leases run on its clock, PostgreSQL's on the database's: time passes for both
     clock.now += 30
+    time.sleep(0.6)
     store.heartbeat(alive.id, attempt=1)
-    report = store.recover_stale(lease_s=10, max_attempts=3)
+    report = store.recover_stale(lease_s=0.5, max_attempts=3)
     assert report.requeued_ids == (silent.id,)
     assert store.get(silent.id).status is JobStatus.QUEUED
     assert store.get(alive.id).status is JobStatus.IN_PROGRESS

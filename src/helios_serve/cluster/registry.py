@@ -3,20 +3,21 @@
 Workers write their row at start and refresh it every heartbeat; gateways read it for `/ready`,
 `/metrics`, to learn the served model's description without loading it, and to place real-time
 sessions (a worker that serves them registers its session URL and how many it takes).
+Heartbeats are stamped and judged on the database's clock (`now()` in the SQL), never a
+host's: a worker whose wall clock is off is neither counted dead nor kept alive by it.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from psycopg_pool import ConnectionPool
 
 from helios_serve.core.spec import ModelInfo
 from helios_serve.core.types import Variant
 from helios_serve.jobs.postgres.pool import Conn, transaction
+from helios_serve.jobs.postgres.store import DB_NOW
 
 
 def info_to_json(info: ModelInfo) -> str:
@@ -38,34 +39,41 @@ class SessionHost:
     worker: str
     url: str
     alive: bool = True
+    token: str = field(default="", repr=False)
+    """The worker's session-port credential (gateways present it as a bearer key)."""
 
 
 class WorkerRegistry:
-    def __init__(self, pool: ConnectionPool[Conn], clock: Callable[[], float] = time.time):
+    def __init__(self, pool: ConnectionPool[Conn]):
         self._pool = pool
-        self._clock = clock
 
     def register(
-        self, name: str, info: ModelInfo, session_url: str | None = None, max_sessions: int = 0
+        self,
+        name: str,
+        info: ModelInfo,
+        session_url: str | None = None,
+        max_sessions: int = 0,
+        session_token: str | None = None,
     ) -> None:
-        now = self._clock()
         with transaction(self._pool) as conn:
             conn.execute(
                 "INSERT INTO helios_workers (name, model_info, started_at, heartbeat_at, "
-                "session_url, max_sessions) VALUES (%s, %s, %s, %s, %s, %s) "
+                "session_url, max_sessions, session_token) "
+                f"VALUES (%s, %s, {DB_NOW}, {DB_NOW}, %s, %s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET model_info = EXCLUDED.model_info, "
                 "started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at, "
                 "running_job = NULL, session_url = EXCLUDED.session_url, "
-                "max_sessions = EXCLUDED.max_sessions",
-                (name, info_to_json(info), now, now, session_url, max_sessions),
+                "max_sessions = EXCLUDED.max_sessions, session_token = EXCLUDED.session_token",
+                (name, info_to_json(info), session_url, max_sessions, session_token),
             )
             conn.execute("DELETE FROM helios_sessions WHERE worker = %s", (name,))
 
     def heartbeat(self, name: str, running_job: str | None) -> None:
         with transaction(self._pool) as conn:
             conn.execute(
-                "UPDATE helios_workers SET heartbeat_at = %s, running_job = %s WHERE name = %s",
-                (self._clock(), running_job, name),
+                f"UPDATE helios_workers SET heartbeat_at = {DB_NOW}, running_job = %s "
+                "WHERE name = %s",
+                (running_job, name),
             )
 
     def sign_off(self, name: str) -> None:
@@ -80,8 +88,8 @@ class WorkerRegistry:
         """Workers heard from within `timeout_s`."""
         with transaction(self._pool) as conn:
             row = conn.execute(
-                "SELECT count(*) AS n FROM helios_workers WHERE heartbeat_at >= %s",
-                (self._clock() - timeout_s,),
+                f"SELECT count(*) AS n FROM helios_workers WHERE heartbeat_at >= {DB_NOW} - %s",
+                (timeout_s,),
             ).fetchone()
         return 0 if row is None else int(row["n"])
 
@@ -100,34 +108,42 @@ class WorkerRegistry:
         this registry knows: the worker itself has the last word, a 503)."""
         with transaction(self._pool) as conn:
             rows = conn.execute(
-                "SELECT w.name, w.session_url, w.max_sessions - count(s.session_id) AS free "
+                "SELECT w.name, w.session_url, w.session_token, "
+                "w.max_sessions - count(s.session_id) AS free "
                 "FROM helios_workers w LEFT JOIN helios_sessions s ON s.worker = w.name "
-                "WHERE w.session_url IS NOT NULL AND w.max_sessions > 0 AND w.heartbeat_at >= %s "
-                "GROUP BY w.name, w.session_url, w.max_sessions ORDER BY free DESC, random()",
-                (self._clock() - timeout_s,),
+                "WHERE w.session_url IS NOT NULL AND w.max_sessions > 0 "
+                f"AND w.heartbeat_at >= {DB_NOW} - %s "
+                "GROUP BY w.name, w.session_url, w.session_token, w.max_sessions "
+                "ORDER BY free DESC, random()",
+                (timeout_s,),
             ).fetchall()
-        return [SessionHost(str(r["name"]), str(r["session_url"])) for r in rows]
+        return [
+            SessionHost(str(r["name"]), str(r["session_url"]), True, r["session_token"] or "")
+            for r in rows
+        ]
 
     def place(self, session_id: str, worker: str) -> None:
         with transaction(self._pool) as conn:
             conn.execute(
-                "INSERT INTO helios_sessions (session_id, worker, created_at) VALUES (%s, %s, %s) "
+                "INSERT INTO helios_sessions (session_id, worker, created_at) "
+                f"VALUES (%s, %s, {DB_NOW}) "
                 "ON CONFLICT (session_id) DO UPDATE SET worker = EXCLUDED.worker",
-                (session_id, worker, self._clock()),
+                (session_id, worker),
             )
 
     def host_of(self, session_id: str, timeout_s: float) -> SessionHost | None:
         """Where `session_id` runs, and whether that worker is still heard from."""
         with transaction(self._pool) as conn:
             row = conn.execute(
-                "SELECT w.name, w.session_url, w.heartbeat_at FROM helios_sessions s "
+                "SELECT w.name, w.session_url, w.session_token, "
+                f"w.heartbeat_at >= {DB_NOW} - %s AS alive FROM helios_sessions s "
                 "JOIN helios_workers w ON w.name = s.worker WHERE s.session_id = %s",
-                (session_id,),
+                (timeout_s, session_id),
             ).fetchone()
         if row is None:
             return None
-        alive = float(row["heartbeat_at"]) >= self._clock() - timeout_s
-        return SessionHost(str(row["name"]), str(row["session_url"]), alive)
+        token = row["session_token"] or ""
+        return SessionHost(str(row["name"]), str(row["session_url"]), bool(row["alive"]), token)
 
     def sessions(self) -> list[str]:
         with transaction(self._pool) as conn:

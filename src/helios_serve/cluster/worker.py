@@ -51,6 +51,9 @@ class WorkerOptions:
     """Where this worker serves real-time sessions (gateways relay their signalling here; the
     media flows between this worker and the client). None: jobs only."""
     max_sessions: int = 1
+    session_token: str = field(default="", repr=False)
+    """The session port's credential, registered for the gateways (`compose.worker` makes a
+    random one per start): the port answers nobody else but holders of `--api-key`."""
 
     @property
     def session_url(self) -> str | None:
@@ -79,9 +82,11 @@ class VideoWorker:
     async def run_video(self, video_id: str) -> None:
         """The queue handed us `video_id`: take it (or learn there is nothing to do), run it."""
         upkeep = self._options.upkeep
-        job = await asyncio.to_thread(self._store.take, video_id, upkeep.max_attempts)
+        job = await asyncio.to_thread(
+            self._store.take, video_id, upkeep.max_attempts, lease_s=upkeep.worker_timeout_s
+        )
         if job is None:
-            logger.info("job %s: finished or deleted already; nothing to do", video_id)
+            logger.info("job %s: finished, deleted or running elsewhere; nothing to do", video_id)
             return
         if job.status is JobStatus.FAILED:
             logger.warning("job %s: out of attempts; failed (%s)", job.id, job.error_code)
@@ -143,6 +148,7 @@ async def serve_worker(
         engine.info,
         options.session_url,
         options.max_sessions if options.session_url is not None else 0,
+        options.session_token or None,
     )
     worker = VideoWorker(options, store, runner, registry, mirror)
     app = build_queue_app(options.database)

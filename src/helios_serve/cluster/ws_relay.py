@@ -18,19 +18,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from helios_serve.cluster.registry import SessionHost, WorkerRegistry
-from helios_serve.web.auth import bearer_token
 
 logger = logging.getLogger(__name__)
 PATH = "/v1/realtime/video"
 START_TIMEOUT_S = 10.0
 
 
-async def _offer(
-    host: SessionHost, start: str, credentials: dict[str, str]
-) -> tuple[ClientConnection, str] | None:
-    """Open the worker's socket (with the client's credentials: a worker with API keys checks
-    them as the gateway did) and send `start`; None when it is busy or unreachable."""
+async def _offer(host: SessionHost, start: str) -> tuple[ClientConnection, str] | None:
+    """Open the worker's socket (with the worker's own credential: the client's key was
+    checked here and goes no further) and send `start`; None when it is busy or
+    unreachable."""
     url = host.url.replace("http://", "ws://").replace("https://", "wss://") + PATH
+    credentials = {"Authorization": f"Bearer {host.token}"} if host.token else {}
     try:
         upstream = await connect(
             url, max_size=None, open_timeout=10, additional_headers=credentials
@@ -76,13 +75,6 @@ async def _pipe(client: WebSocket, upstream: ClientConnection) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _credentials(client: WebSocket) -> dict[str, str]:
-    """The client's API key as a bearer header, however it sent it (the gateway's auth let the
-    socket in already; `web.auth.WebSocketGate` reads the same three places)."""
-    token = bearer_token(client.scope)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
 def build_ws_relay(registry: WorkerRegistry, worker_timeout_s: float) -> APIRouter:
     router = APIRouter()
 
@@ -96,9 +88,8 @@ def build_ws_relay(registry: WorkerRegistry, worker_timeout_s: float) -> APIRout
                 await client.close(1008)
             return
         hosts = await asyncio.to_thread(registry.session_hosts, worker_timeout_s)
-        credentials = _credentials(client)
         for host in hosts:
-            offered = await _offer(host, start, credentials)
+            offered = await _offer(host, start)
             if offered is None:
                 continue
             upstream, reply = offered

@@ -28,8 +28,9 @@ from helios_serve.realtime.config import RealtimeConfig
 from helios_serve.realtime.reactor.registry import SessionRegistry
 from helios_serve.realtime.slots import StreamHost
 from helios_serve.web.auth import Access, install_auth
-from helios_serve.web.cors import PathCors
+from helios_serve.web.cors import PathCors, is_closed
 from helios_serve.web.errors import install_error_handlers
+from helios_serve.web.origin import WRITES, CrossSiteGuard, Guarded
 from helios_serve.web.responses import CompactJSONResponse
 
 Lifecycle = Callable[[], AbstractAsyncContextManager[Any]]
@@ -100,10 +101,24 @@ def build_app(
         app.include_router(router)
     if pages:
         install_pages(app)
-    app.add_middleware(PathCors, origins=access.cors_origins)
+    _install_origin_rules(app, access)
     app.state.sessions = registry
     app.state.slots = None if registry is None else registry.host.slots
     return app
+
+
+def _install_origin_rules(app: FastAPI, access: Access) -> None:
+    """Who may call from a browser: the job API takes no cross-site writes and no
+    cross-origin reads but from `--cors-origin`; Reactor's signalling is open to every origin
+    (its SDK needs that), except on a worker's session port, where nothing is."""
+    closed = (lambda _: True) if access.behind_gateway else is_closed
+    guarded: Guarded = (
+        (lambda _, path: path != "/health")
+        if access.behind_gateway
+        else (lambda method, path: method in WRITES and is_closed(path))
+    )
+    app.add_middleware(CrossSiteGuard, origins=access.cors_origins, guarded=guarded)
+    app.add_middleware(PathCors, origins=access.cors_origins, closed=closed)
 
 
 def _lifespan(

@@ -307,27 +307,29 @@ class ProcessEngine:
         if self._closed or not self._ready.is_set():
             return  # already restarting, or stopping
         self._ready.clear()
-        self.restarts += 1
-        logger.error("engine restart %d: %s", self.restarts, reason)
-        if self.on_restart is not None:
-            self.on_restart(reason)
         child, self._child = self._child, None
         self._generation += 1  # streams of the old child are gone now
         self._fail_all(EngineRestartedError(f"the engine was restarted ({reason})"))
-        self._restarting = asyncio.create_task(self._restart(child), name="helios-engine-restart")
+        restart = self._restart(child, reason)
+        self._restarting = asyncio.create_task(restart, name="helios-engine-restart")
 
-    async def _restart(self, old: EngineChild | None) -> None:
+    async def _restart(self, old: EngineChild | None, reason: str) -> None:
         if old is not None:
             await asyncio.to_thread(old.kill)
         delay = 1.0
         while not self._closed:
+            self.restarts += 1  # every process started counts: one after a death in loading too
+            logger.error("engine restart %d: %s", self.restarts, reason)
+            if self.on_restart is not None:
+                self.on_restart(reason)
             try:
                 child, _ = await asyncio.to_thread(spawn_child, self._spec)
                 self._adopt(child)
                 logger.info("engine process restarted")
                 return
-            except Exception:
+            except Exception as exc:
                 logger.exception("engine restart failed; trying again in %.0f s", delay)
+                reason = f"the engine process exited while loading ({exc})"
                 await asyncio.sleep(delay)
                 delay = min(60.0, delay * 2)
 

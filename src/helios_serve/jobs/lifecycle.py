@@ -21,6 +21,7 @@ from helios_serve.jobs.models import (
     back_to_queue,
     check_attempt,
     claimed,
+    holds_lease,
     settle_lost,
     taken_over,
 )
@@ -141,22 +142,26 @@ class SqlJobRecords(SqlTables):
                 self._save(conn, quarantined(row, self._now()))
                 logger.error("job %s has an unreadable record: quarantined", row["id"])
                 return None
-            job = claimed(row_to_job(row), self._clock())
+            job = claimed(row_to_job(row), self._stamp(conn))
             self._save(conn, job)
         if self._events is not None:
             self._events.claimed(job)
         return job
 
-    def take(self, job_id: str, max_attempts: int) -> Job | None:
+    def take(self, job_id: str, max_attempts: int, *, lease_s: float | None = None) -> Job | None:
         """Claim `job_id` for the worker a queue handed it to (see `models.taken_over`):
         the job in_progress at a new attempt, failed once out of attempts, or None when it is
-        finished or deleted."""
+        finished or deleted, or (with `lease_s`) while its running attempt still reports in
+        (a second queue task for a job already running, not a lost worker)."""
         with self._write() as conn:
             try:
                 job = self._fetch(conn, job_id, lock=True)
             except JobNotFoundError:
                 return None
-            taken = taken_over(job, max_attempts, self._clock())
+            now = self._stamp(conn)
+            if lease_s is not None and holds_lease(job, now, lease_s):
+                return None
+            taken = taken_over(job, max_attempts, now)
             if taken is not None:
                 self._save(conn, taken)
         if taken is not None and self._events is not None:
@@ -173,11 +178,11 @@ class SqlJobRecords(SqlTables):
         return self._update_running(
             job_id,
             attempt,
-            lambda job: replace(
+            lambda job, now: replace(
                 job,
                 progress=max(job.progress, min(100, max(0, int(progress)))),
                 frames_done=max(job.frames_done, int(frames_done)),
-                heartbeat_at=self._clock(),
+                heartbeat_at=now,
             ),
         )
 
@@ -194,24 +199,24 @@ class SqlJobRecords(SqlTables):
         return self._update_running(
             job_id,
             attempt,
-            lambda job: replace(
+            lambda job, now: replace(
                 job,
                 chunks_done=max(job.chunks_done, int(chunks_done)),
                 progress=max(job.progress, min(99, max(0, int(progress)))),
                 frames_done=max(job.frames_done, int(frames_done)),
-                heartbeat_at=self._clock(),
+                heartbeat_at=now,
             ),
         )
 
     def mark_resumed(self, job_id: str, chunk: int, *, attempt: int | None = None) -> Job:
         """This attempt continues an interrupted one at `chunk`."""
         return self._update_running(
-            job_id, attempt, lambda job: replace(job, resumed_from_chunk=int(chunk))
+            job_id, attempt, lambda job, _: replace(job, resumed_from_chunk=int(chunk))
         )
 
     def heartbeat(self, job_id: str, *, attempt: int | None = None) -> None:
         """Record that the worker running `job_id` is alive."""
-        self._update_running(job_id, attempt, lambda job: replace(job, heartbeat_at=self._clock()))
+        self._update_running(job_id, attempt, lambda job, now: replace(job, heartbeat_at=now))
 
     def complete(
         self,
@@ -268,23 +273,23 @@ class SqlJobRecords(SqlTables):
 
     def recover_after_restart(self, max_attempts: int = 2) -> RecoveryReport:
         """At startup, before any worker runs: settle every job left in_progress."""
-        return self._recover(max_attempts, stale_before=None)
+        return self._recover(max_attempts, lease_s=None)
 
     def recover_stale(self, lease_s: float, max_attempts: int = 2) -> RecoveryReport:
         """Settle in_progress jobs whose heartbeat is older than `lease_s` (a lost worker)."""
-        return self._recover(max_attempts, stale_before=self._clock() - lease_s)
+        return self._recover(max_attempts, lease_s=lease_s)
 
-    def _recover(self, max_attempts: int, stale_before: float | None) -> RecoveryReport:
+    def _recover(self, max_attempts: int, lease_s: float | None) -> RecoveryReport:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         query = "SELECT {cols} FROM {jobs} WHERE status = 'in_progress'"
-        params: tuple[float, ...] = ()
-        if stale_before is not None:
-            query += " AND (heartbeat_at IS NULL OR heartbeat_at < ?)"
-            params = (stale_before,)
         requeued: builtins.list[str] = []
         failed: builtins.list[str] = []
         with self._write() as conn:
+            params: tuple[float, ...] = ()
+            if lease_s is not None:  # judged on the clock the heartbeats were stamped with
+                query += " AND (heartbeat_at IS NULL OR heartbeat_at < ?)"
+                params = (self._stamp(conn) - lease_s,)
             rows = conn.execute(
                 self._q(query + " ORDER BY seq") + self.dialect.skip_locked, params
             ).fetchall()

@@ -329,6 +329,14 @@ def claimed(job: Job, now: float) -> Job:
     )
 
 
+def holds_lease(job: Job, now: float, lease_s: float) -> bool:
+    """`job` runs, and its attempt reported in within `lease_s` of `now` (one clock's)."""
+    heartbeat = job.heartbeat_at
+    return (
+        job.status is JobStatus.IN_PROGRESS and heartbeat is not None and heartbeat >= now - lease_s
+    )
+
+
 def taken_over(job: Job, max_attempts: int, now: float) -> Job | None:
     """`job` as the worker the queue handed it to takes it: a queued job is claimed; one still
     in_progress (its worker was lost, says the queue) gets a new attempt, or fails once out of

@@ -122,7 +122,9 @@ class JobRecords(Protocol):
 
     def claim_next(self) -> Job | None: ...
 
-    def take(self, job_id: str, max_attempts: int) -> Job | None: ...
+    def take(
+        self, job_id: str, max_attempts: int, *, lease_s: float | None = None
+    ) -> Job | None: ...
 
     def update_progress(
         self, job_id: str, progress: int, frames_done: int, *, attempt: int | None = None

@@ -102,6 +102,12 @@ class SqlTables(ABC):
     def _now(self) -> int:
         return int(self._clock())
 
+    def _stamp(self, conn: Conn) -> float:  # noqa: ARG002 (the database's clock needs it)
+        """The time leases are stamped and judged by, inside `conn`'s transaction: this
+        store's clock here (one host: SQLite); the database's own in cluster mode, where a
+        host's wall clock must never decide another host's lease."""
+        return self._clock()
+
     def _fetch(self, conn: Conn, job_id: str, *, lock: bool = False) -> Job:
         """The job (locked for this transaction with `lock`); malformed ids never reach SQL:
         they cannot exist, whatever they contain."""
@@ -148,15 +154,16 @@ class SqlTables(ABC):
         return updated
 
     def _update_running(
-        self, job_id: str, attempt: int | None, change: Callable[[Job], Job]
+        self, job_id: str, attempt: int | None, change: Callable[[Job, float], Job]
     ) -> Job:
-        """`change` applied to a job this attempt runs (`StaleAttemptError` for an old one)."""
+        """`change(job, now)` applied to a job this attempt runs (`StaleAttemptError` for an
+        old one); `now` is `_stamp`'s."""
         with self._write() as conn:
             job = self._fetch(conn, job_id, lock=True)
             check_attempt(job, attempt)
             if job.status is not JobStatus.IN_PROGRESS:
                 raise InvalidTransitionError(f"job {job_id} is {job.status.value}, not in_progress")
-            updated = change(job)
+            updated = change(job, self._stamp(conn))
             self._save(conn, updated)
         return updated
 

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from helios_serve.errors import NotAuthenticatedError
 from helios_serve.web.errors import api_error_from_domain
+from helios_serve.web.origin import is_own_or_allowed, normal_origins
 
 OPEN_PATHS = frozenset({"/health"})
 PAGE_PATHS = frozenset({"/", "/videos"})
@@ -35,6 +36,9 @@ class Access:
 
     api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
+    behind_gateway: bool = False
+    """A worker's session port: gateways relay to it, browsers never call it, so no route
+    takes cross-origin calls and any request from another origin is refused (`web.origin`)."""
 
 
 def _key_matches(presented: str, keys: tuple[str, ...]) -> bool:
@@ -93,7 +97,7 @@ class WebSocketGate:
     def __init__(self, app: ASGIApp, keys: tuple[str, ...], origins: tuple[str, ...]) -> None:
         self.app = app
         self.keys = keys
-        self.origins = frozenset(o.rstrip("/").lower() for o in origins)
+        self.origins = normal_origins(origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -110,17 +114,13 @@ class WebSocketGate:
     def _refusal(self, scope: Scope) -> str | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         origin = headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
+        if origin is not None and not is_own_or_allowed(
+            origin, headers.get("host", ""), self.origins
+        ):
             return "origin not allowed"
         if self.keys and not _key_matches(bearer_token(scope), self.keys):
             return "a valid API key is required"
         return None
-
-    def _origin_allowed(self, origin: str, host: str) -> bool:
-        origin = origin.rstrip("/").lower()
-        if origin in self.origins:
-            return True
-        return origin.split("://", 1)[-1] == host.lower()  # same origin: scheme-less host
 
 
 def bearer_token(scope: Scope) -> str:

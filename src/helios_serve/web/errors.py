@@ -29,6 +29,7 @@ side (`param` names the field; `extra_params.<key>` for Helios keys):
 | 422    | invalid_request_error     | unprocessable_media        | corrupt/truncated/bomb |
 | 422    | invalid_request_error     | (the job's)                | a failed `/sync` job |
 | 401    | invalid_request_error     | invalid_api_key            | no valid API key |
+| 403    | invalid_request_error     | cross_site_request         | a write from another site |
 | 426    | invalid_request_error     | upgrade_required           | an older client protocol |
 | 429    | rate_limit_error          | queue_full                 | the queue is full |
 | 501    | server_error              | not_implemented            | a newer client protocol |
@@ -54,6 +55,7 @@ from starlette.responses import Response
 from helios_serve.errors import (
     CheckpointError,
     ConflictError,
+    ForbiddenError,
     HeliosError,
     InsufficientStorageError,
     InvalidInputError,
@@ -79,6 +81,7 @@ SERVER_ERROR = "server_error"
 _STATUS_CODES = {
     400: "invalid_request",
     401: "invalid_api_key",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -94,6 +97,7 @@ DEFAULT_DOMAIN_STATUS: Mapping[type[HeliosError], int] = {
     InvalidInputError: 400,
     UnprocessableError: 422,
     NotAuthenticatedError: 401,
+    ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     StreamCancelledError: 409,

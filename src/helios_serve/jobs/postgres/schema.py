@@ -86,7 +86,13 @@ def _to_v1(conn: psycopg.Connection[Any]) -> None:
     conn.execute(SchemaManager.get_schema())
 
 
-MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (_to_v1,)
+def _to_v2(conn: psycopg.Connection[Any]) -> None:
+    """Each worker's session-port credential: the gateways read it here and present it on
+    every relayed request (nobody else can reach the session port's signalling)."""
+    conn.execute("ALTER TABLE helios_workers ADD COLUMN session_token TEXT")
+
+
+MIGRATIONS: tuple[Callable[[psycopg.Connection[Any]], None], ...] = (_to_v1, _to_v2)
 """`MIGRATIONS[n]` takes the schema from version n to n + 1; append, never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,7 +3,9 @@
 The lifecycle is `jobs.lifecycle`'s, the row mapping `jobs.rows`'; PostgreSQL brings the
 locking: row locks (`FOR UPDATE`) instead of SQLite's one writer, `SKIP LOCKED` claims, and an
 advisory lock that makes admission (queue limit plus idempotency key) one serial decision
-across gateways. Connection errors become `StoreUnavailableError` (`jobs.postgres.pool`).
+across gateways. Leases are stamped and judged on the database's clock (`now()`), so a host
+whose wall clock is off cannot lose its own jobs or take over another's. Connection errors
+become `StoreUnavailableError` (`jobs.postgres.pool`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from helios_serve.jobs.postgres.schema import migrate
 from helios_serve.jobs.records import RecordEvents
 from helios_serve.jobs.sql import Conn, Dialect
 
+DB_NOW = "extract(epoch FROM now())::float8"
+"""The database's clock (the transaction's start) in epoch seconds, as SQL."""
 ADMIT_LOCK = 0x48454C494F54
 """pg_advisory_xact_lock key that serialises admissions (queue limit + idempotency keys)."""
 
@@ -61,8 +65,17 @@ class PostgresJobStore(SqlJobRecords):
     def _read(self) -> AbstractContextManager[Conn]:
         return transaction(self.pool)
 
+    def _stamp(self, conn: Conn) -> float:
+        return db_now(conn)
+
     def _serialise_admission(self, conn: Conn) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADMIT_LOCK,))
 
     def close(self) -> None:
         self.pool.close()
+
+
+def db_now(conn: Conn) -> float:
+    """The database's clock inside `conn`'s transaction: the one every lease is judged on."""
+    row = conn.execute(f"SELECT {DB_NOW} AS now").fetchone()
+    return float(row["now"])
