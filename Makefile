@@ -54,8 +54,11 @@ typecheck: $(STAMP)
 
 check: lint typecheck
 
+# Two pytest-xdist workers (most tests wait on servers, sockets and subprocesses; a module, and
+# the cluster and browser folders, each stay on one worker: tests/conftest.py). WORKERS=0: serial.
+WORKERS ?= 2
 test: $(STAMP) $(BROWSER_STAMP) $(CLUSTER_STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
 
 # Reactor's wire messages: regenerate the committed gencode after editing the .proto.
 PROTO_DIR := src/helios_serve/realtime/reactor/proto

@@ -12,14 +12,21 @@ from helios_serve.engine.loader import LoadedModel, load_model
 
 SUITE_MARKERS = ("e2e", "cluster", "browser")
 """A test under tests/<name>/ carries the marker <name>."""
+ONE_WORKER = ("cluster", "browser")
+"""Folders whose tests share one rig (PostgreSQL + SeaweedFS; Chromium and its npm packages):
+under pytest-xdist (`make test` runs two workers) all of a folder's tests go to one worker, so
+the rig starts once; any other module's tests stay together (their module fixtures too)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
+        inside = parts[parts.index("tests") + 1 : -1] if "tests" in parts else ()
         for name in SUITE_MARKERS:
-            if "tests" in parts and name in parts[parts.index("tests") + 1 : -1]:
+            if name in inside:
                 item.add_marker(getattr(pytest.mark, name))
+        shared = next((name for name in ONE_WORKER if name in inside), None)
+        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
