@@ -18,6 +18,7 @@ under pytest-xdist (`make test` runs two workers) all of a folder's tests go to 
 the rig starts once; any other module's tests stay together (their module fixtures too)."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
