@@ -15,7 +15,10 @@ SUITE_MARKERS = ("e2e", "cluster", "browser")
 ONE_WORKER = ("cluster", "browser")
 """Folders whose tests share one rig (PostgreSQL + SeaweedFS; Chromium and its npm packages):
 under pytest-xdist (`make test` runs two workers) all of a folder's tests go to one worker, so
-the rig starts once; any other module's tests stay together (their module fixtures too)."""
+the rig starts once; any other module's tests stay together (their module fixtures too)..."""
+SPREAD = ("tests/e2e/test_seed_clients.py",)
+"""...except these modules', each test with a server of its own and minutes long: spread over
+the workers, or one worker would carry them all at the end of the run."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
@@ -27,7 +30,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if name in inside:
                 item.add_marker(getattr(pytest.mark, name))
         shared = next((name for name in ONE_WORKER if name in inside), None)
-        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::")[0]))
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(shared or _spread(item.nodeid, module)))
+    # the long tests first, so the short ones fill the workers' ends (a stable sort: a module's
+    # order, and so its fixtures' lifetimes, hold within each half)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _spread(nodeid: str, module: str) -> str:
+    return nodeid if module in SPREAD else module
 
 
 @pytest.fixture(scope="session")

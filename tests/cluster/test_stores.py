@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from helios_serve.core.settings import SamplingSettings
+from helios_serve.jobs import digests
 from helios_serve.jobs.blobs import BlobStore, LocalBlobStore
 from helios_serve.jobs.files import JobFiles
 from helios_serve.jobs.mirror import JobMirror
@@ -275,7 +276,9 @@ def test_mirror_brings_a_jobs_checkpoint_to_another_machine(
     for index in (0, 1):
         here.chunks_dir(job_id).mkdir(parents=True, exist_ok=True)
         here.segment_path(job_id, index).write_bytes(b"segment %d" % index)
+        digests.seal(here.segment_path(job_id, index), digests.segment_label(index))
         here.save_checkpoint(job_id, index, b"state %d" % index)
         JobMirror(here, blobs).push_chunk(job_id, index, trimmed=False, thumbnail=False)
-    assert JobMirror(there, blobs).pull_all(job_id) == 3  # two segments, the latest state
+    # two segments and the latest state, each with its digest (jobs/digests.py)
+    assert JobMirror(there, blobs).pull_all(job_id) == 6
     assert there.resume_point(job_id, 0) == (1, b"state 1")

@@ -30,7 +30,7 @@ from helios_serve.engine.loader import LoadedModel
 from helios_serve.engine.paced import PacedEngine, PacedTiming
 from helios_serve.engine.process import ProcessEngine
 from helios_serve.engine.service import LocalEngine, describe
-from helios_serve.engine.streamer import ChunkStreamer
+from helios_serve.engine.streamer import SESSION_DECODE_GROUPS, ChunkStreamer
 from helios_serve.realtime.driver import StreamOptions
 from helios_serve.realtime.playout import FrameBuffer
 from helios_serve.realtime.reactor.images import ImageLoader
@@ -220,7 +220,9 @@ def test_a_remade_chunk_equals_a_fresh_stream_with_the_same_state_and_conditions
         run(rig, body)
     finally:
         asyncio.run(engine.close())
-    fresh = ChunkStreamer(model, StreamRequest(A, 64, 64, seed=11, settings=settings))
+    request = StreamRequest(A, 64, 64, seed=11, settings=settings)
+    # a session's stream decodes in its own groups (engine/chunk_decoding.py), so does this one
+    fresh = ChunkStreamer(model, request, decode_groups=SESSION_DECODE_GROUPS)
     expected = [fresh.next_chunk().frames for _ in range(2)]
     fresh.set_prompt(B)
     expected.append(fresh.next_chunk().frames)
