@@ -171,7 +171,7 @@ def _log(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark: 0 on success, 2 (one line on stderr) for unusable flags or models."""
     from .measure import memory_kind
-    from .report import build_report, format_table, plot, plot_if_possible, write_json
+    from .report import build_report, format_table, plot
     from .runner import measure
 
     load_before = _load_average()
@@ -196,15 +196,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(report), flush=True)
     if args.out:
-        prefix = Path(args.out)
-        json_path = prefix.with_name(prefix.name + ".json")
-        png_path = prefix.with_name(prefix.name + ".png")
-        write_json(report, json_path)
-        if plot_if_possible(plot, report, png_path):
-            _log(f"wrote {json_path} and {png_path}")
-        else:
-            _log(
-                f"wrote {json_path}; no plot: matplotlib is an extra (pip install "
-                "'helios-serve[bench]')"
-            )
+        from .report import write_outputs
+
+        write_outputs(report, plot, args.out, _log)
     return 0

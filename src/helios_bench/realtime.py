@@ -209,19 +209,9 @@ def run_realtime(args: argparse.Namespace) -> int:
         table, draw = format_table(report), plot
     print(table, flush=True)
     if args.out:
-        prefix = Path(args.out)
-        json_path = prefix.with_name(prefix.name + ".json")
-        png_path = prefix.with_name(prefix.name + ".png")
-        from .report import plot_if_possible, write_json
+        from .report import write_outputs
 
-        write_json(report, json_path)
-        if plot_if_possible(draw, report, png_path):
-            _log(f"wrote {json_path} and {png_path}")
-        else:
-            _log(
-                f"wrote {json_path}; no plot: matplotlib is an extra (pip install "
-                "'helios-serve[bench]')"
-            )
+        write_outputs(report, draw, args.out, _log)
     return 0
 
 

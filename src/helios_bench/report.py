@@ -301,6 +301,24 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
 
 
+def write_outputs(
+    report: dict[str, Any],
+    draw: Callable[[dict[str, Any], Path], None],
+    out: str,
+    log: Callable[[str], None],
+) -> None:
+    """`out.json` and, where matplotlib is installed, `out.png`; `log` says what was written."""
+    prefix = Path(out)
+    json_path = prefix.with_name(prefix.name + ".json")
+    png_path = prefix.with_name(prefix.name + ".png")
+    write_json(report, json_path)
+    if plot_if_possible(draw, report, png_path):
+        log(f"wrote {json_path} and {png_path}")
+    else:
+        extra = "pip install 'helios-serve[bench]'"
+        log(f"wrote {json_path}; no plot: matplotlib is an extra ({extra})")
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     """Memory vs stream length, per-chunk latency of the first config, and fps."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
