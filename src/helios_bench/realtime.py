@@ -270,9 +270,8 @@ async def _measure(
         last = max([args.chunks - 1, *(c.chunk for c in changes)])
         await client.until(_chunk_done(client, last), f"chunk {last}")
         first_tick = _first_tick_after(client.log.frames, start_t)
-        chunks = _chunks(client, last)
-        playback, bias_s = await client.until(
-            lambda: _fully_played(client.log.frames, chunks, fps, first_tick),
+        chunks, playback, bias_s = await client.until(
+            lambda: _fully_played(client.log.frames, _chunks(client, last), fps, first_tick),
             f"the frames of chunk {last}",
         )
         connect.first_video_frame = client.log.frames[0].t if client.log.frames else None
@@ -358,9 +357,16 @@ def _chunks(client: RealtimeClient, last: int) -> list[ChunkDone]:
 
 
 def _fully_played(
-    frames: Sequence[ReceivedFrame], chunks: Sequence[ChunkDone], fps: float, first_tick: int
-) -> tuple[list[ChunkPlayback], float | None] | None:
-    if not frames:
+    frames: Sequence[ReceivedFrame], chunks: list[ChunkDone], fps: float, first_tick: int
+) -> tuple[list[ChunkDone], list[ChunkPlayback], float | None] | None:
+    """The chunks, where they played and the event bias, once the last chunk fully played.
+
+    Re-read on every poll: a chunk can complete before its first frame goes out (the playout
+    still shows the previous one), so its `chunk_shown` may arrive after its `chunk_complete`.
+    A server that marks chunks shown is waited for until it marked every one.
+    """
+    marked = [c.shown_tick is not None for c in chunks]
+    if not frames or (any(marked) and not all(marked)):
         return None
     playback = chunk_playback(frames, chunks, fps, first_tick)
     bias = calibrate_bias(frames, chunks, playback, fps)
@@ -369,7 +375,7 @@ def _fully_played(
     if len(playback) < len(chunks):
         return None
     end = playback[-1].first_tick + chunks[-1].frames - 1
-    return (playback, bias) if frames[-1].tick >= end else None
+    return (chunks, playback, bias) if frames[-1].tick >= end else None
 
 
 # ---------------------------------------------------------------------------- steering

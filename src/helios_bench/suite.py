@@ -315,8 +315,9 @@ def phase_vae(suite: Suite) -> dict[str, Any]:
     std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1).to(suite.device)
     z = latents * std + mean
     vae16 = copy.deepcopy(suite.vae).to(torch.bfloat16)
-    ref, t32 = _time_decode(suite.vae, z, 3)
-    got, t16 = _time_decode(vae16, z.to(torch.bfloat16), 3)
+    repeats = suite.args.repeats
+    ref, t32 = _time_decode(suite.vae, z, repeats)
+    got, t16 = _time_decode(vae16, z.to(torch.bfloat16), repeats)
     ref01 = (ref.float() / 2 + 0.5).clamp(0, 1)
     got01 = (got.float() / 2 + 0.5).clamp(0, 1)
     diff = (got01 - ref01).abs()
@@ -334,7 +335,11 @@ def phase_vae(suite: Suite) -> dict[str, Any]:
         "a bf16 copy; frames in [0, 1]",
         "latents_from": key,
     }
-    out["channels_last_3d"] = _channels_last_experiment(vae16, z.to(torch.bfloat16), got)
+    out["channels_last_3d"] = (
+        _channels_last_experiment(vae16, z.to(torch.bfloat16), got, repeats)
+        if suite.device.type == "cuda"
+        else {"skipped": "a cuDNN layout experiment (and bf16 conv3d is slow on a CPU)"}
+    )
     del vae16, ref, got
     host = ref01.permute(0, 2, 3, 4, 1)[0].cpu().numpy()
     start = time.perf_counter()
@@ -349,7 +354,9 @@ def phase_vae(suite: Suite) -> dict[str, Any]:
     return out
 
 
-def _channels_last_experiment(vae: Any, z: torch.Tensor, reference: torch.Tensor) -> dict[str, Any]:
+def _channels_last_experiment(
+    vae: Any, z: torch.Tensor, reference: torch.Tensor, repeats: int
+) -> dict[str, Any]:
     """Decode time with the 5-D conv weights and the input in channels_last_3d."""
     try:
         with torch.no_grad():
@@ -358,7 +365,7 @@ def _channels_last_experiment(vae: Any, z: torch.Tensor, reference: torch.Tensor
                 if isinstance(weight, torch.nn.Parameter) and weight.dim() == 5:
                     weight.data = weight.data.contiguous(memory_format=torch.channels_last_3d)
             video, seconds = _time_decode(
-                vae, z.contiguous(memory_format=torch.channels_last_3d), 3
+                vae, z.contiguous(memory_format=torch.channels_last_3d), repeats
             )
         return {
             "decode_s": seconds,
@@ -578,6 +585,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--text-tokens", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--repeats", type=int, default=3, help="vae phase: timed decodes per variant (median)"
+    )
     p.add_argument("--phases", default=",".join(DEFAULT_PHASES))
     p.add_argument(
         "--prefetch",

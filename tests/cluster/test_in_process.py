@@ -28,7 +28,7 @@ from .conftest import LocalCluster
 
 KEY = "s3cret"
 KEYED = {"Authorization": f"Bearer {KEY}"}
-UPKEEP = Upkeep(worker_timeout_s=4, max_attempts=3, interval_s=1)
+UPKEEP = Upkeep(worker_timeout_s=10, max_attempts=3, interval_s=1)
 
 
 async def _round_trip(cluster: LocalCluster, url: str) -> None:
@@ -47,8 +47,12 @@ async def _round_trip(cluster: LocalCluster, url: str) -> None:
         content = await http.get(f"/v1/videos/{video_id}/content")
         assert content.status_code == 200
         assert content.content[4:8] == b"ftyp"  # an MP4, fetched from S3 by the gateway
-        ready = await http.get("/ready")
-        assert ready.status_code == 200, ready.text  # the worker is alive
+        # The worker is alive: its registry heartbeat is seen (polled: under a loaded CI machine
+        # the gateway's once-a-second watch can lag a beat behind the job's completion).
+        deadline = time.monotonic() + 20
+        while (ready := await http.get("/ready")).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            await asyncio.sleep(0.5)
 
 
 @pytest.mark.usefixtures("s3_env")
