@@ -56,11 +56,13 @@ check: lint typecheck
 
 # Two pytest-xdist workers (most tests wait on servers, sockets and subprocesses; a module, and
 # the cluster and browser folders, each stay on one worker: tests/conftest.py). WORKERS=0: serial.
+# --no-loadscope-reorder: the groups start in collection order (conftest puts the long ones
+# first) rather than largest-first, which would leave the minutes-long single-test groups last.
 # One torch thread per process: two workers, each with its test's servers and engine processes,
 # on 2 cores would otherwise oversubscribe them (OpenMP threads spinning against each other).
 WORKERS ?= 2
 test: $(STAMP) $(BROWSER_STAMP) $(CLUSTER_STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=25 $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 $(ARGS)
 
 # Reactor's wire messages: regenerate the committed gencode after editing the .proto.
 PROTO_DIR := src/helios_serve/realtime/reactor/proto
