@@ -17,8 +17,8 @@ ONE_WORKER = ("cluster", "browser")
 under pytest-xdist (`make test` runs two workers) all of a folder's tests go to one worker, so
 the rig starts once; any other module's tests stay together (their module fixtures too)..."""
 SPREAD = ("tests/e2e/test_seed_clients.py",)
-"""...except these modules', each test with a server of its own and minutes long: spread over
-the workers, or one worker would carry them all at the end of the run."""
+"""...except these modules', whose tests are minutes long: one group per server fixture they use
+(a test names it, or takes its name as a parameter), spread over the workers."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
@@ -31,14 +31,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(getattr(pytest.mark, name))
         shared = next((name for name in ONE_WORKER if name in inside), None)
         module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(shared or _spread(item.nodeid, module)))
+        item.add_marker(pytest.mark.xdist_group(shared or _spread(item, module)))
     # the long tests first, so the short ones fill the workers' ends (a stable sort: a module's
     # order, and so its fixtures' lifetimes, hold within each half)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
-def _spread(nodeid: str, module: str) -> str:
-    return nodeid if module in SPREAD else module
+def _spread(item: pytest.Item, module: str) -> str:
+    if module not in SPREAD:
+        return module
+    params = getattr(item, "callspec", None)
+    named = [*getattr(item, "fixturenames", ()), *(params.params.values() if params else ())]
+    servers = sorted(n for n in named if isinstance(n, str) and n.endswith("_server"))
+    return f"{module}::{servers[0]}" if servers else item.nodeid
 
 
 @pytest.fixture(scope="session")

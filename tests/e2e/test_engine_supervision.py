@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 JOB = {
     "prompt": "a kite over a beach",
-    "size": "256x128",
+    "size": "128x128",
     "num_frames": "132",
     "seed": "4",
     "extra_params": '{"pyramid_num_inference_steps_list": [1, 1, 1]}',
@@ -86,7 +86,7 @@ def hang_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def server(tmp_path: Path, hang_file: Path) -> LiveServer:
     live = FaultyServer(
-        tmp_path / "data", "tiny", "tiny", ["--engine-stall-timeout", "10"], hang_file=hang_file
+        tmp_path / "data", "tiny", "tiny", ["--engine-stall-timeout", "15"], hang_file=hang_file
     )
     live.start()
     yield live

@@ -35,7 +35,7 @@ def test_kill_9_mid_job_loses_nothing(tmp_path: Path) -> None:
         done = submit(server)
         assert server.wait_done(done)["status"] == "completed"
         digest = content_digest(server, done)
-        long_job = submit(server, size="256x256", num_frames="198", seed="5")
+        long_job = submit(server, size="128x128", num_frames="165", seed="5")
         queued = [submit(server, seed=str(i)) for i in range(3)]
         deadline = time.monotonic() + 120
         with server.client() as http:
@@ -66,7 +66,7 @@ def test_sigterm_requeues_the_running_job(tmp_path: Path) -> None:
     server = LiveServer(tmp_path, "tiny", "tiny")
     server.start()
     try:
-        job = submit(server, size="256x256", num_frames="330")
+        job = submit(server, size="128x128", num_frames="330")
         with server.client() as http:
             while http.get(f"/v1/videos/{job}").json()["status"] != "in_progress":
                 time.sleep(0.1)

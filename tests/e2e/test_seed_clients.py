@@ -19,7 +19,7 @@ from PIL import Image
 from tests.live_server import LiveServer, live_server
 
 from helios_serve.core.types import Variant
-from helios_serve.engine.tiny import write_tiny_checkpoint
+from helios_serve.engine.tiny import COARSE_LAYOUT, write_tiny_checkpoint
 from helios_serve.media.decode import probe_video
 
 from .conftest import SEED_CLIENTS, needs_seed_clients
@@ -31,15 +31,26 @@ FAST_GUIDED = ("--step-cache", "on", "--guidance-passes", "batched")
 """Base and Mid serve the seed's 640x384 scripts with step caching and batched guidance (both
 documented options, ~1.6x less CPU on the tiny model)."""
 
-COARSE_PATCH = (1, 4, 4)
-"""And from a tiny checkpoint directory whose patch is coarser than the real (1, 2, 2): a quarter
-of the tokens, a sixteenth of the attention that made 640x384 cost ~100 s a chunk on CPU. The
-scripts check the API, not the frames; the real patch is what every other test serves."""
-
 
 def _coarse_checkpoint(tmp_path_factory: pytest.TempPathFactory, variant: Variant) -> str:
+    """A tiny checkpoint directory in the coarse layout: a (1, 4, 4) patch instead of the real
+    (1, 2, 2) and one VAE residual block fewer, so 640x384 costs ~20 s a chunk on a CPU instead of
+    ~100 s. The scripts check the API, not the frames; every other test serves the real layout."""
     directory = tmp_path_factory.mktemp(f"coarse-{variant.value}") / "checkpoint"
-    return str(write_tiny_checkpoint(directory, variant, patch=COARSE_PATCH))
+    return str(write_tiny_checkpoint(directory, variant, layout=COARSE_LAYOUT))
+
+
+@pytest.fixture(scope="module")
+def distilled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """This module's own: the coarse layout (tests/e2e/conftest.py's serves the real one)."""
+    data_dir = tmp_path_factory.mktemp("d")
+    with live_server(
+        data_dir,
+        model=_coarse_checkpoint(tmp_path_factory, Variant.DISTILLED),
+        served_name="BestWishYsh/Helios-Distilled",
+        graceful=False,
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -182,4 +193,5 @@ def test_seed_python_client_with_input_image(distilled_server: LiveServer, tmp_p
 
 def test_models_lists_the_served_name(distilled_server: LiveServer) -> None:
     models = httpx.get(f"{distilled_server.url}/v1/models", timeout=10).json()
-    assert [m["id"] for m in models["data"]] == ["BestWishYsh/Helios-Distilled", "tiny"]
+    ids = [m["id"] for m in models["data"]]
+    assert ids[0] == "BestWishYsh/Helios-Distilled", ids  # first; the checkpoint's own name after

@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,22 @@ def _build_text_encoder(vocab_size: int) -> Any:
     return UMT5EncoderModel(config).eval()
 
 
-TINY_PATCH = (1, 2, 2)
-"""The real checkpoints' patch. A coarser one, such as (1, 4, 4), makes a quarter of the tokens
-(about a sixteenth of the attention) at the same video size: for tests whose clients ask for
-large videos and check the API, not the frames."""
+@dataclass(frozen=True)
+class TinyLayout:
+    """The tiny checkpoint's shape knobs that set its cost per video pixel."""
+
+    patch: tuple[int, int, int] = (1, 2, 2)
+    """The real checkpoints' patch."""
+    vae_res_blocks: int = 1
 
 
-def _build_transformer(patch: tuple[int, int, int]) -> Any:
+REAL_LAYOUT = TinyLayout()
+COARSE_LAYOUT = TinyLayout(patch=(1, 4, 4), vae_res_blocks=0)
+"""For tests whose clients ask for big videos and check the API, not the frames: a quarter of
+the tokens (a sixteenth of the attention) and half the VAE decoder's full-size convolutions."""
+
+
+def _build_transformer(patch: tuple[int, int, int] = REAL_LAYOUT.patch) -> Any:
     from diffusers import HeliosTransformer3DModel
 
     return HeliosTransformer3DModel(
@@ -124,14 +134,14 @@ def _build_transformer(patch: tuple[int, int, int]) -> Any:
     ).eval()
 
 
-def _build_vae() -> Any:
+def _build_vae(res_blocks: int = REAL_LAYOUT.vae_res_blocks) -> Any:
     from diffusers import AutoencoderKLWan
 
     return AutoencoderKLWan(
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
+        num_res_blocks=res_blocks,
         temperal_downsample=[False, True, True],
     ).eval()
 
@@ -157,9 +167,7 @@ def _build_scheduler(variant: Variant, gamma: float = _GAMMA) -> Any:
     )
 
 
-def build_tiny_pipeline(
-    variant: Variant, seed: int = 0, patch: tuple[int, int, int] = TINY_PATCH
-) -> Any:
+def build_tiny_pipeline(variant: Variant, seed: int = 0, layout: TinyLayout = REAL_LAYOUT) -> Any:
     """Build the tiny pipeline in memory (random weights from `seed`)."""
     from diffusers import HeliosPipeline, HeliosPyramidPipeline
 
@@ -168,9 +176,9 @@ def build_tiny_pipeline(
     components = {
         "tokenizer": tokenizer,
         "text_encoder": _build_text_encoder(len(tokenizer)),
-        "transformer": _build_transformer(patch),
-        "vae": _build_vae(),
-        "scheduler": _build_scheduler(variant, _pyramid_gamma(patch)),
+        "transformer": _build_transformer(layout.patch),
+        "vae": _build_vae(layout.vae_res_blocks),
+        "scheduler": _build_scheduler(variant, _pyramid_gamma(layout.patch)),
     }
     if variant is Variant.BASE:
         return HeliosPipeline(**components)
@@ -182,11 +190,11 @@ def build_tiny_pipeline(
 
 
 def write_tiny_checkpoint(
-    directory: Path, variant: Variant, seed: int = 0, patch: tuple[int, int, int] = TINY_PATCH
+    directory: Path, variant: Variant, seed: int = 0, layout: TinyLayout = REAL_LAYOUT
 ) -> Path:
     """Write a tiny checkpoint to `directory` (created) in the real repos' layout."""
     directory.mkdir(parents=True, exist_ok=True)
-    pipe = build_tiny_pipeline(variant, seed, patch)
+    pipe = build_tiny_pipeline(variant, seed, layout)
     pipe.save_pretrained(str(directory), safe_serialization=True)
     marker = {"variant": variant.value, "seed": seed, "note": "random weights: output is noise"}
     (directory / "helios_tiny.json").write_text(json.dumps(marker, indent=2) + "\n")
