@@ -32,51 +32,36 @@ FAST_GUIDED = ("--step-cache", "on", "--guidance-passes", "batched")
 documented options, ~1.6x less CPU on the tiny model)."""
 
 
-def _coarse_checkpoint(tmp_path_factory: pytest.TempPathFactory, variant: Variant) -> str:
-    """A tiny checkpoint directory in the coarse layout: a (1, 4, 4) patch instead of the real
-    (1, 2, 2) and one VAE residual block fewer, so 640x384 costs ~20 s a chunk on a CPU instead of
-    ~100 s. The scripts check the API, not the frames; every other test serves the real layout."""
-    directory = tmp_path_factory.mktemp(f"coarse-{variant.value}") / "checkpoint"
-    return str(write_tiny_checkpoint(directory, variant, layout=COARSE_LAYOUT))
+def _coarse_server(
+    factory: pytest.TempPathFactory, variant: Variant, *flags: str
+) -> Iterator[LiveServer]:
+    """A server on a tiny checkpoint directory in the coarse layout: a (1, 4, 4) patch instead of
+    the real (1, 2, 2) and one VAE residual block fewer, so 640x384 costs ~20 s a chunk on a CPU
+    instead of ~100 s. The scripts check the API, not the frames; every other test serves the
+    real layout. Served under the name the seed's clients ask for."""
+    directory = factory.mktemp(f"coarse-{variant.value}") / "checkpoint"
+    write_tiny_checkpoint(directory, variant, layout=COARSE_LAYOUT)
+    served = f"BestWishYsh/Helios-{variant.value.capitalize()}"
+    with live_server(
+        factory.mktemp("data"), *flags, model=str(directory), served_name=served, graceful=False
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def distilled_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """This module's own: the coarse layout (tests/e2e/conftest.py's serves the real one)."""
-    data_dir = tmp_path_factory.mktemp("d")
-    with live_server(
-        data_dir,
-        model=_coarse_checkpoint(tmp_path_factory, Variant.DISTILLED),
-        served_name="BestWishYsh/Helios-Distilled",
-        graceful=False,
-    ) as server:
-        yield server
+    """This module's own (tests/e2e/conftest.py's serves the real layout)."""
+    yield from _coarse_server(tmp_path_factory, Variant.DISTILLED)
 
 
 @pytest.fixture(scope="module")
 def base_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp("b")
-    with live_server(
-        data_dir,
-        *FAST_GUIDED,
-        model=_coarse_checkpoint(tmp_path_factory, Variant.BASE),
-        served_name="BestWishYsh/Helios-Base",
-        graceful=False,
-    ) as server:
-        yield server
+    yield from _coarse_server(tmp_path_factory, Variant.BASE, *FAST_GUIDED)
 
 
 @pytest.fixture(scope="module")
 def mid_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp("m")
-    with live_server(
-        data_dir,
-        *FAST_GUIDED,
-        model=_coarse_checkpoint(tmp_path_factory, Variant.MID),
-        served_name="BestWishYsh/Helios-Mid",
-        graceful=False,
-    ) as server:
-        yield server
+    yield from _coarse_server(tmp_path_factory, Variant.MID, *FAST_GUIDED)
 
 
 def run_client(cmd: list[str], server: LiveServer) -> str:
