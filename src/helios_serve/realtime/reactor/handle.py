@@ -122,6 +122,8 @@ class SessionHandle:
     touched: float = field(default_factory=time.monotonic)
     """Last signalling request naming the session (a reconnecting client is back)."""
     closed_reason: str | None = None
+    closing_step: str = ""
+    """Where `close` is (for the log line of a close that takes too long)."""
     creator: str = ""
     """Who created it (client address and `Origin`): a `stop_session` without an id, as the
     SDKs send it, ends only its own caller's sessions."""
@@ -288,9 +290,12 @@ class SessionHandle:
         self.status = Status.CLOSED
         self.closed_reason = reason
         if self.session is not None:
+            self.closing_step = "the session (commands, generation, engine stream)"
             await self.session.close()
         for connection in list(self.connections.values()):
+            self.closing_step = f"connection {connection.id}"
             await connection.close()
+        self.closing_step = "done"
         self.live = None
         if self.buffer is not None:
             self.buffer.clear()
