@@ -12,7 +12,6 @@ it re-offers) is not this peer's (`takes`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 import re
@@ -30,6 +29,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from helios_serve.realtime.reactor import encoders
+from helios_serve.realtime.reactor.bounded import finish_within
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +38,9 @@ CONTROL_CHANNEL_LABEL = "control"
 CHANNEL_LABELS = (DATA_CHANNEL_LABEL, CONTROL_CHANNEL_LABEL)
 MAIN_VIDEO = "main_video"
 MAX_REMOTE_CANDIDATES = 64
-PEER_CLOSE_TIMEOUT_S = 5.0
-"""How long closing a peer may hold up whoever closes it (a `stop_session`, a reset): aiortc's
-`RTCPeerConnection.close()` has been seen, rarely, not to return (aiortc issue 283's class); it
-then goes on in the background, logged, and the session's slot is given back anyway."""
-
-_closing: set[asyncio.Future[None]] = set()
-"""Closes that outlived the timeout: referenced here until they finish."""
 """Trickled candidates kept per peer; a browser sends a handful."""
+PEER_CLOSE_TIMEOUT_S = 5.0
+"""How long closing a peer may hold up whoever closes it (`bounded.finish_within`)."""
 _UFRAG = re.compile(r"(?:^|\s)ufrag\s+(\S+)")
 _SDP_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 
@@ -199,18 +194,17 @@ class PeerLink:
         pc, self._pc = self._pc, None
         if pc is None:
             return
-        closing = asyncio.ensure_future(pc.close())
-        done, _ = await asyncio.wait({closing}, timeout=PEER_CLOSE_TIMEOUT_S)
-        if not done:
+        try:
+            closed = await finish_within(pc.close(), PEER_CLOSE_TIMEOUT_S)
+        except Exception as exc:
+            logger.warning("closing a peer connection failed: %s", exc)
+            return
+        if not closed:
             logger.warning(
                 "a peer connection did not close within %.0f s; it goes on closing in the "
                 "background",
                 PEER_CLOSE_TIMEOUT_S,
             )
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
-        elif closing.exception() is not None:
-            logger.warning("closing a peer connection failed: %s", closing.exception())
 
     def _on_datachannel(self, channel: Any) -> None:
         label = channel.label

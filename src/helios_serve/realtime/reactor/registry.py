@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from helios_serve.errors import NotFoundError
+from helios_serve.realtime.reactor.bounded import finish_within
 from helios_serve.realtime.reactor.handle import Connection, SessionHandle, SessionMode, Status
 from helios_serve.realtime.reactor.peer import PeerLink, TrackMapping
 from helios_serve.realtime.reactor.uploads import UploadBudget, UploadStore
@@ -33,10 +34,7 @@ CLOSE_TIMEOUT_S = 10.0
 """How long ending a session may hold up its caller (`stop_session`, the watchdog). A close
 that takes longer (seen twice in ~4 loaded full test runs, on an in-process fake engine, cause
 not yet found) is logged with the step it is in and goes on in the background; the slot is
-given back, so the API answers and the next session can start."""
-
-_closing: set[asyncio.Future[None]] = set()
-"""Closes that outlived the timeout: referenced here until they finish."""
+given back, so the API answers and the next session can start (`bounded.finish_within`)."""
 KEEP_CLOSED = 256
 """Closed sessions remembered so GET can answer CLOSED instead of 404."""
 
@@ -159,10 +157,7 @@ class SessionRegistry:
             return
         if session_id in self._pending:
             self._pending.remove(session_id)
-        closing = asyncio.ensure_future(handle.close(reason))
-        done, _ = await asyncio.wait({closing}, timeout=CLOSE_TIMEOUT_S)
-        if done:
-            closing.result()
+        if await finish_within(handle.close(reason), CLOSE_TIMEOUT_S):
             logger.info("session %s closed: %s", session_id, reason)
         else:
             logger.warning(
@@ -172,8 +167,6 @@ class SessionRegistry:
                 CLOSE_TIMEOUT_S,
                 handle.closing_step,
             )
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
         self._closed[session_id] = handle
         while len(self._closed) > KEEP_CLOSED:
             self._closed.popitem(last=False)
